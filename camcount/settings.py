@@ -1,0 +1,153 @@
+"""One settings object for every camcount process, built from env vars and an optional YAML file.
+
+Precedence (highest first): explicit keyword arguments, environment variables
+(``CAMCOUNT_<SECTION>__<FIELD>``, plus the conventional ``KAFKA_BOOTSTRAP_SERVERS``,
+``CLICKHOUSE_URL`` and ``REDIS_URL``), the YAML file named by ``CAMCOUNT_CONFIG``, defaults.
+
+A service address left unset (``None``) means "the local stack started by ``camcount stack up``";
+an address that is set means an external service, which the stack launcher never starts or stops.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str | None = None
+    frames_topic: str = "frames"
+    detections_topic: str = "detections"
+    crossings_topic: str = "crossings"
+    window_counts_topic: str = "window-counts"
+    dead_letter_topic: str = "frames-dlq"
+    partitions: int = Field(8, ge=1, description="partition count for topics the stack creates")
+    session_timeout_ms: int = Field(6000, ge=1000)
+    client_config: dict[str, str] = Field(
+        default_factory=dict, description="extra librdkafka settings passed to every client"
+    )
+
+
+class ClickHouseSettings(BaseModel):
+    url: str | None = None
+    database: str = "camcount"
+
+
+class RedisSettings(BaseModel):
+    url: str | None = None
+
+
+class StackSettings(BaseModel):
+    kafka_port: int = 19092
+    clickhouse_tcp_port: int = 19000
+    clickhouse_http_port: int = 18123
+    clickhouse_interserver_port: int = 19009
+    redis_port: int = 16379
+
+
+class ModelSettings(BaseModel):
+    registry: str | None = Field(None, description="registry root (directory); default <home>/models")
+    reference: str = Field("yolov3-tiny@production", description="NAME@VERSION_OR_ALIAS")
+    providers: list[str] | None = Field(
+        None, description="ONNX Runtime providers in priority order; default: best available"
+    )
+    confidence_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    nms_threshold: float | None = Field(None, ge=0.0, le=1.0)
+
+
+class InferenceSettings(BaseModel):
+    group_id: str = "camcount-infer"
+    max_batch: int = Field(8, ge=1)
+    max_delay_ms: int = Field(20, ge=0)
+    decode_threads: int = Field(2, ge=1)
+    max_frame_pixels: int = Field(3840 * 2160, ge=1)
+    max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    metrics_port: int = Field(9400, ge=0, description="0 disables the HTTP endpoint")
+
+
+class CountingSettings(BaseModel):
+    app_id: str = "camcount-count"
+    cameras: str = Field("config/cameras.yaml", description="camera config YAML (lines, zones, classes)")
+    window_seconds: int = Field(60, ge=1)
+    web_port: int = Field(6066, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything a camcount process needs to know; see the module docstring for precedence."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CAMCOUNT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    home: Path = Field(Path(".camcount"), description="state directory: stack data, models, footage")
+    log_level: str = "INFO"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    counting: CountingSettings = Field(default_factory=CountingSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_path = os.environ.get("CAMCOUNT_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _ConventionalEnvSource(settings_cls), env_settings]
+        if yaml_path:
+            if not Path(yaml_path).is_file():
+                raise FileNotFoundError(f"CAMCOUNT_CONFIG points at {yaml_path!r}, which is not a file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+        return tuple(sources)
+
+    # Resolved addresses: explicit setting, else the local stack's.
+    def kafka_bootstrap(self) -> str:
+        return self.kafka.bootstrap_servers or f"127.0.0.1:{self.stack.kafka_port}"
+
+    def clickhouse_url(self) -> str:
+        return self.clickhouse.url or f"clickhouse://127.0.0.1:{self.stack.clickhouse_tcp_port}/{self.clickhouse.database}"
+
+    def redis_url(self) -> str:
+        return self.redis.url or f"redis://127.0.0.1:{self.stack.redis_port}/0"
+
+    def model_registry(self) -> str:
+        return self.model.registry or str(self.home / "models")
+
+
+class _ConventionalEnvSource(PydanticBaseSettingsSource):
+    """Reads the unprefixed env var names operators already use for these services."""
+
+    _NAMES = {
+        "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
+        "CLICKHOUSE_URL": ("clickhouse", "url"),
+        "REDIS_URL": ("redis", "url"),
+    }
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, dict[str, str]] = {}
+        for env_name, (section, key) in self._NAMES.items():
+            if os.environ.get(env_name):
+                values.setdefault(section, {})[key] = os.environ[env_name]
+        return values
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""Model registry, ONNX runtime and pre/post-processing for camcount detectors."""
