@@ -66,6 +66,10 @@ class ModelSettings(BaseModel):
 
 class InferenceSettings(BaseModel):
     group_id: str = "camcount-infer"
+    group_instance_id: str | None = Field(
+        None, description="static membership (group.instance.id), e.g. the Kubernetes pod name"
+    )
+    transactional: bool = Field(False, description="exactly-once via Kafka transactions")
     max_batch: int = Field(8, ge=1)
     max_delay_ms: int = Field(20, ge=0)
     decode_threads: int = Field(2, ge=1)

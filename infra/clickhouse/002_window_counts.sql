@@ -1,5 +1,6 @@
 -- Tumbling-window counts emitted by the Faust counting app. A window's row is re-emitted whenever its count
--- changes; ReplacingMergeTree(updated_ms) keeps the latest value, so re-emits and replays never add up.
+-- changes. A window's count only grows, so ReplacingMergeTree(count) keeps the latest value, and re-emits and
+-- replays never add up.
 CREATE TABLE IF NOT EXISTS window_counts
 (
     camera_id      LowCardinality(String),
@@ -15,6 +16,6 @@ CREATE TABLE IF NOT EXISTS window_counts
     count          UInt64,
     updated_ms     UInt64
 )
-ENGINE = ReplacingMergeTree(updated_ms)
+ENGINE = ReplacingMergeTree(count)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (camera_id, window_start, window_seconds, line, class_name, direction, variant, experiment, model_name, model_version);

@@ -1,0 +1,192 @@
+"""The ``camcount`` command line: one subcommand per part of the data flow."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from camcount.logs import configure_logging
+from camcount.settings import Settings, load_settings
+
+log = logging.getLogger("camcount")
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad input, bad config, unreachable service); printed without a traceback."""
+
+
+# --- stack ---------------------------------------------------------------------------------------------------
+def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
+    from camcount.stack import LocalStack
+
+    stack = LocalStack(settings)
+    if args.action == "up":
+        stack.up(progress=lambda line: print(f"  {line}", flush=True))
+    elif args.action == "down":
+        stack.down()
+    statuses = stack.status()
+    for s in statuses:
+        state = "ready" if s.ready else "down"
+        origin = "managed" if s.managed else "external"
+        print(f"{s.name:<11} {state:<6} {origin:<9} {s.address:<38} {s.detail}")
+    if args.action == "status":
+        return 0 if all(s.ready for s in statuses) else 1
+    return 0
+
+
+# --- ingest --------------------------------------------------------------------------------------------------
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from producers.ingest import CameraIngestor
+    from producers.sources import FrameSource
+
+    source = FrameSource(args.source, folder_fps=args.fps or 1.0)
+    ingestor = CameraIngestor(settings, args.camera_id, source, fps=args.fps, loop=args.loop,
+                              max_frames=args.max_frames)
+    ingestor.install_signal_handlers()
+    stats = ingestor.run()
+    print(f"camera {args.camera_id}: {stats.delivered} frames delivered, {stats.failed} failed")
+    return 0 if stats.failed == 0 else 1
+
+
+# --- infer ---------------------------------------------------------------------------------------------------
+def cmd_infer(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+
+    from camcount.ops_http import OpsServer
+    from stream_apps.inference.metrics import InferenceMetrics
+    from stream_apps.inference.routing import load_routes
+    from stream_apps.inference.worker import InferenceWorker
+
+    metrics = InferenceMetrics()
+    routes = load_routes(settings)
+    worker = InferenceWorker(settings, routes, metrics)
+    signal.signal(signal.SIGINT, worker.stop)
+    signal.signal(signal.SIGTERM, worker.stop)
+    ops = None
+    if settings.inference.metrics_port:
+        ops = OpsServer(settings.inference.metrics_port, metrics.registry, worker.ready.is_set)
+        ops.start()
+    try:
+        stats = worker.run()
+    finally:
+        if ops is not None:
+            ops.stop()
+    print(f"inference worker stopped: {stats.frames_ok} frames, {stats.batches} batches, "
+          f"{stats.dead_letters} dead letters")
+    return 0
+
+
+# --- count / sink --------------------------------------------------------------------------------------------
+def cmd_count(settings: Settings, args: argparse.Namespace) -> int:
+    import threading
+
+    from stream_apps.counting_app import run_worker
+
+    if not args.no_sink:
+        sink = _clickhouse_sink(settings)
+        threading.Thread(target=sink.run, name="clickhouse-sink", daemon=True).start()
+    run_worker(settings)
+    return 0
+
+
+def cmd_sink(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+
+    sink = _clickhouse_sink(settings)
+    signal.signal(signal.SIGINT, sink.stop)
+    signal.signal(signal.SIGTERM, sink.stop)
+    sink.run()
+    return 0
+
+
+def _clickhouse_sink(settings: Settings):
+    from sinks.kafka_sink import ClickHouseSink
+    from sinks.redis_live import LiveCrossingTotals
+
+    return ClickHouseSink(settings, live_totals=LiveCrossingTotals(settings.redis_url()))
+
+
+# --- parser --------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="camcount", description=__doc__)
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default: settings.log_level)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    stack = sub.add_parser("stack", help="start, check or stop the local broker, ClickHouse and Redis")
+    stack.add_argument("action", choices=("up", "status", "down"))
+    stack.set_defaults(handler=cmd_stack)
+
+    ingest = sub.add_parser("ingest", help="publish a camera's frames (video file, RTSP/HTTP, image folder)")
+    ingest.add_argument("--camera-id", required=True)
+    ingest.add_argument("--source", required=True, help="video file, image folder or rtsp/http URL")
+    ingest.add_argument("--fps", type=float, default=None,
+                        help="publish rate; default: the source's own rate; 0: as fast as possible")
+    ingest.add_argument("--loop", action="store_true", help="replay a file source forever")
+    ingest.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    ingest.set_defaults(handler=cmd_ingest)
+
+    infer = sub.add_parser("infer", help="run an inference worker (member of the frames consumer group)")
+    infer.set_defaults(handler=cmd_infer)
+
+    count = sub.add_parser("count", help="run the Faust counting app (and the ClickHouse sink)")
+    count.add_argument("--no-sink", action="store_true", help="don't run the ClickHouse sink in this process")
+    count.set_defaults(handler=cmd_count)
+
+    sink = sub.add_parser("sink", help="run the ClickHouse sink alone")
+    sink.set_defaults(handler=cmd_sink)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    from camcount.commands import demo, models
+
+    return [models.register_parser, demo.register_parser]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except Exception as exc:  # pydantic's ValidationError names the bad field
+        print(f"camcount: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(args.log_level or settings.log_level)
+    try:
+        return args.handler(settings, args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if _is_user_error(exc):
+            print(f"camcount {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from camcount.kafka_config import BrokerUnreachable
+    from producers.sources import SourceError
+
+    user_errors: tuple[type[Exception], ...] = (UserError, BrokerUnreachable, SourceError, FileNotFoundError)
+    try:
+        from counting.config import CameraConfigError
+        from models.errors import ModelError
+
+        user_errors += (CameraConfigError, ModelError)
+    except ImportError:
+        pass
+    try:
+        from camcount.stack import StackError
+
+        user_errors += (StackError,)
+    except ImportError:
+        pass
+    return isinstance(exc, user_errors)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

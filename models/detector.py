@@ -1,0 +1,176 @@
+"""Detector: registered ONNX model + session + batch preprocessing + decoding, frames in, Detections out."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from models.detections import Detections
+from models.errors import ModelError, ModelLoadError
+from models.manifest import ModelManifest
+from models.postprocess import DEFAULT_MAX_DETECTIONS, check_output_shape, postprocess
+from models.preprocess import BatchPreprocessor, LetterboxTransform, synthetic_frame
+from models.registry import ModelReference, ModelRegistry, RegisteredModel, verify_checksum
+from models.runtime import SessionInfo, check_input_shape, create_session
+
+logger = logging.getLogger(__name__)
+
+State = Literal["loading", "ready", "error"]
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock milliseconds of the last ``detect`` call, summed over its chunks."""
+
+    preprocess_ms: float = 0.0
+    infer_ms: float = 0.0
+    postprocess_ms: float = 0.0
+
+
+class Detector:
+    """Runs one model version on batches of BGR uint8 frames.
+
+    Invariants: the input shape matches the manifest (checked at construction); the batch size sent to the session
+    is at most ``max_batch`` (for a model with a static batch dimension B, exactly B, the extra slots ignored).
+    Concurrent ``detect`` calls are serialised (they share the preallocated batch).
+    """
+
+    def __init__(self, model: RegisteredModel, session: SessionInfo, max_batch: int = 8) -> None:
+        check_input_shape(session, model.manifest)
+        static_batch = session.input_shape[0]
+        self._static_batch = static_batch if isinstance(static_batch, int) else None
+        self.max_batch = self._static_batch or max_batch
+        self.model = model
+        self.manifest: ModelManifest = model.manifest
+        self.name = model.manifest.name
+        self.version = model.manifest.version
+        self.provider = session.provider
+        self._session = session
+        self._preprocessor = BatchPreprocessor(model.manifest, self.max_batch)
+        self._state: State = "loading"
+        self._error: str | None = None
+        self._warmup_ms: float | None = None
+        self._lock = threading.Lock()
+        self.last_timings = Timings()
+
+    @classmethod
+    def load(
+        cls,
+        registry: ModelRegistry,
+        ref: str | ModelReference,
+        providers: list[str] | None = None,
+        max_batch: int = 8,
+        warmup: bool = True,
+        cache_dir: Path | None = None,
+        intra_op_threads: int | None = None,
+    ) -> "Detector":
+        """Resolve ``ref``, verify its sha256 (ChecksumMismatch), create the session and, by default, warm up.
+
+        Raises ModelNotFound, ChecksumMismatch, OutputFormatMismatch or ModelLoadError.
+        """
+        return cls.from_model(registry.resolve(ref), providers, max_batch, warmup, cache_dir, intra_op_threads)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: RegisteredModel,
+        providers: list[str] | None = None,
+        max_batch: int = 8,
+        warmup: bool = True,
+        cache_dir: Path | None = None,
+        intra_op_threads: int | None = None,
+    ) -> "Detector":
+        """Detector for ``model`` (from a registry, or a path + manifest); verifies its sha256 first."""
+        verify_checksum(model)
+        session = create_session(model.path, providers, cache_dir, intra_op_threads)
+        detector = cls(model, session, max_batch)
+        if warmup:
+            detector.warmup()
+        else:
+            detector._state = "ready"
+        return detector
+
+    def warmup(self) -> float:
+        """Run a synthetic full batch, check the output layout, mark ready; returns milliseconds taken.
+
+        On failure the state becomes ``error`` and the exception is raised (ModelLoadError unless it is already a
+        ModelError such as OutputFormatMismatch).
+        """
+        start = time.perf_counter()
+        try:
+            frame = synthetic_frame()
+            for index in range(self.max_batch):
+                self._preprocessor.fill(index, frame)
+            outputs = self._run(self.max_batch)
+            check_output_shape(outputs[0], self.manifest.format, self.manifest.num_classes, self.max_batch)
+        except Exception as exc:
+            self._state, self._error = "error", str(exc)
+            if isinstance(exc, ModelError):
+                raise
+            raise ModelLoadError(
+                f"warm-up of {self.name}@{self.version} on {self.provider} failed: {exc}; "
+                "try providers=['CPUExecutionProvider'] or re-export the model"
+            ) from exc
+        self._warmup_ms = (time.perf_counter() - start) * 1e3
+        self._state = "ready"
+        logger.info("%s@%s ready on %s (warm-up %.1f ms)", self.name, self.version, self.provider, self._warmup_ms)
+        return self._warmup_ms
+
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "state": self._state,
+            "name": self.name,
+            "version": self.version,
+            "provider": self.provider,
+            "warmup_ms": self._warmup_ms,
+        }
+        if self._error is not None:
+            status["error"] = self._error
+        return status
+
+    def detect(
+        self,
+        images: Sequence[np.ndarray],
+        conf: float | None = None,
+        iou: float | None = None,
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
+    ) -> list[Detections]:
+        """One Detections per BGR uint8 image, in that image's pixel coordinates.
+
+        ``conf`` and ``iou`` override the manifest thresholds for this call (A/B parameter variants).
+        """
+        conf = self.manifest.confidence_threshold if conf is None else conf
+        iou = self.manifest.nms_threshold if iou is None else iou
+        pre_ms = infer_ms = post_ms = 0.0
+        results: list[Detections] = []
+        with self._lock:
+            for start in range(0, len(images), self.max_batch):
+                chunk = images[start : start + self.max_batch]
+                t0 = time.perf_counter()
+                transforms: list[LetterboxTransform] = [
+                    self._preprocessor.fill(index, image) for index, image in enumerate(chunk)
+                ]
+                t1 = time.perf_counter()
+                outputs = self._run(self._static_batch or len(chunk))
+                t2 = time.perf_counter()
+                results.extend(
+                    postprocess(outputs, self.manifest.format, transforms, conf, iou, max_detections)
+                )
+                t3 = time.perf_counter()
+                pre_ms += (t1 - t0) * 1e3
+                infer_ms += (t2 - t1) * 1e3
+                post_ms += (t3 - t2) * 1e3
+            self.last_timings = Timings(pre_ms, infer_ms, post_ms)
+        return results
+
+    def _run(self, batch_size: int) -> list[np.ndarray]:
+        return self._session.session.run(
+            None, {self._session.input_name: self._preprocessor.batch(batch_size)}
+        )

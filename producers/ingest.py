@@ -1,0 +1,154 @@
+"""Publishes one camera's frames to the ``frames`` topic, keyed by camera id, with tracing headers."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+from confluent_kafka import KafkaError, Message, Producer
+
+from camcount.kafka_config import producer_config, wait_for_broker
+from camcount.settings import Settings
+from producers.sources import FrameSource, Pacer
+from schemas import FRAME
+
+log = logging.getLogger(__name__)
+
+VariantAssigner = Callable[[str], tuple[str, str]]
+"""camera id -> (experiment, variant); ("", "") means the production model."""
+
+
+def production_variant(camera_id: str) -> tuple[str, str]:
+    return "", ""
+
+
+@dataclass
+class IngestStats:
+    published: int = 0
+    delivered: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def rate(self) -> float:
+        return self.published / max(time.monotonic() - self.started, 1e-9)
+
+
+class CameraIngestor:
+    """Reads a source and publishes JPEG frames until the source ends (or forever with ``loop``) or ``stop()``.
+
+    Invariant: every published frame is either delivered or counted in ``stats.failed`` once ``run`` returns,
+    because ``run`` always flushes the producer before returning, also after SIGINT/SIGTERM.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        camera_id: str,
+        source: FrameSource,
+        fps: float | None = None,
+        loop: bool = False,
+        jpeg_quality: int = 90,
+        assign_variant: VariantAssigner = production_variant,
+        max_frames: int | None = None,
+    ) -> None:
+        if not camera_id or any(c.isspace() for c in camera_id):
+            raise ValueError(f"camera id {camera_id!r} must be non-empty and contain no whitespace")
+        self.settings = settings
+        self.camera_id = camera_id
+        self.source = source
+        self.fps = source.native_fps or 0.0 if fps is None else fps
+        self.loop = loop
+        self.jpeg_params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+        self.assign_variant = assign_variant
+        self.max_frames = max_frames
+        self.stats = IngestStats()
+        self._stop = threading.Event()
+        self._producer: Producer | None = None
+
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGTERM, self.stop)
+
+    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
+        if error is None:
+            self.stats.delivered += 1
+        else:
+            self.stats.failed += 1
+            log.error("frame delivery failed: %s", error)
+
+    def run(self, progress_every: int = 100) -> IngestStats:
+        wait_for_broker(self.settings.kafka_bootstrap(), timeout_s=15)
+        self._producer = Producer(producer_config(self.settings))
+        topic = self.settings.kafka.frames_topic
+        start_ms = time.time() * 1000.0
+        seq = 0
+        pass_offset_ms = 0.0
+        pacer = Pacer(self.fps)
+        log.info("camera %s: publishing %s to %s at %s", self.camera_id, self.source.source, topic,
+                 f"{self.fps:g} fps" if self.fps else "full speed")
+        try:
+            while not self._stop.is_set():
+                last_offset = 0.0
+                for frame in self.source.frames():
+                    if self._stop.is_set() or (self.max_frames is not None and seq >= self.max_frames):
+                        self._stop.set()
+                        break
+                    pacer.wait()
+                    if frame.offset_ms is None:
+                        capture_ms = int(time.time() * 1000)
+                    else:
+                        last_offset = frame.offset_ms
+                        capture_ms = int(start_ms + pass_offset_ms + frame.offset_ms)
+                    self._publish(topic, seq, capture_ms, frame.image)
+                    seq += 1
+                    if progress_every and seq % progress_every == 0:
+                        log.info("camera %s: %d frames published (%.1f/s)", self.camera_id, seq, self.stats.rate())
+                if not self.loop:
+                    break
+                frame_ms = 1000.0 / (self.source.native_fps or 25.0)
+                pass_offset_ms += last_offset + frame_ms
+        finally:
+            remaining = self._producer.flush(30)
+            if remaining:
+                self.stats.failed += remaining
+                log.error("camera %s: %d frames not delivered within 30 s", self.camera_id, remaining)
+        log.info("camera %s: done, %d published, %d delivered, %d failed",
+                 self.camera_id, self.stats.published, self.stats.delivered, self.stats.failed)
+        return self.stats
+
+    def _publish(self, topic: str, seq: int, capture_ms: int, image) -> None:
+        ok, jpeg = cv2.imencode(".jpg", image, self.jpeg_params)
+        if not ok:
+            raise RuntimeError(f"OpenCV failed to JPEG-encode frame {seq} of camera {self.camera_id}")
+        experiment, variant = self.assign_variant(self.camera_id)
+        height, width = image.shape[:2]
+        value = FRAME.encode({
+            "camera_id": self.camera_id, "frame_seq": seq, "capture_ts_ms": capture_ms,
+            "width": width, "height": height, "encoding": "jpeg", "image": jpeg.tobytes(),
+            "variant": variant, "experiment": experiment,
+        })
+        headers = FRAME.headers() + [
+            ("camera-id", self.camera_id.encode()),
+            ("frame-seq", str(seq).encode()),
+            ("capture-ts-ms", str(capture_ms).encode()),
+            ("variant", variant.encode()),
+            ("experiment", experiment.encode()),
+        ]
+        assert self._producer is not None
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=self.camera_id.encode(), headers=headers,
+                                       on_delivery=self._on_delivery)
+                break
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+        self.stats.published += 1

@@ -1,0 +1,1 @@
+"""Sinks: ClickHouse (the analysts' source of truth) and Redis (live state for dashboards)."""

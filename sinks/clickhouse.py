@@ -1,0 +1,61 @@
+"""Row builders and batched inserts into the ClickHouse tables of ``infra/clickhouse``.
+
+Every table is a ReplacingMergeTree keyed so that re-inserting a row (a replay, a retried insert) replaces
+it instead of adding to it; queries read with FINAL (or through the views that do).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from clickhouse_driver import Client
+
+log = logging.getLogger(__name__)
+
+CROSSING_COLUMNS = ("event_id", "camera_id", "frame_seq", "capture_time", "capture_ts_ms", "line", "direction",
+                    "track_id", "class_name", "model_name", "model_version", "variant", "experiment")
+WINDOW_COLUMNS = ("camera_id", "window_start", "window_seconds", "line", "class_name", "direction", "variant",
+                  "experiment", "model_name", "model_version", "count", "updated_ms")
+INFERENCE_COLUMNS = ("camera_id", "frame_seq", "capture_time", "capture_ts_ms", "model_name", "model_version",
+                     "variant", "experiment", "status", "detections", "mean_confidence", "infer_ms", "e2e_ms")
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).replace(microsecond=0)
+
+
+def crossing_row(record: dict[str, Any]) -> tuple:
+    return (record["event_id"], record["camera_id"], record["frame_seq"], _utc(record["capture_ts_ms"]),
+            record["capture_ts_ms"], record["line"], record["direction"], record["track_id"], record["class_name"],
+            record["model_name"], record["model_version"], record["variant"], record["experiment"])
+
+
+def window_row(record: dict[str, Any]) -> tuple:
+    return (record["camera_id"], _utc(record["window_start_ms"]), record["window_seconds"], record["line"],
+            record["class_name"], record["direction"], record["variant"], record["experiment"],
+            record["model_name"], record["model_version"], record["count"], record["updated_ms"])
+
+
+def inference_row(record: dict[str, Any], received_ms: int) -> tuple:
+    confidence = record["confidence"]
+    return (record["camera_id"], record["frame_seq"], _utc(record["capture_ts_ms"]), record["capture_ts_ms"],
+            record["model_name"], record["model_version"], record["variant"], record["experiment"],
+            record["status"].lower(), len(confidence), sum(confidence) / len(confidence) if confidence else 0.0,
+            record["infer_ms"], float(max(received_ms - record["capture_ts_ms"], 0)))
+
+
+class ClickHouseWriter:
+    """Inserts row batches; one call per table per batch."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client = Client.from_url(url)
+
+    def insert(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+        if rows:
+            self.client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", rows)
+
+    def close(self) -> None:
+        self.client.disconnect()

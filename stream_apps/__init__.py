@@ -1,0 +1,1 @@
+"""Stream applications: the inference consumer group and the Faust counting app."""

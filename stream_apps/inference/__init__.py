@@ -1,0 +1,1 @@
+"""The inference consumer group: frames in, detections out, with dynamic batching across owned partitions."""
