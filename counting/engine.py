@@ -1,0 +1,187 @@
+"""Per-camera counting: tracker, line counters and zone counters driven by frame sequence numbers.
+
+Frame handling, keyed by ``frame_seq`` (monotonic per camera):
+
+* ``update`` with a seq above the last seen one tracks the frame; the tracker predicts across the
+  distance from the last *tracked* frame, so missing and skipped frames are both bridged by prediction
+  (a track survives ``max_gap_frames`` frames without a match, whichever the cause).
+* ``update`` or ``skip`` with a seq at or below the last seen one (duplicate, late or replayed frame)
+  changes nothing; ``update`` returns None and the frame is counted in ``late_frames``.
+* ``skip`` records a frame the inference stage did not run: it is seen (a later copy is late) but
+  not tracked, and tracks are not treated as missed on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from counting.config import Anchor, CameraConfig, CameraConfigError
+from counting.lines import CrossingEvent, LineCounter
+from counting.tracker import Tracker
+from counting.zones import ZoneCounter, ZoneEvent
+from models.detections import Detections
+
+logger = logging.getLogger(__name__)
+
+_STATE_VERSION = 1
+
+
+class CameraStateError(ValueError):
+    """A camera snapshot cannot be restored; start the camera from an empty state instead."""
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Counting result of one frame.
+
+    ``tracked`` holds the detections of the camera's classes with ``tracker_id`` (-1: not a confirmed
+    track); ``crossings`` the crossings confirmed on this frame (their own ``frame_seq`` may be earlier,
+    see ``counting.lines``); ``zones`` maps zone name -> class name -> tracked anchors inside now;
+    ``zone_events`` the entries and exits of this frame, including exits of tracks dropped this frame.
+    """
+
+    frame_seq: int
+    capture_ts_ms: int
+    tracked: Detections
+    crossings: list[CrossingEvent]
+    zones: dict[str, dict[str, int]]
+    zone_events: list[ZoneEvent]
+
+
+class CameraCounter:
+    """Everything one camera counts. Invariant: ``last_seq`` >= ``_last_tracked_seq`` when both are set."""
+
+    def __init__(self, config: CameraConfig, class_names: Sequence[str]) -> None:
+        self.config = config
+        self.class_names = list(class_names)
+        self._class_ids = self._ids_of(config.classes, "classes")
+        self.tracker = Tracker(config.tracker)
+        self._line_filter = {
+            line.name: (line.anchor or config.anchor, self._mask_of(config.line_classes(line), f"lines.{line.name}"))
+            for line in config.lines
+        }
+        self._zone_filter = {
+            zone.name: (zone.anchor or config.anchor, self._mask_of(config.zone_classes(zone), f"zones.{zone.name}"))
+            for zone in config.zones
+        }
+        self.lines = {line.name: LineCounter(line, self.class_names) for line in config.lines}
+        self.zones = {
+            zone.name: ZoneCounter(zone, self.class_names, np.flatnonzero(self._zone_filter[zone.name][1]).tolist())
+            for zone in config.zones
+        }
+        self.last_seq: int | None = None
+        self._last_tracked_seq: int | None = None
+        self.late_frames = 0
+
+    def _ids_of(self, names: Sequence[str], field: str) -> np.ndarray:
+        missing = [name for name in names if name not in self.class_names]
+        if missing:
+            raise CameraConfigError(
+                f"camera {self.config.camera_id}: {field}: classes {missing} are not classes of the model "
+                f"{self.class_names}: fix the camera config or use a model that detects them"
+            )
+        return np.asarray(sorted(self.class_names.index(name) for name in names), np.int64)
+
+    def _mask_of(self, names: Sequence[str], field: str) -> np.ndarray:
+        """Boolean lookup by class id; cheaper per frame than ``np.isin`` for ids known to be in range."""
+        mask = np.zeros(len(self.class_names), bool)
+        mask[self._ids_of(names, field)] = True
+        return mask
+
+    def _is_late(self, frame_seq: int) -> bool:
+        return self.last_seq is not None and frame_seq <= self.last_seq
+
+    def skip(self, frame_seq: int) -> None:
+        """Mark a frame the inference stage skipped; a late or duplicate marker is ignored."""
+        if self._is_late(frame_seq):
+            logger.debug("camera %s: ignoring late skip marker %d", self.config.camera_id, frame_seq)
+            return
+        self.last_seq = frame_seq
+
+    def update(self, frame_seq: int, capture_ts_ms: int, detections: Detections) -> FrameResult | None:
+        """Count one frame; None (and ``late_frames`` + 1) when ``frame_seq`` is not after the last seen."""
+        if self._is_late(frame_seq):
+            self.late_frames += 1
+            logger.debug("camera %s: ignoring late frame %d (last %s)", self.config.camera_id, frame_seq, self.last_seq)
+            return None
+        frame_gap = 1 if self._last_tracked_seq is None else frame_seq - self._last_tracked_seq
+        self.last_seq = self._last_tracked_seq = frame_seq
+
+        tracked = self.tracker.update(detections[np.isin(detections.class_id, self._class_ids)], frame_gap)
+        alive = self.tracker.alive_ids()
+        has_id = tracked.tracker_id >= 0
+        anchors: dict[Anchor, np.ndarray] = {}
+
+        def select(anchor: Anchor, class_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            if anchor not in anchors:
+                anchors[anchor] = tracked.anchors(anchor)
+            # tracked only holds camera classes, all valid indices into class_mask
+            rows = has_id & class_mask[tracked.class_id]
+            return tracked.tracker_id[rows], anchors[anchor][rows], tracked.class_id[rows]
+
+        crossings: list[CrossingEvent] = []
+        for name, counter in self.lines.items():
+            crossings += counter.update(frame_seq, capture_ts_ms, *select(*self._line_filter[name]))
+            counter.retain(alive)
+        occupancy: dict[str, dict[str, int]] = {}
+        zone_events: list[ZoneEvent] = []
+        for name, zone_counter in self.zones.items():
+            zone_frame = zone_counter.update(frame_seq, capture_ts_ms, *select(*self._zone_filter[name]))
+            occupancy[name] = zone_frame.occupancy
+            zone_events += zone_frame.events
+            zone_events += zone_counter.retain(alive)
+        return FrameResult(frame_seq, capture_ts_ms, tracked, crossings, occupancy, zone_events)
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain-JSON snapshot of the whole camera; ``from_state`` continues from it identically."""
+        return {
+            "version": _STATE_VERSION,
+            "camera_id": self.config.camera_id,
+            "last_seq": self.last_seq,
+            "last_tracked_seq": self._last_tracked_seq,
+            "late_frames": self.late_frames,
+            "tracker": self.tracker.to_state(),
+            "lines": {name: counter.to_state() for name, counter in self.lines.items()},
+            "zones": {name: counter.to_state() for name, counter in self.zones.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], config: CameraConfig, class_names: Sequence[str]) -> "CameraCounter":
+        """Restore a snapshot. Lines and zones are matched by name: one added to the config since the
+        snapshot starts empty, one removed is dropped (both logged)."""
+        if state.get("version") != _STATE_VERSION:
+            raise CameraStateError(
+                f"camera state version {state.get('version')!r} is not {_STATE_VERSION}: discard the snapshot"
+            )
+        if state.get("camera_id") != config.camera_id:
+            raise CameraStateError(
+                f"state is for camera {state.get('camera_id')!r}, not {config.camera_id!r}: use that camera's snapshot"
+            )
+        missing = sorted({"tracker", "last_seq", "last_tracked_seq", "late_frames", "lines", "zones"} - set(state))
+        if missing:
+            raise CameraStateError(f"camera state lacks {missing}: discard the snapshot")
+        counter = cls(config, class_names)
+        counter.tracker = Tracker.from_state(state["tracker"], config.tracker)
+        counter.last_seq = state["last_seq"]
+        counter._last_tracked_seq = state["last_tracked_seq"]
+        counter.late_frames = int(state["late_frames"])
+        for kind, saved, current in (("line", state["lines"], counter.lines), ("zone", state["zones"], counter.zones)):
+            for name in sorted(set(saved) - set(current)):
+                logger.warning(
+                    "camera %s: %s %r is no longer configured; dropping its state", config.camera_id, kind, name
+                )
+            for name in sorted(set(current) - set(saved)):
+                logger.warning("camera %s: %s %r has no saved state; starting it empty", config.camera_id, kind, name)
+        for name in set(counter.lines) & set(state["lines"]):
+            counter.lines[name] = LineCounter.from_state(state["lines"][name], counter.lines[name].line, class_names)
+        for name in set(counter.zones) & set(state["zones"]):
+            zone = counter.zones[name].zone
+            counter.zones[name] = ZoneCounter.from_state(
+                state["zones"][name], zone, class_names, np.flatnonzero(counter._zone_filter[name][1]).tolist()
+            )
+        return counter

@@ -1,0 +1,211 @@
+"""Line crossing counter for one counting segment, vectorised over tracks.
+
+Rules (product facts first):
+
+* The side of an anchor p is sign(cross(end - start, p - start)); +1 is ``in``, -1 is ``out``,
+  0 means the anchor is exactly on the (infinite) line: "no side yet", the track keeps its last side.
+* A track crosses when its side flips from one side to the other and the path of its anchor in
+  between (previous anchor -> current anchor, through any frames on the line and any frames in which
+  the track was not seen) touches the counting *segment*; touching includes the segment's end points.
+  So one-frame jumps over the line count, lines ending at the frame edge count, and frame gaps do not
+  matter. A side flip whose path passes beyond the segment's ends is no crossing.
+* Hysteresis (``min_distance_px`` > 0): a crossing is *pending* until the anchor is at least that far
+  past the line (perpendicular distance, on the new side); flipping back while pending cancels it, so
+  an anchor jittering on the line never counts. A confirmed crossing is reported with the frame and
+  capture time of the first frame of the anchor's latest arrival on the new side, not the frame
+  of confirmation: the event time is when the person crossed, independent of the hysteresis band.
+* A track counts at most once per direction until it is counted crossing back: ``in`` after ``in``
+  (e.g. after walking around the end of the line) is not counted again.
+* A track is never counted on the frame it is first seen (it has no previous side).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from counting.config import LineConfig
+
+logger = logging.getLogger(__name__)
+
+Direction = Literal["in", "out"]
+_IN, _OUT = 1, -1
+
+
+class LineStateError(ValueError):
+    """A line counter snapshot cannot be restored; start the line from an empty state instead."""
+
+
+@dataclass(frozen=True)
+class CrossingEvent:
+    """One counted crossing; ``frame_seq``/``capture_ts_ms`` are those of the first frame on the new side."""
+
+    frame_seq: int
+    capture_ts_ms: int
+    line: str
+    direction: Direction
+    track_id: int
+    class_id: int
+    class_name: str
+
+
+def _cross(d: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return d[..., 0] * v[..., 1] - d[..., 1] * v[..., 0]
+
+
+def segments_touch(p0: np.ndarray, p1: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) whether each closed segment p0[i]->p1[i] shares a point with the closed segment a->b."""
+    o1 = np.sign(_cross(b - a, p0 - a))
+    o2 = np.sign(_cross(b - a, p1 - a))
+    o3 = np.sign(_cross(p1 - p0, a - p0))
+    o4 = np.sign(_cross(p1 - p0, b - p0))
+    general = (o1 * o2 <= 0) & (o3 * o4 <= 0)
+    collinear = (o1 == 0) & (o2 == 0)
+    lo = np.maximum(np.minimum(p0, p1), np.minimum(a, b))
+    hi = np.minimum(np.maximum(p0, p1), np.maximum(a, b))
+    overlap = np.all(lo <= hi, axis=-1)
+    return np.where(collinear, overlap, general)
+
+
+class LineCounter:
+    """Counts crossings of one line. Invariant: ``_ids`` is sorted and unique; every per-track array
+    has one row per id in ``_ids``; ``_side`` is the last non-zero side seen (0 before any)."""
+
+    def __init__(self, line: LineConfig, class_names: Sequence[str]) -> None:
+        self.line = line
+        self._class_names = list(class_names)
+        self._start = np.asarray(line.start, np.float64)
+        self._direction = np.asarray(line.end, np.float64) - self._start
+        self._length = float(np.hypot(*self._direction))
+        self._end = np.asarray(line.end, np.float64)
+        self._ids = np.zeros(0, np.int64)
+        self._prev = np.zeros((0, 2))
+        self._side = np.zeros(0, np.int8)
+        self._touched = np.zeros(0, bool)  # path since the last off-line frame touched the segment
+        self._pending = np.zeros(0, np.int8)  # direction awaiting hysteresis, 0 if none
+        self._pending_frame = np.zeros(0, np.int64)
+        self._pending_ts = np.zeros(0, np.int64)
+        self._last_counted = np.zeros(0, np.int8)
+
+    def update(
+        self,
+        frame_seq: int,
+        capture_ts_ms: int,
+        tracker_id: np.ndarray,
+        anchors: np.ndarray,
+        class_id: np.ndarray,
+    ) -> list[CrossingEvent]:
+        """Feed this frame's tracked anchors (unique ``tracker_id`` >= 0, (N, 2) ``anchors``); tracks not
+        in this frame keep their state (occlusion). Returns the crossings confirmed on this frame."""
+        tracker_id = np.asarray(tracker_id, np.int64)
+        anchors = np.asarray(anchors, np.float64).reshape(-1, 2)
+        class_id = np.asarray(class_id, np.int64)
+        rows = self._rows_for(tracker_id, anchors)
+        seen_before = rows >= 0
+        rows, p, class_id = rows[seen_before], anchors[seen_before], class_id[seen_before]
+        if len(rows) == 0:
+            return []
+
+        offset = _cross(self._direction, p - self._start)
+        side = np.sign(offset).astype(np.int8)
+        old_side = self._side[rows]
+        touched = self._touched[rows] | segments_touch(self._prev[rows], p, self._start, self._end)
+        flipped = (side != 0) & (old_side != 0) & (side != old_side)
+        crossed = flipped & touched
+        pending = self._pending[rows]
+        back_while_pending = crossed & (pending == -side)
+        pending = np.where(flipped & ~crossed, 0, pending)  # side changed around the segment's end
+        pending = np.where(back_while_pending, 0, pending)
+        starts = crossed & ~back_while_pending
+        pending = np.where(starts, side, pending)
+        self._pending_frame[rows[starts]] = frame_seq
+        self._pending_ts[rows[starts]] = capture_ts_ms
+
+        confirmed = (pending != 0) & (side == pending) & (np.abs(offset) >= self.line.min_distance_px * self._length)
+        counted = confirmed & (self._last_counted[rows] != pending)
+        events = [
+            CrossingEvent(
+                frame_seq=int(self._pending_frame[row]),
+                capture_ts_ms=int(self._pending_ts[row]),
+                line=self.line.name,
+                direction="in" if pending[i] == _IN else "out",
+                track_id=int(self._ids[row]),
+                class_id=int(class_id[i]),
+                class_name=self._class_names[int(class_id[i])],
+            )
+            for i, row in zip(np.flatnonzero(counted), rows[counted])
+        ]
+        self._last_counted[rows[counted]] = pending[counted]
+        pending[confirmed] = 0
+
+        self._pending[rows] = pending
+        self._side[rows] = np.where(side != 0, side, old_side)
+        self._touched[rows] = touched & (side == 0)
+        self._prev[rows] = p
+        if events:
+            logger.debug("line %s: %d crossings at frame %d", self.line.name, len(events), frame_seq)
+        return events
+
+    def _rows_for(self, tracker_id: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        """Row of each id, or -1 for ids seen for the first time (which are added, with no crossing)."""
+        rows = np.searchsorted(self._ids, tracker_id)
+        known = rows < len(self._ids)
+        known[known] = self._ids[rows[known]] == tracker_id[known]
+        if not known.all():
+            self._add(tracker_id[~known], anchors[~known])
+            rows = np.searchsorted(self._ids, tracker_id)
+        return np.where(known, rows, -1)
+
+    def _add(self, ids: np.ndarray, anchors: np.ndarray) -> None:
+        n = len(ids)
+        side = np.sign(_cross(self._direction, anchors - self._start)).astype(np.int8)
+        order = np.argsort(np.concatenate([self._ids, ids]), kind="stable")
+        self._ids = np.concatenate([self._ids, ids])[order]
+        self._prev = np.concatenate([self._prev, anchors])[order]
+        self._side = np.concatenate([self._side, side])[order]
+        self._touched = np.concatenate([self._touched, np.zeros(n, bool)])[order]
+        self._pending = np.concatenate([self._pending, np.zeros(n, np.int8)])[order]
+        self._pending_frame = np.concatenate([self._pending_frame, np.zeros(n, np.int64)])[order]
+        self._pending_ts = np.concatenate([self._pending_ts, np.zeros(n, np.int64)])[order]
+        self._last_counted = np.concatenate([self._last_counted, np.zeros(n, np.int8)])[order]
+
+    def retain(self, alive_ids: np.ndarray) -> None:
+        """Forget every track not in ``alive_ids`` (the tracker dropped it)."""
+        keep = np.isin(self._ids, alive_ids)
+        if keep.all():
+            return
+        for name in _STATE_ARRAYS:
+            setattr(self, name, getattr(self, name)[keep])
+
+    def to_state(self) -> dict[str, Any]:
+        return {"line": self.line.name, **{name.lstrip("_"): getattr(self, name).tolist() for name in _STATE_ARRAYS}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], line: LineConfig, class_names: Sequence[str]) -> "LineCounter":
+        counter = cls(line, class_names)
+        if state.get("line") != line.name:
+            raise LineStateError(f"state is for line {state.get('line')!r}, not {line.name!r}: discard the snapshot")
+        try:
+            for name, (dtype, shape) in _STATE_ARRAYS.items():
+                setattr(counter, name, np.asarray(state[name.lstrip("_")], dtype).reshape(shape))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LineStateError(f"line {line.name!r} state is malformed ({exc}): discard the snapshot") from exc
+        if len({len(getattr(counter, name)) for name in _STATE_ARRAYS}) != 1:
+            raise LineStateError(f"line {line.name!r} state arrays differ in length: discard the snapshot")
+        return counter
+
+
+_STATE_ARRAYS: dict[str, tuple[type, tuple[int, ...]]] = {
+    "_ids": (np.int64, (-1,)),
+    "_prev": (np.float64, (-1, 2)),
+    "_side": (np.int8, (-1,)),
+    "_touched": (bool, (-1,)),
+    "_pending": (np.int8, (-1,)),
+    "_pending_frame": (np.int64, (-1,)),
+    "_pending_ts": (np.int64, (-1,)),
+    "_last_counted": (np.int8, (-1,)),
+}

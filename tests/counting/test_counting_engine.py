@@ -1,0 +1,114 @@
+"""CameraCounter end to end: detections in, tracked boxes, crossings and zone counts out."""
+
+import json
+
+import numpy as np
+import pytest
+
+from counting.config import CameraConfig, CameraConfigError, LineConfig, ZoneConfig
+from counting.engine import CameraCounter
+from models.detections import Detections
+
+CLASSES = ["person", "bicycle", "car"]
+
+
+def camera(**overrides) -> CameraCounter:
+    config = CameraConfig(
+        camera_id="cam-1",
+        lines=[LineConfig(name="L1", start=(384, 0), end=(384, 576))],
+        zones=[ZoneConfig(name="Z", polygon=[(0, 0), (384, 0), (384, 576), (0, 576)])],
+        **overrides,
+    )
+    return CameraCounter(config, CLASSES)
+
+
+def people(*feet: tuple[float, float], class_id: int = 0) -> Detections:
+    xyxy = [(x - 20, y - 100, x + 20, y) for x, y in feet]
+    return Detections(np.array(xyxy, np.float32).reshape(-1, 4), np.full(len(feet), 0.9), np.full(len(feet), class_id))
+
+
+def run(counter: CameraCounter, frames: dict[int, Detections]):
+    """Feed frames by seq; returns every result (None for late ones)."""
+    return [counter.update(seq, seq * 40, detections) for seq, detections in frames.items()]
+
+
+def crossings(results) -> list[tuple[int, str, int, str]]:
+    return [(c.track_id, c.direction, c.frame_seq, c.class_name) for r in results if r for c in r.crossings]
+
+
+def test_person_walking_left_to_right_over_l1_counts_one_out():
+    results = run(camera(), {i: people((300 + 5 * i, 400)) for i in range(40)})
+    assert crossings(results) == [(1, "out", 17, "person")]  # x=385 at frame 17
+
+
+def test_detections_of_classes_not_configured_are_dropped_before_tracking():
+    results = run(camera(), {i: people((300 + 5 * i, 400), class_id=2) for i in range(40)})
+    assert all(len(r.tracked) == 0 for r in results) and crossings(results) == []
+
+
+def test_occlusion_gap_of_fifteen_frames_keeps_the_id_and_counts_once():
+    walk = {i: people((200 + 5 * i, 400)) for i in range(80)}
+    for hidden in range(30, 45):  # x = 350..420: the person crosses x=384 while hidden
+        walk[hidden] = Detections.empty()
+    results = run(camera(), walk)
+    assert {int(t) for r in results for t in r.tracked.tracker_id if t >= 0} == {1}
+    assert crossings(results) == [(1, "out", 45, "person")]
+
+
+def test_two_people_crossing_in_opposite_directions_at_once_count_one_in_and_one_out():
+    frames = {i: people((300 + 5 * i, 400), (468 - 5 * i, 420)) for i in range(40)}
+    assert sorted(crossings(run(camera(), frames))) == [(1, "out", 17, "person"), (2, "in", 17, "person")]
+
+
+def test_zone_occupancy_lists_every_configured_class():
+    counter = camera(classes=["person", "bicycle"])
+    results = run(counter, {i: people((100, 400), (120, 400), (200, 300)) for i in range(3)})
+    assert results[-1].zones == {"Z": {"person": 3, "bicycle": 0}}
+
+
+def test_duplicate_and_late_frames_are_ignored_and_counted():
+    counter = camera()
+    counter.update(10, 400, people((100, 400)))
+    assert counter.update(10, 400, people((100, 400))) is None
+    assert counter.update(7, 280, people((100, 400))) is None
+    assert counter.late_frames == 2
+
+
+def test_skip_marker_makes_a_later_copy_of_that_frame_late():
+    counter = camera()
+    counter.update(1, 40, people((100, 400)))
+    counter.skip(2)
+    assert counter.update(2, 80, people((100, 400))) is None
+
+
+def test_skipped_frames_are_bridged_by_prediction_and_keep_the_id():
+    counter = camera()
+    for seq in range(10):
+        counter.update(seq, seq * 40, people((100 + 12 * seq, 400)))
+    for seq in range(10, 15):
+        counter.skip(seq)
+    result = counter.update(15, 600, people((100 + 12 * 15, 400)))
+    assert result.tracked.tracker_id.tolist() == [1]
+
+
+def test_restored_camera_continues_with_the_same_events():
+    frames = {i: people((100 + 5 * i, 400), (600 - 4 * i, 430)) for i in range(100)}
+    for hidden in range(45, 52):  # the snapshot at 50 falls inside the first person's occlusion
+        frames[hidden] = people((600 - 4 * hidden, 430))
+    uninterrupted = camera()
+    expected = run(uninterrupted, frames)
+    first_half = camera()
+    run(first_half, {s: d for s, d in frames.items() if s < 50})
+    restored = CameraCounter.from_state(json.loads(json.dumps(first_half.to_state())), first_half.config, CLASSES)
+    second_half = run(restored, {s: d for s, d in frames.items() if s >= 50})
+    assert len(crossings(expected[50:])) == 2
+    assert crossings(second_half) == crossings(expected[50:])
+    assert [r.zone_events for r in second_half] == [r.zone_events for r in expected[50:]]
+    ids = [r.tracked.tracker_id.tolist() for r in second_half]
+    assert ids == [r.tracked.tracker_id.tolist() for r in expected[50:]]
+
+
+def test_config_class_unknown_to_the_model_is_rejected():
+    config = CameraConfig(camera_id="cam-1", classes=["person", "unicorn"])
+    with pytest.raises(CameraConfigError, match=r"classes \['unicorn'\] are not classes of the model"):
+        CameraCounter(config, CLASSES)
