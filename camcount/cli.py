@@ -143,9 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from camcount.commands import demo, models
+    from camcount.commands import analyze, demo, models
 
-    return [models.register_parser, demo.register_parser]
+    return [models.register_parser, analyze.register_parser, demo.register_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -70,6 +70,19 @@ class FrameSource:
             raise SourceError(f"OpenCV cannot open {self.source}: not a readable video or stream")
         return capture
 
+    def frame_count(self) -> int | None:
+        """Frames in one pass, where the source knows (files, folders); None for live streams."""
+        if self._images is not None:
+            return len(self._images)
+        if self.is_live:
+            return None
+        capture = self._open_capture()
+        try:
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        finally:
+            capture.release()
+        return count if count > 0 else None
+
     def frames(self) -> Iterator[SourceFrame]:
         """One pass over the source. Unreadable images in a folder are logged and skipped."""
         if self._images is not None:

@@ -1,0 +1,140 @@
+"""Offline mode: decode -> model -> tracker -> counters in one process, on a video file.
+
+The same pure parts as streaming mode, fed the same input: by default each frame goes through the same JPEG
+round trip the ingestor applies, so a video gives the same counts offline as through Kafka and Faust.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import cv2
+import numpy as np
+
+from counting.config import CameraConfig
+from counting.engine import CameraCounter
+from counting.lines import CrossingEvent
+from models.detector import Detector
+from producers.sources import FrameSource, SourceFrame
+
+log = logging.getLogger(__name__)
+
+INGEST_JPEG_QUALITY = 90
+
+
+@dataclass
+class ZoneFigures:
+    max_occupancy: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    entries: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    exits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    dwell_ms: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "max_occupancy": dict(self.max_occupancy),
+            "entries": dict(self.entries),
+            "exits": dict(self.exits),
+            "mean_dwell_s": {k: round(float(np.mean(v)) / 1000, 2) for k, v in self.dwell_ms.items() if v},
+        }
+
+
+@dataclass
+class Analysis:
+    frames: int = 0
+    crossings: list[CrossingEvent] = field(default_factory=list)
+    zones: dict[str, ZoneFigures] = field(default_factory=dict)
+
+    def line_totals(self) -> dict[str, dict[str, Any]]:
+        lines: dict[str, dict[str, Any]] = {}
+        for c in self.crossings:
+            line = lines.setdefault(c.line, {"in": 0, "out": 0, "by_class": {}})
+            line[c.direction] += 1
+            by_class = line["by_class"].setdefault(c.class_name, {"in": 0, "out": 0})
+            by_class[c.direction] += 1
+        return lines
+
+    def as_json(self, config: CameraConfig) -> dict[str, Any]:
+        lines = {line.name: {"in": 0, "out": 0, "by_class": {}} for line in config.lines}
+        lines.update(self.line_totals())
+        return {"frames": self.frames, "lines": lines,
+                "zones": {name: figures.as_json() for name, figures in self.zones.items()}}
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("OpenCV failed to JPEG-encode a frame")
+    return cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+
+
+def _batches(frames: Iterator[SourceFrame], size: int) -> Iterator[list[SourceFrame]]:
+    batch: list[SourceFrame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def analyze(
+    source: FrameSource,
+    config: CameraConfig,
+    detector: Detector,
+    batch_size: int = 8,
+    jpeg_quality: int | None = INGEST_JPEG_QUALITY,
+    per_frame: TextIO | None = None,
+    events: TextIO | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> Analysis:
+    """Count a whole source. Frame i gets capture time i / fps (ms) on the source's own timeline."""
+    class_names = list(detector.manifest.class_names)
+    counter = CameraCounter(config, class_names)
+    result = Analysis(zones={zone.name: ZoneFigures() for zone in config.zones})
+    started = time.monotonic()
+    for batch in _batches(source.frames(), batch_size):
+        images = [f.image if jpeg_quality is None else jpeg_round_trip(f.image, jpeg_quality) for f in batch]
+        for frame, detections in zip(batch, detector.detect(images)):
+            capture_ms = int(frame.offset_ms if frame.offset_ms is not None else frame.index * 100)
+            counted = counter.update(frame.index, capture_ms, detections)
+            assert counted is not None  # frames arrive in order
+            result.frames += 1
+            result.crossings += counted.crossings
+            for name, occupancy in counted.zones.items():
+                figures = result.zones[name]
+                for class_name, n in occupancy.items():
+                    figures.max_occupancy[class_name] = max(figures.max_occupancy[class_name], n)
+            for event in counted.zone_events:
+                figures = result.zones[event.zone]
+                if event.kind == "enter":
+                    figures.entries[event.class_name] += 1
+                else:
+                    figures.exits[event.class_name] += 1
+                    if event.dwell_ms is not None:
+                        figures.dwell_ms[event.class_name].append(event.dwell_ms)
+            if per_frame is not None:
+                ids, counts = np.unique(detections.class_id, return_counts=True)
+                per_frame.write(json.dumps({"frame": frame.index, "counts": {
+                    class_names[i]: int(n) for i, n in zip(ids, counts)}}) + "\n")
+            if events is not None:
+                for c in counted.crossings:
+                    events.write(json.dumps({"frame": c.frame_seq, "line": c.line, "direction": c.direction,
+                                             "track_id": c.track_id, "class": c.class_name}) + "\n")
+        if progress is not None:
+            progress(result.frames, time.monotonic() - started)
+    return result
+
+
+def load_detector_for_analysis(registry_root: Path, reference: str, providers: list[str] | None,
+                               batch_size: int) -> Detector:
+    from models.registry import ModelRegistry
+
+    return Detector.load(ModelRegistry(registry_root), reference, providers=providers, max_batch=batch_size)
