@@ -1,0 +1,160 @@
+"""confluent-kafka client configuration built from :class:`~camcount.settings.Settings`, plus topic admin helpers.
+
+Every camcount Kafka client gets its config from here, so delivery guarantees and size limits are decided once.
+Merge order (later wins): camcount defaults, the caller's ``overrides``, then ``settings.kafka.client_config``,
+so an operator can always adjust a deployment (security, tuning) without a code change.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
+
+from camcount.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Frames are JPEG/PNG payloads of up to settings.inference.max_frame_bytes (8 MB by default); clients keep
+# librdkafka's 1 MB defaults unless raised, and the broker's own limit must be raised to match in production.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_FETCH_BYTES = 4 * MAX_MESSAGE_BYTES
+
+
+class BrokerUnreachable(ConnectionError):
+    """No Kafka broker answered a Metadata request at the configured bootstrap address."""
+
+
+class TopicCreationError(RuntimeError):
+    """The broker refused to create a topic for a reason other than it already existing."""
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Idempotent producer (no duplicates or reordering on retry) that accepts frames up to 16 MB.
+
+    Keys of ``overrides`` are librdkafka names, e.g. ``producer_config(s, **{"transactional.id": "x"})``.
+    """
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.max.bytes": MAX_MESSAGE_BYTES,
+    }
+    return _merge(config, overrides, settings)
+
+
+def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """Consumer-group member that commits explicitly, after processing (at-least-once), and reads big frames."""
+    session_timeout_ms = settings.kafka.session_timeout_ms
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap(),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": session_timeout_ms,
+        # librdkafka's 3 s default would exceed the 2-3 s session timeouts tests use.
+        "heartbeat.interval.ms": max(100, session_timeout_ms // 3),
+        "fetch.max.bytes": MAX_FETCH_BYTES,
+        "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
+    }
+    return _merge(config, overrides, settings)
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    return _merge({"bootstrap.servers": settings.kafka_bootstrap()}, {}, settings)
+
+
+def _merge(defaults: dict[str, Any], overrides: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    return {**defaults, **overrides, **settings.kafka.client_config}
+
+
+def ensure_topics(admin: AdminClient, names_with_partitions: Mapping[str, int], timeout_s: float = 30.0) -> None:
+    """Create each topic with its partition count unless it already exists (idempotent).
+
+    An existing topic keeps its partition count; a mismatch is logged as a warning because partitions are
+    never changed automatically (co-partitioned stream apps need matching counts: fix it deliberately).
+    Raises :class:`TopicCreationError` for any other refusal.
+    """
+    if not names_with_partitions:
+        return
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions) for name, partitions in names_with_partitions.items()],
+        request_timeout=timeout_s,
+    )
+    for name, future in futures.items():
+        try:
+            future.result()
+            log.info("created topic %s with %d partitions", name, names_with_partitions[name])
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TopicCreationError(
+                    f"could not create topic {name!r} ({names_with_partitions[name]} partitions): {error.str()}; "
+                    "check the broker log and that this client may create topics"
+                ) from exc
+    metadata = admin.list_topics(timeout=timeout_s)
+    for name, wanted in names_with_partitions.items():
+        topic = metadata.topics.get(name)
+        actual = len(topic.partitions) if topic is not None else 0
+        if actual != wanted:
+            log.warning(
+                "topic %s has %d partitions, wanted %d: delete and recreate it (loses its data) "
+                "or set kafka.partitions=%d",
+                name, actual, wanted, actual,
+            )
+
+
+def fetch_metadata(config: Mapping[str, Any], timeout_s: float) -> ClusterMetadata:
+    """One Metadata request to the cluster at ``config["bootstrap.servers"]``; raises :class:`BrokerUnreachable`.
+
+    A plain TCP connect is tried first so that a broker that is not listening yet fails fast and quietly
+    (librdkafka would log a connection error per attempt).
+    """
+    bootstrap = str(config["bootstrap.servers"])
+    if not any(_tcp_accepts(address, timeout_s) for address in bootstrap.split(",")):
+        raise BrokerUnreachable(f"nothing listening at {bootstrap}")
+    try:
+        return AdminClient(dict(config)).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise BrokerUnreachable(f"Metadata request to {bootstrap} failed: {exc.args[0]}") from exc
+
+
+def wait_for_broker(
+    bootstrap: str, timeout_s: float, client_config: Mapping[str, Any] | None = None
+) -> ClusterMetadata:
+    """Block until a Metadata request to ``bootstrap`` succeeds; ``client_config`` adds e.g. security settings."""
+    config = {**(client_config or {}), "bootstrap.servers": bootstrap}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return fetch_metadata(config, timeout_s=max(0.1, min(remaining, 2.0)))
+        except BrokerUnreachable:
+            if remaining <= 0:
+                raise BrokerUnreachable(
+                    f"Kafka broker at {bootstrap} not reachable after {timeout_s:g}s: "
+                    "start it with `camcount stack up` or set KAFKA_BOOTSTRAP_SERVERS"
+                ) from None
+            time.sleep(min(0.1, max(remaining, 0.0)))
+
+
+def _tcp_accepts(address: str, timeout_s: float) -> bool:
+    """``address`` is one bootstrap entry: ``host``, ``host:port`` or ``PROTOCOL://host:port``."""
+    hostport = address.strip().rpartition("://")[2]
+    if hostport.count(":") == 1 or hostport.startswith("["):
+        host, _, port = hostport.rpartition(":")
+    else:  # no port given (a bare host name or IPv6 address): Kafka's default
+        host, port = hostport, "9092"
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=min(timeout_s, 1.0)):
+            return True
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,3 @@
+"""Fixtures shared by every test module live in tests/services.py (see its docstring)."""
+
+pytest_plugins = ["tests.services"]
