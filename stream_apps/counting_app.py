@@ -5,8 +5,9 @@ processed in order by one worker. The pure ``counting`` core does the work; this
 streams and tables.
 
 Restart and replay safety:
-  * the whole per-camera counter (tracks, per-line sides, what was already counted, last frame seq) lives in
-    the ``camera-state`` table, so a restarted or rebalanced worker resumes exactly where the changelog says;
+  * the whole per-camera counter (tracks, per-line sides, what was already counted, last frame seq) and its
+    open windows' totals live in ONE value of the ``camera-state`` table, written after every frame, so a
+    restarted or rebalanced worker resumes from a consistent snapshot exactly where the changelog says;
   * frames at or below the stored last frame seq are replays and are ignored, so nothing counts twice;
   * Faust flushes the producer (outputs and changelogs) before it commits source offsets, so nothing is lost;
   * crossing ids are deterministic and window counts are re-emitted as absolute values, so sinks are idempotent.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 from redis.exceptions import RedisError
@@ -40,47 +41,51 @@ class CountedFrame:
     windows: list[dict[str, Any]]
 
 
-class CountingService:
-    """Runs one CameraCounter per camera against state kept in Faust tables."""
+class StateTable(Protocol):
+    def get(self, key: str) -> Any: ...
 
-    def __init__(self, cameras: CameraConfigs, window_seconds: int, camera_state, window_totals) -> None:
+    def __setitem__(self, key: str, value: Any) -> None: ...
+
+
+class CountingService:
+    """Runs one CameraCounter per camera against state kept in a Faust table (any mapping works)."""
+
+    def __init__(self, cameras: CameraConfigs, window_seconds: int, camera_state: StateTable,
+                 open_windows: int = 10) -> None:
         self.cameras = cameras
         self.window_seconds = window_seconds
         self.camera_state = camera_state
-        self.window_totals = window_totals
-        self._counters: dict[str, CameraCounter] = {}
+        self.open_windows = open_windows
+        self._cached: dict[str, tuple[CameraCounter, dict[str, int]]] = {}
 
-    def counter_for(self, camera_id: str, class_names: list[str]) -> CameraCounter:
-        """The camera's counter, rebuilt from the table whenever the table holds a different position."""
+    def _restore(self, camera_id: str, class_names: list[str]) -> tuple[CameraCounter, dict[str, int]]:
+        """The camera's counter and window totals, rebuilt from the table when the cache is not at its position."""
         stored = self.camera_state.get(camera_id)
-        cached = self._counters.get(camera_id)
-        if cached is not None and stored is not None and cached.last_seq == stored.get("last_seq"):
+        cached = self._cached.get(camera_id)
+        if cached is not None and stored is not None and cached[0].last_seq == stored["counter"]["last_seq"]:
             return cached
         config = self.cameras.for_camera(camera_id)
         if stored is None:
-            counter = CameraCounter(config, class_names)
+            restored = CameraCounter(config, class_names), {}
         else:
-            counter = CameraCounter.from_state(stored, config, class_names)
-            log.info("camera %s: resumed counting after frame %s", camera_id, counter.last_seq)
-        self._counters[camera_id] = counter
-        return counter
+            restored = CameraCounter.from_state(stored["counter"], config, class_names), dict(stored["windows"])
+            log.info("camera %s: resumed counting after frame %s", camera_id, restored[0].last_seq)
+        self._cached[camera_id] = restored
+        return restored
 
     def handle(self, record: dict[str, Any]) -> CountedFrame | None:
         """Count one detections record; None for a skipped frame or a replayed (already counted) one."""
         p = Provenance.of(record)
-        counter = self.counter_for(p.camera_id, list(record["class_names"]))
+        counter, windows = self._restore(p.camera_id, list(record["class_names"]))
         if record["status"] == "SKIPPED":
             counter.skip(p.frame_seq)
             result = None
         else:
             result = counter.update(p.frame_seq, p.capture_ts_ms, detections_from_record(record))
-        self.camera_state[p.camera_id] = counter.to_state()
-        if result is None:
-            return None
         crossings: list[dict[str, Any]] = []
         changed: dict[str, dict[str, Any]] = {}
         now_ms = int(time.time() * 1000)
-        for c in result.crossings:
+        for c in result.crossings if result is not None else ():
             crossings.append({
                 "event_id": crossing_event_id(p, c.line, c.direction, c.track_id, c.frame_seq),
                 "camera_id": p.camera_id, "frame_seq": c.frame_seq, "capture_ts_ms": c.capture_ts_ms,
@@ -89,17 +94,27 @@ class CountingService:
                 "variant": p.variant, "experiment": p.experiment,
             })
             start = window_start_ms(c.capture_ts_ms, self.window_seconds)
-            key = "|".join(map(str, (p.camera_id, start, c.line, c.class_name, c.direction, p.variant,
-                                     p.experiment, p.model_name, p.model_version)))
-            self.window_totals[key] += 1
+            key = "|".join(map(str, (start, c.line, c.class_name, c.direction, p.variant, p.experiment,
+                                     p.model_name, p.model_version)))
+            windows[key] = windows.get(key, 0) + 1
             changed[key] = {
                 "camera_id": p.camera_id, "window_start_ms": start, "window_seconds": self.window_seconds,
                 "line": c.line, "class_name": c.class_name, "direction": c.direction,
                 "variant": p.variant, "experiment": p.experiment,
                 "model_name": p.model_name, "model_version": p.model_version,
-                "count": self.window_totals[key], "updated_ms": now_ms,
+                "count": windows[key], "updated_ms": now_ms,
             }
+        self._close_old_windows(windows, p.capture_ts_ms)
+        self.camera_state[p.camera_id] = {"counter": counter.to_state(), "windows": windows}
+        if result is None:
+            return None
         return CountedFrame(p, result.zones, crossings, list(changed.values()))
+
+    def _close_old_windows(self, windows: dict[str, int], capture_ts_ms: int) -> None:
+        """Forget totals of windows too old to change again (they are already published)."""
+        oldest = window_start_ms(capture_ts_ms, self.window_seconds) - self.open_windows * self.window_seconds * 1000
+        for key in [k for k in windows if int(k.split("|", 1)[0]) < oldest]:
+            del windows[key]
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -122,11 +137,9 @@ def build_app(settings: Settings) -> faust.App:
     detections = app.topic(kafka.detections_topic, key_serializer="raw", value_serializer="raw")
     crossings_topic = app.topic(kafka.crossings_topic, key_serializer="raw", value_serializer="raw")
     window_counts_topic = app.topic(kafka.window_counts_topic, key_serializer="raw", value_serializer="raw")
-    camera_state = app.Table("camera-state", default=None)  # app defaults: raw keys, JSON values
-    window_totals = app.Table("window-totals", default=int)
+    camera_state = app.Table("camera-state", default=None, key_type=str)  # JSON keys and values
     live = AsyncLiveState(settings.redis_url())
-    service = CountingService(cameras, settings.counting.window_seconds, _StrKeys(camera_state),
-                              _StrKeys(window_totals))
+    service = CountingService(cameras, settings.counting.window_seconds, camera_state)
 
     @app.agent(detections)
     async def count(stream: faust.Stream) -> None:
@@ -155,22 +168,6 @@ def build_app(settings: Settings) -> faust.App:
                 log.warning("Redis live state not updated: %s", exc)
 
     return app
-
-
-class _StrKeys:
-    """Faust tables with raw keys want bytes; the service speaks str."""
-
-    def __init__(self, table) -> None:
-        self._table = table
-
-    def get(self, key: str):
-        return self._table.get(key.encode())
-
-    def __getitem__(self, key: str):
-        return self._table[key.encode()]
-
-    def __setitem__(self, key: str, value) -> None:
-        self._table[key.encode()] = value
 
 
 def run_worker(settings: Settings) -> None:

@@ -1,0 +1,229 @@
+"""The shared fixtures for integration tests: one running stack per session, an isolated namespace per test.
+
+``stack_settings`` (session) yields the Settings of a running stack:
+
+- by default a :class:`~camcount.stack.LocalStack` with a temporary home and free ports, so it never collides
+  with a developer's stack on the default ports; a service whose address is set in the environment
+  (``KAFKA_BOOTSTRAP_SERVERS``, ``CLICKHOUSE_URL``, ``REDIS_URL``) is used instead of a local one;
+- with ``CAMCOUNT_TESTCONTAINERS=1``, Kafka, ClickHouse and Redis containers (needs a Docker engine).
+
+Its Kafka session timeout is 3 s because the Tansu broker answers JoinGroup only after half of it.
+
+``isolated_settings`` (factory) gives each call its own topics, consumer group / app ids and ClickHouse
+database, provisioned on the session stack and removed after the test, so tests never see each other's data.
+Redis is shared: tests use their own keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+from contextlib import ExitStack
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+from clickhouse_driver import Client
+from clickhouse_driver.util.helpers import parse_url
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from camcount.kafka_config import admin_config
+from camcount.settings import Settings
+from camcount.stack import (
+    LocalStack,
+    apply_clickhouse_ddl,
+    clickhouse_database,
+    create_topics,
+    quote_identifier,
+    stack_topics,
+)
+
+log = logging.getLogger(__name__)
+
+TEST_SESSION_TIMEOUT_MS = 3000
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that were free a moment ago."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_stack_ports() -> dict[str, int]:
+    """A ``stack`` settings section with free ports for every local service."""
+    names = ("kafka_port", "clickhouse_tcp_port", "clickhouse_http_port", "clickhouse_interserver_port", "redis_port")
+    return dict(zip(names, free_ports(len(names)), strict=True))
+
+
+def local_stack_settings(home: Path) -> Settings:
+    """Settings for a private, all-local stack in ``home`` on free ports, whatever the environment says."""
+    return Settings(
+        home=home,
+        stack=free_stack_ports(),
+        kafka={"bootstrap_servers": None, "session_timeout_ms": TEST_SESSION_TIMEOUT_MS},
+        clickhouse={"url": None},
+        redis={"url": None},
+    )
+
+
+def clickhouse_client_for(settings: Settings) -> Client:
+    """A clickhouse-driver client on the database ``settings`` point at."""
+    host, kwargs = parse_url(settings.clickhouse_url())
+    return Client(host, **{**kwargs, "database": clickhouse_database(settings)})
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    home = tmp_path_factory.mktemp("camcount-home")
+    with ExitStack() as cleanup:
+        if os.environ.get("CAMCOUNT_TESTCONTAINERS") == "1":
+            settings = _start_containers(home, cleanup)
+        else:
+            settings = Settings(
+                home=home, stack=free_stack_ports(), kafka={"session_timeout_ms": TEST_SESSION_TIMEOUT_MS}
+            )
+        stack = LocalStack(settings)
+        cleanup.callback(stack.down)
+        stack.up(progress=log.info)
+        yield settings
+
+
+def _start_containers(home: Path, cleanup: ExitStack) -> Settings:
+    """Kafka, ClickHouse and Redis in Docker; they are external services to the LocalStack that provisions them."""
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        raise RuntimeError("CAMCOUNT_TESTCONTAINERS=1 but `docker info` fails: start a Docker engine or unset it")
+    from testcontainers.community.clickhouse import ClickHouseContainer
+    from testcontainers.community.kafka import KafkaContainer
+    from testcontainers.community.redis import RedisContainer
+
+    kafka = cleanup.enter_context(KafkaContainer())
+    clickhouse = cleanup.enter_context(ClickHouseContainer())
+    redis_container = cleanup.enter_context(RedisContainer())
+    redis_url = f"redis://{redis_container.get_container_host_ip()}:{redis_container.get_exposed_port(6379)}/0"
+    return Settings(
+        home=home,
+        kafka={"bootstrap_servers": kafka.get_bootstrap_server(), "session_timeout_ms": TEST_SESSION_TIMEOUT_MS},
+        clickhouse={"url": clickhouse.get_connection_url()},
+        redis={"url": redis_url},
+    )
+
+
+def _namespaced(settings: Settings, suffix: str, partitions: int | None) -> Settings:
+    kafka = settings.kafka
+    database = f"{clickhouse_database(settings)}_{suffix}"
+    clickhouse_update: dict[str, str] = {"database": database}
+    if settings.clickhouse.url is not None:
+        clickhouse_update["url"] = urlunsplit(urlsplit(settings.clickhouse.url)._replace(path=f"/{database}"))
+    return settings.model_copy(
+        update={
+            "kafka": kafka.model_copy(
+                update={
+                    "frames_topic": f"{kafka.frames_topic}-{suffix}",
+                    "detections_topic": f"{kafka.detections_topic}-{suffix}",
+                    "crossings_topic": f"{kafka.crossings_topic}-{suffix}",
+                    "window_counts_topic": f"{kafka.window_counts_topic}-{suffix}",
+                    "dead_letter_topic": f"{kafka.dead_letter_topic}-{suffix}",
+                    "partitions": partitions or kafka.partitions,
+                }
+            ),
+            "clickhouse": settings.clickhouse.model_copy(update=clickhouse_update),
+            "inference": settings.inference.model_copy(update={"group_id": f"{settings.inference.group_id}-{suffix}"}),
+            "counting": settings.counting.model_copy(update={"app_id": f"{settings.counting.app_id}-{suffix}"}),
+        }
+    )
+
+
+@pytest.fixture
+def isolated_settings(stack_settings: Settings) -> Iterator[Callable[..., Settings]]:
+    """Factory: ``isolated_settings(partitions=None)`` -> Settings with fresh, provisioned topics and database.
+
+    Each call makes a new namespace (share one between the processes of a test by passing the same object).
+    Topics get ``partitions`` partitions (default: the session's). Everything is deleted after the test.
+    """
+    made: list[Settings] = []
+
+    def make(partitions: int | None = None) -> Settings:
+        settings = _namespaced(stack_settings, uuid.uuid4().hex[:10], partitions)
+        made.append(settings)
+        create_topics(settings)
+        apply_clickhouse_ddl(settings.clickhouse_url(), clickhouse_database(settings))
+        return settings
+
+    yield make
+    for settings in made:
+        _drop_namespace(settings)
+
+
+def _drop_namespace(settings: Settings) -> None:
+    for topic, future in AdminClient(admin_config(settings)).delete_topics(list(stack_topics(settings))).items():
+        try:
+            future.result()
+        except KafkaException as exc:  # cleanup goes on: the next namespace is unique anyway
+            log.warning("could not delete test topic %s: %s", topic, exc)
+    host, kwargs = parse_url(settings.clickhouse_url())
+    client = Client(host, **{**kwargs, "database": "default"})
+    try:
+        client.execute(f"DROP DATABASE IF EXISTS {quote_identifier(clickhouse_database(settings))}")
+    finally:
+        client.disconnect()
+
+
+@pytest.fixture
+def clickhouse_client() -> Iterator[Callable[[Settings], Client]]:
+    """Factory: ``clickhouse_client(settings)`` -> a client on that settings' database, disconnected after the test."""
+    clients: list[Client] = []
+
+    def connect(settings: Settings) -> Client:
+        client = clickhouse_client_for(settings)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.disconnect()
+
+
+@pytest.fixture
+def redis_client(stack_settings: Settings) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(stack_settings.redis_url()) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def model_registry() -> str:
+    """Registry holding the real default model (YOLOv3-tiny, COCO), imported once into the repo's state dir."""
+    from camcount.commands.models import import_default_model
+
+    settings = Settings(home=Path(__file__).resolve().parents[1] / ".camcount")
+    import_default_model(settings)
+    return settings.model_registry()
+
+
+@pytest.fixture
+def pipeline_settings(isolated_settings: Callable[..., Settings], model_registry: str,
+                      tmp_path: Path) -> Callable[..., Settings]:
+    """Factory: isolated settings that also name the default model's registry and a per-test home."""
+
+    def make(partitions: int | None = 4, **inference: Any) -> Settings:
+        settings = isolated_settings(partitions)
+        return settings.model_copy(update={
+            "home": tmp_path,
+            "model": settings.model.model_copy(update={"registry": model_registry}),
+            "inference": settings.inference.model_copy(update={"metrics_port": 0, **inference}),
+            "counting": settings.counting.model_copy(update={"web_port": free_ports(1)[0]}),
+        })
+
+    return make

@@ -1,0 +1,121 @@
+"""The whole pipeline on real parts: broker -> inference -> Faust -> ClickHouse, against in-process counting."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from camcount.offline import analyze
+from counting.config import load_camera_configs
+from models.detector import Detector
+from models.registry import ModelRegistry
+from producers.sources import FrameSource, SourceFrame
+from sinks.redis_live import read_camera
+from tests.pipeline import REPO, CamcountProcesses, footage_path
+
+FRAMES = 240
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+class _FirstFrames(FrameSource):
+    def __init__(self, source: str, limit: int) -> None:
+        super().__init__(source)
+        self._limit = limit
+
+    def frames(self) -> Iterator[SourceFrame]:
+        return itertools.islice(super().frames(), self._limit)
+
+
+def _offline_crossings(settings, camera_id: str) -> Counter:
+    detector = Detector.load(ModelRegistry(Path(settings.model_registry())), settings.model.reference,
+                             max_batch=settings.inference.max_batch)
+    config = load_camera_configs(REPO / settings.counting.cameras).for_camera(camera_id)
+    result = analyze(_FirstFrames(str(footage_path()), FRAMES), config, detector,
+                     batch_size=settings.inference.max_batch)
+    return Counter((c.line, c.direction, c.class_name) for c in result.crossings)
+
+
+def _wait_counted(live: redis.Redis, cameras: list[str], last_seq: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(read_camera(live, c).get("last_frame_seq", -1) >= last_seq for c in cameras):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"cameras {cameras} not counted up to frame {last_seq} within {timeout_s} s")
+
+
+def _stored_crossings(client, camera_id: str) -> Counter:
+    rows = client.execute(
+        "SELECT line, direction, class_name, count() FROM crossing_events FINAL WHERE camera_id = %(camera)s "
+        "GROUP BY line, direction, class_name", {"camera": camera_id})
+    return Counter({(line, direction, cls): n for line, direction, cls, n in rows})
+
+
+def _wait_stored(client, camera_id: str, expected: Counter, timeout_s: float) -> Counter:
+    deadline = time.monotonic() + timeout_s
+    stored = Counter()
+    while time.monotonic() < deadline:
+        stored = _stored_crossings(client, camera_id)
+        if stored == expected:
+            return stored
+        time.sleep(0.5)
+    return stored
+
+
+def test_streamed_counts_equal_offline_counts_even_when_the_counting_worker_is_killed(
+    pipeline_settings, tmp_path, clickhouse_client
+):
+    settings = pipeline_settings(partitions=4)
+    suffix = tmp_path.name[-6:]
+    cameras = [f"cam-a-{suffix}", f"cam-b-{suffix}"]
+    processes = CamcountProcesses(settings, tmp_path)
+    live = redis.Redis.from_url(settings.redis_url())
+    client = clickhouse_client(settings)
+    try:
+        processes.start("infer", "infer")
+        counting = processes.start("count", "count")
+        for camera in cameras:
+            processes.start(f"ingest-{camera}", "ingest", "--camera-id", camera, "--source", str(footage_path()),
+                            "--fps", "0", "--max-frames", str(FRAMES))
+        _wait_counted(live, cameras[:1], FRAMES // 3, timeout_s=180)
+        counting.send_signal(signal.SIGKILL)
+        counting.wait()
+        processes.start("count-restarted", "count")
+        _wait_counted(live, cameras, FRAMES - 1, timeout_s=240)
+        expected = _offline_crossings(settings, cameras[0])
+        assert sum(expected.values()) > 0, "the footage must contain crossings for this test to mean anything"
+        for camera in cameras:
+            assert _wait_stored(client, camera, expected, timeout_s=30) == expected, processes.log("count-restarted")
+    finally:
+        processes.stop_all()
+
+
+def test_every_frame_gets_one_inference_log_row_with_its_model_version(pipeline_settings, tmp_path,
+                                                                       clickhouse_client):
+    settings = pipeline_settings(partitions=2)
+    camera = f"cam-log-{tmp_path.name[-6:]}"
+    processes = CamcountProcesses(settings, tmp_path)
+    client = clickhouse_client(settings)
+    try:
+        processes.start("infer", "infer")
+        processes.start("count", "count")
+        result = processes.run("ingest", "--camera-id", camera, "--source", str(footage_path()), "--fps", "0",
+                               "--max-frames", "40")
+        assert result.returncode == 0, result.stderr
+        deadline = time.monotonic() + 120
+        rows: list = []
+        while time.monotonic() < deadline and len(rows) < 40:
+            rows = client.execute("SELECT frame_seq, model_name, model_version FROM inference_log FINAL "
+                                  "WHERE camera_id = %(c)s ORDER BY frame_seq", {"c": camera})
+            time.sleep(0.5)
+        assert [r[0] for r in rows] == list(range(40))
+        assert {(r[1], r[2]) for r in rows} == {("yolov3-tiny", "1.0.0")}
+    finally:
+        processes.stop_all()
