@@ -1,0 +1,154 @@
+"""The report: per-variant summaries, statistical honesty of the decision, and its renderings."""
+
+import dataclasses
+import json
+import xml.etree.ElementTree as ElementTree
+
+import numpy as np
+import pytest
+
+from experiments.config import Experiment
+from experiments.report import ReportError, VariantSamples, build_report, render_html, render_table
+
+
+def experiment(**overrides) -> Experiment:
+    data = {
+        "name": "speed",
+        "variants": [{"name": "a", "model": "yolo@1.0.0"}, {"name": "b", "model": "yolo-fast@1.0.0"}],
+        "min_samples_per_variant": 500,
+    }
+    return Experiment.model_validate({**data, **overrides})
+
+
+def samples(rng, n, *, latency_ms=20.0, slower_ms=0.0, detections=3.0, error_rate=0.01, cameras=50):
+    """Lognormal inference latency around ``latency_ms`` (+ ``slower_ms``), Poisson detections and crossings."""
+    infer = rng.lognormal(np.log(latency_ms), 0.25, n) + slower_ms
+    return VariantSamples(
+        infer_ms=infer, e2e_ms=infer + rng.gamma(4.0, 2.0, n), detections=rng.poisson(detections, n),
+        mean_confidence=rng.uniform(0.4, 0.9, n), error=rng.random(n) < error_rate,
+        crossings_per_camera_hour=rng.poisson(40, 200), cameras=cameras,
+    )
+
+
+def test_summary_reports_frames_error_rate_and_latency_percentiles():
+    rng = np.random.default_rng(0)
+    report = build_report(experiment(), {"a": samples(rng, 2000), "b": samples(rng, 2000)})
+    summary = report.variants[0]
+    assert (summary.variant, summary.frames, summary.camera_hours) == ("a", 2000, 200)
+    assert summary.metrics["infer_ms"].p50 == pytest.approx(20.0, rel=0.05)
+    assert summary.metrics["infer_ms"].p50 < summary.metrics["infer_ms"].p95 < summary.metrics["infer_ms"].p99
+
+
+def test_candidate_slower_by_2ms_is_detected_and_control_is_kept():
+    rng = np.random.default_rng(1)
+    report = build_report(experiment(), {"a": samples(rng, 2000), "b": samples(rng, 2000, slower_ms=2.0)})
+    latency = report.comparison("b").metrics["infer_ms"]
+    assert latency.outcome == "worse"
+    assert latency.welch.ci_low < 2.0 < latency.welch.ci_high
+    assert report.decision == "keep control" and "significantly worse on infer_ms" in report.reason
+
+
+def test_candidate_faster_by_2ms_with_equal_detections_is_promoted():
+    rng = np.random.default_rng(2)
+    report = build_report(experiment(), {"a": samples(rng, 2000), "b": samples(rng, 2000, slower_ms=-2.0)})
+    assert (report.decision, report.promote) == ("promote", "b")
+
+
+def test_a_a_tests_flag_a_difference_in_about_alpha_of_the_runs():
+    rng = np.random.default_rng(2024)
+    runs = 500  # the bounds are about 3 binomial standard deviations around 5 %
+    flagged = sum(
+        build_report(experiment(), {"a": samples(rng, 500), "b": samples(rng, 500)})
+        .comparison("b").metrics["infer_ms"].outcome != "no difference"
+        for _ in range(runs)
+    )
+    assert 0.02 <= flagged / runs <= 0.08
+
+
+def test_below_min_samples_the_verdict_is_not_enough_data():
+    rng = np.random.default_rng(3)
+    report = build_report(experiment(), {"a": samples(rng, 2000), "b": samples(rng, 300, slower_ms=-5.0)})
+    assert report.decision == "not enough data"
+    assert "b has 300 frames; each variant needs 500" in report.reason
+
+
+def test_faster_candidate_losing_detections_beyond_the_margin_is_rejected():
+    rng = np.random.default_rng(4)
+    report = build_report(experiment(), {"a": samples(rng, 2000),
+                                         "b": samples(rng, 2000, slower_ms=-2.0, detections=2.4)})
+    assert report.decision == "keep control" and "non-inferiority margin on detections_per_frame" in report.reason
+
+
+def test_faster_candidate_with_more_errors_is_rejected():
+    rng = np.random.default_rng(5)
+    report = build_report(experiment(), {"a": samples(rng, 2000),
+                                         "b": samples(rng, 2000, slower_ms=-2.0, error_rate=0.04)})
+    assert report.decision == "keep control" and "fails more often" in report.reason
+
+
+def test_faster_candidate_over_the_p95_latency_guardrail_is_rejected():
+    rng = np.random.default_rng(6)
+    report = build_report(experiment(guardrails={"max_p95_latency_ms": 30.0}),
+                          {"a": samples(rng, 2000), "b": samples(rng, 2000, slower_ms=-2.0)})
+    assert report.decision == "keep control" and "max_p95_latency_ms" in report.reason
+
+
+def test_no_significant_difference_keeps_control_and_says_how_much_data_would_tell():
+    control = samples(np.random.default_rng(7), 600)
+    candidate = dataclasses.replace(control, infer_ms=control.infer_ms - 0.01)
+    report = build_report(experiment(), {"a": control, "b": candidate})
+    assert report.decision == "keep control"
+    assert "no significant difference on infer_ms" in report.reason and "frames per variant" in report.reason
+
+
+def test_several_candidates_share_alpha_bonferroni():
+    rng = np.random.default_rng(8)
+    three = experiment(variants=[{"name": n, "model": f"yolo@{i}.0.0"} for i, n in enumerate("abc", 1)])
+    report = build_report(three, {name: samples(rng, 1000) for name in "abc"})
+    assert [c.alpha for c in report.comparisons] == [0.025, 0.025]
+
+
+def test_few_cameras_are_named_as_a_caveat():
+    rng = np.random.default_rng(9)
+    report = build_report(experiment(), {"a": samples(rng, 1000, cameras=3), "b": samples(rng, 1000)})
+    assert any("few cameras" in caveat for caveat in report.caveats)
+
+
+def test_samples_for_every_variant_are_required():
+    rng = np.random.default_rng(10)
+    with pytest.raises(ReportError, match=r"no samples for variants \['b'\]"):
+        build_report(experiment(), {"a": samples(rng, 100)})
+
+
+def test_misaligned_per_frame_arrays_are_rejected():
+    with pytest.raises(ReportError, match="aligned"):
+        VariantSamples(infer_ms=np.ones(3), e2e_ms=np.ones(2), detections=np.ones(3), mean_confidence=np.ones(3),
+                       error=np.zeros(3, bool), crossings_per_camera_hour=np.ones(1), cameras=1)
+
+
+def test_json_is_strict_and_carries_the_decision():
+    rng = np.random.default_rng(11)
+    report = build_report(experiment(), {"a": samples(rng, 2000), "b": samples(rng, 100)})
+
+    def reject(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    data = json.loads(report.to_json(), parse_constant=reject)
+    assert data["decision"] == "not enough data" and data["comparisons"][0]["candidate"] == "b"
+
+
+def test_table_shows_the_decision_and_every_variant():
+    rng = np.random.default_rng(12)
+    text = render_table(build_report(experiment(), {"a": samples(rng, 2000), "b": samples(rng, 2000, slower_ms=2)}))
+    assert text.startswith("Experiment speed") and "Decision: KEEP CONTROL" in text
+    assert "a (control)" in text and "yolo-fast@1.0.0" in text
+
+
+def test_html_embeds_well_formed_svg_histograms_and_box_plots():
+    rng = np.random.default_rng(13)
+    page = render_html(build_report(experiment(), {"a": samples(rng, 2000), "b": samples(rng, 2000)}))
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page
+    svgs = [chunk.split("</svg>")[0] + "</svg>" for chunk in page.split("<svg")[1:]]
+    assert len(svgs) == 8  # histogram and box plot for 4 metrics
+    for svg in svgs:
+        ElementTree.fromstring("<svg" + svg)
