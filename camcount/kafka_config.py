@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from camcount.settings import Settings
@@ -158,3 +158,12 @@ def _tcp_accepts(address: str, timeout_s: float) -> bool:
             return True
     except (OSError, ValueError):
         return False
+
+
+def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
+    """The offsets to commit once ``messages`` are done: one past the highest offset per partition."""
+    highest: dict[tuple[str, int], int] = {}
+    for m in messages:
+        key = (m.topic(), m.partition())
+        highest[key] = max(highest.get(key, -1), m.offset())
+    return [TopicPartition(t, p, o + 1) for (t, p), o in sorted(highest.items())]

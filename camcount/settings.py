@@ -75,6 +75,8 @@ class InferenceSettings(BaseModel):
     decode_threads: int = Field(2, ge=1)
     max_frame_pixels: int = Field(3840 * 2160, ge=1)
     max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    max_frame_age_ms: int = Field(0, ge=0, description="skip (don't infer) frames older than this; 0: never")
+    prefetch_kbytes: int = Field(16384, ge=1024, description="librdkafka's per-worker prefetch buffer bound")
     metrics_port: int = Field(9400, ge=0, description="0 disables the HTTP endpoint")
 
 

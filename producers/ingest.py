@@ -85,7 +85,7 @@ class CameraIngestor:
             log.error("frame delivery failed: %s", error)
 
     def run(self, progress_every: int = 100) -> IngestStats:
-        wait_for_broker(self.settings.kafka_bootstrap(), timeout_s=15)
+        wait_for_broker(self.settings.kafka_bootstrap(), timeout_s=15, client_config=self.settings.kafka.client_config)
         self._producer = Producer(producer_config(self.settings))
         topic = self.settings.kafka.frames_topic
         start_ms = time.time() * 1000.0

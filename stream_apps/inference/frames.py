@@ -34,6 +34,8 @@ class BadFrame(Exception):
 class FrameLimits:
     max_bytes: int
     max_pixels: int
+    max_age_ms: int = 0
+    """Frames captured longer ago than this are skipped, not inferred (0: never)."""
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,22 @@ class DecodedFrame:
     capture_ts_ms: int
     variant: str
     experiment: str
-    image: np.ndarray
-    """BGR uint8 (H, W, 3)."""
+    width: int
+    height: int
+    image: np.ndarray | None
+    """BGR uint8 (H, W, 3); None when the frame is stale and must be skipped rather than inferred."""
+
+    @property
+    def stale(self) -> bool:
+        return self.image is None
 
 
-def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: FrameLimits) -> DecodedFrame:
-    """Decode one ``frames`` message or raise BadFrame with the code that says why not."""
+def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: FrameLimits,
+                 now_ms: int | None = None) -> DecodedFrame:
+    """Decode one ``frames`` message or raise BadFrame with the code that says why not.
+
+    A frame older than ``limits.max_age_ms`` at ``now_ms`` comes back without its image (not even decoded).
+    """
     if payload is None:
         raise BadFrame(FrameErrorCode.UNDECODABLE_AVRO, "message has no value (tombstone)")
     if len(payload) > limits.max_bytes:
@@ -64,6 +76,8 @@ def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: Frame
     if declared > limits.max_pixels:
         raise BadFrame(FrameErrorCode.TOO_MANY_PIXELS,
                        f"frame of {record['width']}x{record['height']} exceeds the {limits.max_pixels}-pixel limit")
+    if limits.max_age_ms and now_ms is not None and now_ms - record["capture_ts_ms"] > limits.max_age_ms:
+        return _frame(record, record["width"], record["height"], None)
     jpeg = np.frombuffer(record["image"], dtype=np.uint8)
     image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR) if jpeg.size else None
     if image is None:
@@ -73,11 +87,17 @@ def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: Frame
     if width * height > limits.max_pixels:
         raise BadFrame(FrameErrorCode.TOO_MANY_PIXELS,
                        f"decoded frame of {width}x{height} exceeds the {limits.max_pixels}-pixel limit")
+    return _frame(record, width, height, image)
+
+
+def _frame(record: dict, width: int, height: int, image: np.ndarray | None) -> DecodedFrame:
     return DecodedFrame(
         camera_id=record["camera_id"],
         frame_seq=record["frame_seq"],
         capture_ts_ms=record["capture_ts_ms"],
         variant=record["variant"],
         experiment=record["experiment"],
+        width=width,
+        height=height,
         image=image,
     )

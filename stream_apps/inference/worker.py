@@ -1,16 +1,20 @@
 """The inference worker: one member of the ``frames`` consumer group.
 
 Commit protocol, per batch of frames taken from the partitions this worker owns:
-  1. decode and validate every frame (thread pool); bad ones go to the dead-letter topic;
+  1. decode and validate every frame on the decode pool (started as soon as the batch is fetched, so it
+     overlaps the previous batch's inference); bad frames go to the dead-letter topic, stale ones become
+     SKIPPED markers;
   2. run each variant's frames through its model as one batch;
-  3. produce one detections record per good frame, keyed by camera id, in input order;
-  4. wait until the broker acknowledged every record of the batch (or, with transactions, commit the
-     transaction that also carries the offsets);
+  3. produce one detections record per frame, keyed by camera id, in input order;
+  4. wait until the broker acknowledged every record of the batch, or, with transactions, commit the
+     transaction that also carries the offsets;
   5. commit the offsets just past the batch.
 Invariant: an offset is committed only after every record derived from the frames before it is durable, so a
 crashed worker loses no frame; what it did not commit is redone by the next owner (at-least-once), and with
-transactions enabled the redone records replace aborted ones (exactly-once for read_committed readers).
-Batches are processed synchronously between polls, so a rebalance never finds work in flight.
+transactions enabled, redone records replace aborted ones (exactly-once for read_committed readers).
+Batches complete in fetch order, one at a time, so each partition's output keeps its input order. At most one
+fetched batch waits while another completes, and librdkafka's prefetch is bounded, so memory stays bounded
+however slow the model is. On revoke, the waiting batch is completed and committed before the partitions go.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from camcount.kafka_config import consumer_config, producer_config, wait_for_broker
+from camcount.kafka_config import consumer_config, next_offsets, producer_config, wait_for_broker
 from camcount.settings import Settings
 from models.detections import Detections
 from schemas import DETECTIONS, headers_dict
@@ -35,6 +39,7 @@ from stream_apps.inference.metrics import InferenceMetrics
 log = logging.getLogger(__name__)
 
 PRODUCTION_VARIANT = ""
+LAG_REFRESH_S = 5.0
 
 
 class DeliveryFailed(Exception):
@@ -44,8 +49,16 @@ class DeliveryFailed(Exception):
 @dataclass
 class WorkerStats:
     frames_ok: int = 0
+    frames_skipped: int = 0
     dead_letters: int = 0
     batches: int = 0
+
+
+@dataclass
+class FetchedBatch:
+    messages: list[Message]
+    decoded: list[Future]
+    fetched: float
 
 
 class ModelRoutes:
@@ -62,17 +75,32 @@ class ModelRoutes:
                            f"start an experiment that defines it or clear the variant header")
         return detector
 
+    def replace(self, variant: str, detector) -> None:
+        """Serve ``variant`` with ``detector`` from the next batch on."""
+        self._routes[variant] = detector
+
+    def items(self):
+        return list(self._routes.items())
+
 
 class InferenceWorker:
-    def __init__(self, settings: Settings, routes: ModelRoutes, metrics: InferenceMetrics | None = None) -> None:
+    def __init__(self, settings: Settings, routes: ModelRoutes, metrics: InferenceMetrics | None = None,
+                 between_batches=None) -> None:
+        """``between_batches()`` is called between batches, e.g. to hot-swap models in ``routes``."""
         self.settings = settings
         self.routes = routes
         self.metrics = metrics or InferenceMetrics()
         self.stats = WorkerStats()
-        self.limits = FrameLimits(settings.inference.max_frame_bytes, settings.inference.max_frame_pixels)
+        inference = settings.inference
+        self.limits = FrameLimits(inference.max_frame_bytes, inference.max_frame_pixels, inference.max_frame_age_ms)
+        self._between_batches = between_batches
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(settings.inference.decode_threads, thread_name_prefix="decode")
+        self._pool = ThreadPoolExecutor(inference.decode_threads, thread_name_prefix="decode")
         self._delivery_errors: list[KafkaError] = []
+        self._waiting: FetchedBatch | None = None
+        self._assigned: set[tuple[str, int]] = set()
+        self._lag_refreshed = 0.0
+        self._lag_labels: set[tuple[str, str]] = set()
         self.ready = threading.Event()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -80,11 +108,11 @@ class InferenceWorker:
     def stop(self, *_: object) -> None:
         self._stop.set()
 
-    # --- set-up -------------------------------------------------------------------------------------------
+    # --- set-up and rebalances ----------------------------------------------------------------------------
     def _connect(self) -> None:
         s = self.settings
-        wait_for_broker(s.kafka_bootstrap(), timeout_s=15)
-        overrides = {}
+        wait_for_broker(s.kafka_bootstrap(), timeout_s=15, client_config=s.kafka.client_config)
+        overrides: dict[str, object] = {"queued.max.messages.kbytes": s.inference.prefetch_kbytes}
         if s.inference.group_instance_id:
             overrides["group.instance.id"] = s.inference.group_instance_id
         self._consumer = Consumer(consumer_config(s, s.inference.group_id, **overrides))
@@ -95,46 +123,76 @@ class InferenceWorker:
         self._producer = Producer(producer_config(s, **producer_overrides))
         if s.inference.transactional:
             self._producer.init_transactions(30)
-        self._consumer.subscribe([s.kafka.frames_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._consumer.subscribe([s.kafka.frames_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_lost)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("assigned %s", sorted(p.partition for p in partitions))
+        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        log.info("assigned partitions %s; now own %s", sorted(p.partition for p in partitions),
+                 sorted(p for _, p in self._assigned))
         self.ready.set()
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Batches complete (and commit) before the next poll, so nothing is in flight for these partitions.
-        log.info("revoked %s", sorted(p.partition for p in partitions))
+        if self._waiting is not None:  # finish and commit it while we still own its partitions
+            batch, self._waiting = self._waiting, None
+            self._complete(batch)
+        self._assigned -= {(p.topic, p.partition) for p in partitions}
+        for p in partitions:
+            labels = (p.topic, str(p.partition))
+            if labels in self._lag_labels:
+                self.metrics.lag.remove(*labels)
+                self._lag_labels.discard(labels)
+        log.info("revoked partitions %s", sorted(p.partition for p in partitions))
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The group moved on without us: the waiting batch may now be someone else's, so drop it uncommitted.
+        self._waiting = None
+        self._assigned -= {(p.topic, p.partition) for p in partitions}
+        log.warning("lost partitions %s (session timed out); their uncommitted frames will be redone elsewhere",
+                    sorted(p.partition for p in partitions))
 
     # --- main loop ----------------------------------------------------------------------------------------
     def run(self) -> WorkerStats:
         self._connect()
         assert self._consumer is not None and self._producer is not None
         max_batch = self.settings.inference.max_batch
-        timeout_s = self.settings.inference.max_delay_ms / 1000.0
+        timeout_s = max(self.settings.inference.max_delay_ms / 1000.0, 0.005)
         try:
             while not self._stop.is_set():
-                messages = self._consumer.consume(max_batch, timeout=max(timeout_s, 0.05))
-                if messages:
-                    self.process_batch(messages)
+                if self._between_batches is not None:
+                    self._between_batches()
+                messages = [m for m in self._consumer.consume(max_batch, timeout=timeout_s)
+                            if not self._is_consumer_error(m)]
+                fetched = self._start_decoding(messages) if messages else None
+                if self._waiting is not None:
+                    batch, self._waiting = self._waiting, None
+                    self._complete(batch)
+                self._waiting = fetched
+                self._refresh_lag()
+            if self._waiting is not None:
+                batch, self._waiting = self._waiting, None
+                self._complete(batch)
         finally:
             self._pool.shutdown(wait=True)
             self._consumer.close()
             self._producer.flush(10)
         return self.stats
 
-    def process_batch(self, messages: list[Message]) -> None:
-        fetched = time.monotonic()
+    def _start_decoding(self, messages: list[Message]) -> FetchedBatch:
+        now_ms = int(time.time() * 1000)
+        return FetchedBatch(messages, [self._pool.submit(self._decode, m, now_ms) for m in messages],
+                            time.monotonic())
+
+    def _complete(self, batch: FetchedBatch) -> None:
+        """Steps 2-5 of the commit protocol for one fetched batch."""
         assert self._consumer is not None and self._producer is not None
-        messages = [m for m in messages if not self._is_consumer_error(m)]
-        if not messages:
-            return
         transactional = self.settings.inference.transactional
         if transactional:
             self._producer.begin_transaction()
         try:
             self._delivery_errors.clear()
-            published, publish_started = self._infer_and_produce(messages, fetched)
-            offsets = self._next_offsets(messages)
+            published, publish_started = self._infer_and_produce(batch)
+            offsets = next_offsets(batch.messages)
             if transactional:
                 self._producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 30)
                 self._producer.commit_transaction(30)
@@ -144,21 +202,20 @@ class InferenceWorker:
                     raise DeliveryFailed(f"{remaining} records unacknowledged, errors: {self._delivery_errors[:3]}")
                 self._consumer.commit(offsets=offsets, asynchronous=False)
         except Exception:
+            # Crash rather than guess: the group redelivers everything after the last commit.
             if transactional:
                 self._producer.abort_transaction(30)
-                self._rewind(messages)
             raise
         self._observe_publish(published, publish_started)
 
     # --- steps --------------------------------------------------------------------------------------------
-    def _infer_and_produce(
-        self, messages: list[Message], fetched: float
-    ) -> tuple[list[tuple[DecodedFrame, object]], float]:
-        """Steps 1-3 of the commit protocol; returns the (frame, detector) pairs published and when publishing began."""
-        decoded = list(self._pool.map(self._decode, messages))
+    def _infer_and_produce(self, batch: FetchedBatch) -> tuple[list[tuple[DecodedFrame, object]], float]:
         groups: dict[int, list[tuple[Message, DecodedFrame]]] = defaultdict(list)
         detectors = {}
-        for message, result in zip(messages, decoded):
+        records: dict[int, bytes] = {}
+        published: list[tuple[DecodedFrame, object]] = []
+        for message, future in zip(batch.messages, batch.decoded):
+            result = future.result()
             if isinstance(result, BadFrame):
                 self._dead_letter(message, result)
                 continue
@@ -167,49 +224,50 @@ class InferenceWorker:
             except BadFrame as bad:
                 self._dead_letter(message, bad)
                 continue
+            if result.stale:
+                records[id(message)] = self._detections_record(message, result, detector, None, 0.0)
+                self.metrics.frames.labels(detector.name, detector.version, result.variant, "skipped").inc()
+                self.stats.frames_skipped += 1
+                continue
             detectors[id(detector)] = detector
             groups[id(detector)].append((message, result))
         started = time.monotonic()
-        # One record per frame, produced in input order so each partition's output keeps its order.
-        records: dict[int, bytes] = {}
-        published: list[tuple[DecodedFrame, object]] = []
         for key, members in groups.items():
             detector = detectors[key]
-            labels = (detector.name, detector.version)
-            self.metrics.queue.labels(*labels).observe(started - fetched)
+            self.metrics.queue.labels(detector.name, detector.version).observe(started - batch.fetched)
             results = detector.detect([frame.image for _, frame in members])
             self._observe_batch(detector, len(members))
+            per_frame_ms = detector.last_timings.infer_ms / len(members)
             for (message, frame), detections in zip(members, results):
-                records[id(message)] = self._detections_record(message, frame, detector, detections, len(members))
+                records[id(message)] = self._detections_record(message, frame, detector, detections, per_frame_ms)
                 published.append((frame, detector))
         publish_started = time.monotonic()
         topic = self.settings.kafka.detections_topic
-        for message in messages:
+        for message in batch.messages:  # input order, so each partition's output keeps its order
             value = records.get(id(message))
             if value is not None:
                 self._produce(topic, message.key(), value, DETECTIONS.headers())
         return published, publish_started
 
-    def _decode(self, message: Message) -> DecodedFrame | BadFrame:
+    def _decode(self, message: Message, now_ms: int) -> DecodedFrame | BadFrame:
         try:
-            return decode_frame(message.value(), headers_dict(message.headers()), self.limits)
+            return decode_frame(message.value(), headers_dict(message.headers()), self.limits, now_ms)
         except BadFrame as bad:
             return bad
 
-    def _detections_record(
-        self, message: Message, frame: DecodedFrame, detector, detections: Detections, len_batch: int
-    ) -> bytes:
-        height, width = frame.image.shape[:2]
+    def _detections_record(self, message: Message, frame: DecodedFrame, detector,
+                           detections: Detections | None, infer_ms: float) -> bytes:
+        detections = detections if detections is not None else Detections.empty()
         return DETECTIONS.encode({
             "camera_id": frame.camera_id, "frame_seq": frame.frame_seq, "capture_ts_ms": frame.capture_ts_ms,
-            "width": width, "height": height, "status": "OK",
+            "width": frame.width, "height": frame.height, "status": "SKIPPED" if frame.stale else "OK",
             "model_name": detector.name, "model_version": detector.version,
             "variant": frame.variant, "experiment": frame.experiment,
             "xyxy": detections.xyxy.reshape(-1).tolist(),
             "confidence": detections.confidence.tolist(),
             "class_id": detections.class_id.tolist(),
             "class_names": list(detector.manifest.class_names),
-            "infer_ms": detector.last_timings.infer_ms / max(len_batch, 1),
+            "infer_ms": infer_ms,
             "source_partition": message.partition(), "source_offset": message.offset(),
         })
 
@@ -236,24 +294,6 @@ class InferenceWorker:
     def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:
             self._delivery_errors.append(error)
-
-    @staticmethod
-    def _next_offsets(messages: list[Message]) -> list[TopicPartition]:
-        highest: dict[tuple[str, int], int] = {}
-        for m in messages:
-            key = (m.topic(), m.partition())
-            highest[key] = max(highest.get(key, -1), m.offset())
-        return [TopicPartition(t, p, o + 1) for (t, p), o in sorted(highest.items())]
-
-    def _rewind(self, messages: list[Message]) -> None:
-        """After an aborted transaction, seek back to the batch's first offsets so it is redone."""
-        assert self._consumer is not None
-        lowest: dict[tuple[str, int], int] = {}
-        for m in messages:
-            key = (m.topic(), m.partition())
-            lowest[key] = min(lowest.get(key, m.offset()), m.offset())
-        for (topic, partition), offset in lowest.items():
-            self._consumer.seek(TopicPartition(topic, partition, offset))
 
     def _is_consumer_error(self, message: Message) -> bool:
         error = message.error()
@@ -286,3 +326,19 @@ class InferenceWorker:
             self.metrics.e2e.labels(*labels).observe(max(now_ms - frame.capture_ts_ms, 0) / 1000)
             self.metrics.frames.labels(*labels, frame.variant, "ok").inc()
         self.stats.frames_ok += len(published)
+
+    def _refresh_lag(self) -> None:
+        """Consumer lag per owned partition, from the high watermarks of recent fetches (no extra requests)."""
+        now = time.monotonic()
+        if now - self._lag_refreshed < LAG_REFRESH_S or not self._assigned:
+            return
+        self._lag_refreshed = now
+        assert self._consumer is not None
+        partitions = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        for position in self._consumer.position(partitions):
+            _, high = self._consumer.get_watermark_offsets(position, cached=True)
+            if position.offset >= 0 and high >= 0:
+                labels = (position.topic, str(position.partition))
+                self.metrics.lag.labels(*labels).set(max(high - position.offset, 0))
+                self._lag_labels.add(labels)
+

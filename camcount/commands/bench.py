@@ -1,0 +1,108 @@
+"""``camcount bench ...``: measurements, one sub-action per thing measured, each with its own parser and handler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from camcount.settings import Settings
+
+DEFAULT_BATCH_SIZES = "1,8,32"
+DEFAULT_FRAMES = 64
+
+
+def default_video(settings: Settings) -> Path:
+    """The footage benchmarks and calibration use unless told otherwise: ``<home>/data/vtest.avi``."""
+    return settings.home / "data" / "vtest.avi"
+
+
+def sample_frames(source: str | Path, count: int) -> list[np.ndarray]:
+    """``count`` BGR frames evenly spaced over one pass of ``source`` (video file or image folder), in order.
+
+    Raises SourceError when the source cannot be read or holds fewer than ``count`` frames.
+    """
+    from producers.sources import FrameSource, SourceError
+
+    frame_source = FrameSource(str(source))
+    total = frame_source.frame_count()
+    if total is None:
+        raise SourceError(f"{source} is a live stream: give a video file or an image folder to sample frames from")
+    if count < 1 or total < count:
+        raise SourceError(f"{source} has {total} frames, {count} requested: give a longer video or ask for fewer")
+    wanted = set(np.linspace(0, total - 1, count).round().astype(int).tolist())
+    frames = [frame.image for frame in frame_source.frames() if frame.index in wanted]
+    if len(frames) != count:
+        raise SourceError(f"{source} decoded only {len(frames)} of the {count} frames sampled: the file may be cut")
+    return frames
+
+
+def batch_sizes(text: str) -> list[int]:
+    """argparse type: ``1,8,32`` -> [1, 8, 32] (positive, duplicates removed, order kept)."""
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated positive integers, e.g. 1,8,32") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated positive integers, e.g. 1,8,32")
+    return list(dict.fromkeys(sizes))
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+# --- bench model ----------------------------------------------------------------------------------------------
+def cmd_bench_model(settings: Settings, args: argparse.Namespace) -> int:
+    from models.benchmark import bench_model
+    from models.detector import Detector
+    from models.registry import ModelRegistry
+
+    frames = sample_frames(args.source or default_video(settings), args.frames)
+    detector = Detector.load(ModelRegistry(Path(settings.model_registry())), args.model or settings.model.reference,
+                             providers=settings.model.providers, max_batch=max(args.batch),
+                             intra_op_threads=args.threads)
+    figures = bench_model(detector, frames, args.batch, args.iterations)
+    if args.json:
+        print(json.dumps({"model": f"{detector.name}@{detector.version}", "precision": detector.manifest.precision,
+                          "provider": detector.provider, "batches": [f.as_json() for f in figures]}))
+        return 0
+    print(f"{detector.name}@{detector.version} ({detector.manifest.precision}, "
+          f"{detector.manifest.input_width}x{detector.manifest.input_height}) on {detector.provider}, "
+          f"{args.iterations} iterations per batch size; ms per batch p50/p95, frames/s")
+    print(f"{'batch':>5}  {'preprocess':>22}  {'inference':>22}  {'postprocess':>22}  {'total':>22}  pre+post/infer")
+    for f in figures:
+        cells = [f"{s.p50_ms:7.2f}/{s.p95_ms:7.2f} {s.frames_per_s:6.0f}"
+                 for s in (f.preprocess, f.infer, f.postprocess, f.total)]
+        print(f"{f.batch_size:>5}  " + "  ".join(f"{c:>22}" for c in cells) + f"  {f.pre_post_over_infer:13.1%}")
+    return 0
+
+
+def _add_model_parser(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser("model", help="latency and throughput of preprocessing, inference and postprocessing")
+    p.add_argument("--model", help="NAME[@VERSION|@ALIAS] (default: settings.model.reference)")
+    p.add_argument("--batch", type=batch_sizes, default=batch_sizes(DEFAULT_BATCH_SIZES),
+                   help=f"comma-separated batch sizes (default {DEFAULT_BATCH_SIZES})")
+    p.add_argument("--iterations", type=positive_int, default=30, help="timed detect calls per batch size (default 30)")
+    p.add_argument("--source", help="video file or image folder to take frames from (default <home>/data/vtest.avi)")
+    p.add_argument("--frames", type=positive_int, default=DEFAULT_FRAMES,
+                   help=f"distinct frames, evenly spaced over the source, that batches cycle through "
+                        f"(default {DEFAULT_FRAMES})")
+    p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads (default: physical cores)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=cmd_bench_model)
+
+
+def register_parser(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="benchmarks: model (per-stage latency and throughput)")
+    actions = bench.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _add_model_parser(actions)
