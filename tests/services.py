@@ -146,12 +146,12 @@ def _namespaced(settings: Settings, suffix: str, partitions: int | None) -> Sett
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def isolated_settings(stack_settings: Settings) -> Iterator[Callable[..., Settings]]:
     """Factory: ``isolated_settings(partitions=None)`` -> Settings with fresh, provisioned topics and database.
 
     Each call makes a new namespace (share one between the processes of a test by passing the same object).
-    Topics get ``partitions`` partitions (default: the session's). Everything is deleted after the test.
+    Topics get ``partitions`` partitions (default: the session's). Everything is deleted after the test module.
     """
     made: list[Settings] = []
 
@@ -212,15 +212,18 @@ def model_registry() -> str:
     return settings.model_registry()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pipeline_settings(isolated_settings: Callable[..., Settings], model_registry: str,
-                      tmp_path: Path) -> Callable[..., Settings]:
-    """Factory: isolated settings that also name the default model's registry and a per-test home."""
+                      tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Settings]:
+    """Factory: isolated settings that also name the default model's registry and a home of their own.
+
+    Keyword arguments override ``inference`` settings (e.g. ``max_batch=4``, ``transactional=True``).
+    """
 
     def make(partitions: int | None = 4, **inference: Any) -> Settings:
         settings = isolated_settings(partitions)
         return settings.model_copy(update={
-            "home": tmp_path,
+            "home": tmp_path_factory.mktemp("home"),
             "model": settings.model.model_copy(update={"registry": model_registry}),
             "inference": settings.inference.model_copy(update={"metrics_port": 0, **inference}),
             "counting": settings.counting.model_copy(update={"web_port": free_ports(1)[0]}),

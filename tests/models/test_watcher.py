@@ -1,0 +1,242 @@
+"""ModelWatcher: hot swap when an alias moves, keeping the served model when the new one cannot load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from models.detector import Detector
+from models.registry import ModelRegistry, RegisteredModel
+from models.runtime import CPU
+from models.watcher import ModelWatcher
+
+INPUT = 32
+RETRY_AFTER_S = 60.0
+
+
+def write_model(path: Path) -> Path:
+    """yolov5-format model with one fixed box (objectness = 1) whatever the image."""
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, INPUT, INPUT])
+    output = helper.make_tensor_value_info("output", TensorProto.FLOAT, None)
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Reshape", ["mean", "shape"], ["mean3d"]),
+        helper.make_node("Mul", ["mean3d", "zero"], ["zeros"]),
+        helper.make_node("Add", ["zeros", "box"], ["output"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "shape"),
+        numpy_helper.from_array(np.zeros((1, 1, 6), np.float32), "zero"),
+        numpy_helper.from_array(np.array([[[16, 16, 8, 8, 1, 1]]], np.float32), "box"),
+    ]
+    model = helper.make_model(helper.make_graph(nodes, "fixed", [images], [output], initializers),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingLoader:
+    """``load`` for the watcher: a real Detector on CPU, counting the versions it was asked for."""
+
+    def __init__(self) -> None:
+        self.versions: list[str] = []
+
+    def __call__(self, model: RegisteredModel) -> Detector:
+        self.versions.append(model.manifest.version)
+        return Detector.from_model(model, providers=[CPU], max_batch=1)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    registry = ModelRegistry(tmp_path / "registry")
+    onnx_path = write_model(tmp_path / "fixed.onnx")
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        registry.register(onnx_path, name="fixed", version=version, format="yolov5", input_width=INPUT,
+                          input_height=INPUT, class_names=["person"])
+    registry.promote("fixed", "1.0.0")
+    return registry
+
+
+@pytest.fixture
+def loader() -> CountingLoader:
+    return CountingLoader()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def watcher(registry: ModelRegistry, loader: CountingLoader, clock: FakeClock) -> ModelWatcher:
+    return ModelWatcher(registry, "fixed@production", loader, serving="1.0.0", retry_after_s=RETRY_AFTER_S,
+                        clock=clock)
+
+
+def corrupt_weights(registry: ModelRegistry, version: str) -> None:
+    """Change the stored file after registration: its sha256 no longer matches the manifest."""
+    path = registry.resolve(f"fixed@{version}").path
+    path.write_bytes(path.read_bytes() + b"tampered")
+
+
+def corrupt_onnx_keeping_checksum(registry: ModelRegistry, version: str) -> None:
+    """Replace the stored file with garbage and rewrite the manifest's sha256 to match it."""
+    from models.registry import sha256_file
+
+    path = registry.resolve(f"fixed@{version}").path
+    path.write_bytes(b"this is not an onnx model")
+    manifest_path = path.parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["sha256"] = sha256_file(path)
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_without_a_served_version_the_first_poll_loads_the_alias_target(registry: ModelRegistry) -> None:
+    watcher = ModelWatcher(registry, "fixed@production", CountingLoader())
+    result = watcher.poll()
+    assert result is not None
+    assert (result.version, result.previous_version, result.detector.version) == ("1.0.0", None, "1.0.0")
+
+
+def test_an_unchanged_alias_loads_nothing(watcher: ModelWatcher, loader: CountingLoader) -> None:
+    assert watcher.poll() is None
+    assert loader.versions == []
+
+
+def test_a_moved_alias_yields_a_warmed_detector_of_the_new_version(
+    watcher: ModelWatcher, registry: ModelRegistry
+) -> None:
+    registry.promote("fixed", "1.1.0")
+    result = watcher.poll()
+    assert result is not None
+    assert (result.version, result.previous_version) == ("1.1.0", "1.0.0")
+    assert result.detector.version == "1.1.0" and result.detector.status()["state"] == "ready"
+    assert watcher.serving == "1.1.0" and watcher.status()["swaps"] == 1
+
+
+def test_a_swap_happens_once_per_alias_move(watcher: ModelWatcher, registry: ModelRegistry) -> None:
+    registry.promote("fixed", "1.1.0")
+    watcher.poll()
+    assert watcher.poll() is None
+
+
+def test_rollback_swaps_back_to_the_previous_version(watcher: ModelWatcher, registry: ModelRegistry) -> None:
+    registry.promote("fixed", "1.1.0")
+    watcher.poll()
+    registry.rollback("fixed")
+    result = watcher.poll()
+    assert result is not None and (result.version, result.previous_version) == ("1.0.0", "1.1.0")
+
+
+def test_a_checksum_mismatch_keeps_the_served_version_and_reports_model_002(
+    watcher: ModelWatcher, registry: ModelRegistry
+) -> None:
+    corrupt_weights(registry, "1.1.0")
+    registry.promote("fixed", "1.1.0")
+    assert watcher.poll() is None
+    status = watcher.status()
+    assert status["serving"] == "1.0.0" and status["target"] == "1.1.0"
+    assert status["error"]["code"] == "MODEL_002" and status["error"]["version"] == "1.1.0"
+
+
+def test_a_corrupt_onnx_file_keeps_the_served_version_and_reports_model_004(
+    watcher: ModelWatcher, registry: ModelRegistry
+) -> None:
+    corrupt_onnx_keeping_checksum(registry, "1.1.0")
+    registry.promote("fixed", "1.1.0")
+    assert watcher.poll() is None
+    assert watcher.serving == "1.0.0" and watcher.status()["error"]["code"] == "MODEL_004"
+
+
+def test_any_load_exception_counts_as_a_load_error(registry: ModelRegistry) -> None:
+    def explode(model: RegisteredModel) -> Detector:
+        raise RuntimeError("out of GPU memory")
+
+    watcher = ModelWatcher(registry, "fixed@production", explode, serving="0.9.0")
+    assert watcher.poll() is None
+    assert watcher.status()["error"]["code"] == "MODEL_004"
+    assert "out of GPU memory" in watcher.status()["error"]["message"]
+
+
+def test_a_broken_version_is_not_retried_on_every_poll(
+    watcher: ModelWatcher, registry: ModelRegistry, loader: CountingLoader, clock: FakeClock
+) -> None:
+    corrupt_weights(registry, "1.1.0")
+    registry.promote("fixed", "1.1.0")
+    for _ in range(5):
+        watcher.poll()
+        clock.now += 1
+    assert loader.versions == ["1.1.0"]
+
+
+def test_a_broken_version_is_retried_after_the_backoff(
+    watcher: ModelWatcher, registry: ModelRegistry, loader: CountingLoader, clock: FakeClock
+) -> None:
+    corrupt_weights(registry, "1.1.0")
+    registry.promote("fixed", "1.1.0")
+    watcher.poll()
+    clock.now += RETRY_AFTER_S
+    watcher.poll()
+    assert loader.versions == ["1.1.0", "1.1.0"]
+    assert watcher.status()["error"]["attempts"] == 2
+
+
+def test_the_backoff_doubles_with_each_failed_attempt(
+    watcher: ModelWatcher, registry: ModelRegistry, loader: CountingLoader, clock: FakeClock
+) -> None:
+    corrupt_weights(registry, "1.1.0")
+    registry.promote("fixed", "1.1.0")
+    watcher.poll()
+    clock.now += RETRY_AFTER_S
+    watcher.poll()
+    clock.now += RETRY_AFTER_S
+    watcher.poll()
+    assert loader.versions == ["1.1.0", "1.1.0"]
+    assert watcher.status()["error"]["retry_in_s"] == pytest.approx(RETRY_AFTER_S)
+
+
+def test_a_broken_version_is_retried_when_the_alias_moves_away_and_back(
+    watcher: ModelWatcher, registry: ModelRegistry, loader: CountingLoader
+) -> None:
+    corrupt_weights(registry, "1.1.0")
+    registry.promote("fixed", "1.1.0")
+    watcher.poll()
+    registry.promote("fixed", "1.2.0")
+    watcher.poll()
+    registry.promote("fixed", "1.1.0")
+    watcher.poll()
+    assert loader.versions == ["1.1.0", "1.2.0", "1.1.0"]
+
+
+def test_moving_the_alias_back_to_the_served_version_clears_the_error(
+    watcher: ModelWatcher, registry: ModelRegistry
+) -> None:
+    corrupt_weights(registry, "1.1.0")
+    registry.promote("fixed", "1.1.0")
+    watcher.poll()
+    registry.rollback("fixed")
+    assert watcher.poll() is None
+    assert watcher.status()["error"] is None and watcher.status()["target"] == "1.0.0"
+
+
+def test_an_alias_that_does_not_resolve_keeps_the_served_version_and_reports_model_001(
+    registry: ModelRegistry, loader: CountingLoader
+) -> None:
+    watcher = ModelWatcher(registry, "fixed@canary", loader, serving="1.0.0")
+    assert watcher.poll() is None
+    assert watcher.serving == "1.0.0" and watcher.status()["error"]["code"] == "MODEL_001"
+    assert loader.versions == []

@@ -1,0 +1,188 @@
+"""The inference consumer group on the real broker: scale-out, crash safety, poison messages, ordering."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections import Counter, defaultdict
+
+import cv2
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from camcount.kafka_config import consumer_config, producer_config
+from schemas import FRAME, SCHEMA_VERSION_HEADER, headers_dict
+from tests.pipeline import CamcountProcesses, consume_records, footage_path
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+CAMERAS = 6
+FRAMES_PER_CAMERA = 30
+
+
+def _frames_seen(records: list[dict]) -> set[tuple[str, int]]:
+    return {(r["camera_id"], r["frame_seq"]) for r in records}
+
+
+def _ingest_cameras(processes: CamcountProcesses, prefix: str, fps: str = "0") -> list[str]:
+    cameras = [f"{prefix}-{i}" for i in range(CAMERAS)]
+    for camera in cameras:
+        processes.start(f"ingest-{camera}", "ingest", "--camera-id", camera, "--source", str(footage_path()),
+                        "--fps", fps, "--max-frames", str(FRAMES_PER_CAMERA))
+    return cameras
+
+
+def _worker_frames(log: str) -> int:
+    match = re.search(r"inference worker stopped: (\d+) frames", log)
+    assert match, f"worker did not report its frames:\n{log[-2000:]}"
+    return int(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(tmp_path_factory, request):
+    """Two workers in one group serve 6 cameras x 30 frames; yields (records, worker frame counts, cameras)."""
+    pipeline_settings = request.getfixturevalue("pipeline_settings")
+    settings = pipeline_settings(partitions=4, max_batch=4)
+    workdir = tmp_path_factory.mktemp("two-workers")
+    processes = CamcountProcesses(settings, workdir)
+    total = CAMERAS * FRAMES_PER_CAMERA
+    try:
+        processes.start("infer-1", "infer")
+        processes.start("infer-2", "infer")
+        time.sleep(3)  # both join before the frames arrive, so the partitions are split from the start
+        cameras = _ingest_cameras(processes, f"split-{workdir.name[-4:]}")
+        records = consume_records(settings, settings.kafka.detections_topic,
+                                  lambda rs: len(_frames_seen(rs)) >= total, timeout_s=180)
+        time.sleep(1)  # let a duplicate, if any, arrive too
+        records = consume_records(settings, settings.kafka.detections_topic, lambda rs: len(rs) >= len(records),
+                                  timeout_s=30)
+    finally:
+        processes.stop_all()
+    yield records, [_worker_frames(processes.log("infer-1")), _worker_frames(processes.log("infer-2"))], cameras
+
+
+def test_two_workers_produce_exactly_one_detections_record_per_frame(two_worker_run):
+    records, _, cameras = two_worker_run
+    per_frame = Counter((r["camera_id"], r["frame_seq"]) for r in records)
+    assert set(per_frame) == {(c, s) for c in cameras for s in range(FRAMES_PER_CAMERA)}
+    assert set(per_frame.values()) == {1}
+
+
+def test_two_workers_both_take_a_share_of_the_partitions(two_worker_run):
+    records, worker_frames, _ = two_worker_run
+    assert all(n > 0 for n in worker_frames), worker_frames
+    assert sum(worker_frames) == len(records)
+
+
+def test_each_camera_keeps_its_frame_order_under_batching(two_worker_run):
+    records, _, _ = two_worker_run
+    by_camera: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for r in records:
+        by_camera[r["camera_id"]].append((r["_partition"], r["_offset"], r["frame_seq"]))
+    for camera, rows in by_camera.items():
+        assert len({p for p, _, _ in rows}) == 1, f"{camera} spread over partitions"
+        in_offset_order = [seq for _, _, seq in sorted(rows)]
+        assert in_offset_order == sorted(in_offset_order), camera
+
+
+def test_a_killed_worker_loses_no_frame_and_duplicates_only_its_uncommitted_tail(pipeline_settings, tmp_path):
+    max_batch = 4
+    settings = pipeline_settings(partitions=4, max_batch=max_batch)
+    processes = CamcountProcesses(settings, tmp_path)
+    total = CAMERAS * FRAMES_PER_CAMERA
+    try:
+        victim = processes.start("victim", "infer")
+        time.sleep(3)
+        cameras = _ingest_cameras(processes, f"kill-{tmp_path.name[-4:]}", fps="5")
+        consume_records(settings, settings.kafka.detections_topic, lambda rs: len(rs) >= total // 4, timeout_s=120)
+        processes.start("survivor", "infer")
+        time.sleep(1)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        records = consume_records(settings, settings.kafka.detections_topic,
+                                  lambda rs: len(_frames_seen(rs)) >= total, timeout_s=180)
+    finally:
+        processes.stop_all()
+    assert _worker_frames(processes.log("survivor")) > 0, "the victim must die mid-stream for this test to mean anything"
+    per_frame = Counter((r["camera_id"], r["frame_seq"]) for r in records)
+    assert set(per_frame) == {(c, s) for c in cameras for s in range(FRAMES_PER_CAMERA)}
+    duplicates = sum(n - 1 for n in per_frame.values())
+    # Only the batch produced but not yet committed when the victim died may be redone.
+    assert duplicates <= max_batch, per_frame.most_common(8)
+
+
+def _tiny_jpeg(width: int = 64, height: int = 48) -> bytes:
+    ok, jpeg = cv2.imencode(".jpg", np.full((height, width, 3), 128, np.uint8))
+    assert ok
+    return jpeg.tobytes()
+
+
+def _frame_value(camera: str, seq: int, image: bytes, width: int = 64, height: int = 48, variant: str = "") -> bytes:
+    return FRAME.encode({"camera_id": camera, "frame_seq": seq, "capture_ts_ms": int(time.time() * 1000),
+                         "width": width, "height": height, "image": image, "variant": variant})
+
+
+def test_poison_messages_go_to_the_dead_letter_topic_with_their_codes_while_good_frames_flow(
+    pipeline_settings, tmp_path
+):
+    settings = pipeline_settings(partitions=2, max_frame_bytes=200_000, max_frame_pixels=4_000_000)
+    camera = f"poison-{tmp_path.name[-4:]}"
+    good = _tiny_jpeg()
+    poison = {
+        "INF_001": (b"\x00\xff not avro at all", FRAME.headers()),
+        "INF_002": (_frame_value(camera, 1, good), [("camcount-schema", b"frame"), (SCHEMA_VERSION_HEADER, b"99")]),
+        "INF_003": (_frame_value(camera, 2, b"\xff\xd8 truncated jpeg"), FRAME.headers()),
+        "INF_004": (_frame_value(camera, 3, b"\xff" * 300_000), FRAME.headers()),
+        "INF_005": (_frame_value(camera, 4, good, width=50_000, height=50_000), FRAME.headers()),
+        "INF_006": (_frame_value(camera, 5, good, variant="nobody-serves-this"), FRAME.headers()),
+    }
+    producer = Producer(producer_config(settings))
+    topic = settings.kafka.frames_topic
+    good_seqs = []
+    seq = 10
+    for code, (value, headers) in poison.items():
+        producer.produce(topic, key=camera.encode(), value=value, headers=headers + [("expected-code", code.encode())])
+        producer.produce(topic, key=camera.encode(), value=_frame_value(camera, seq, good), headers=FRAME.headers())
+        good_seqs.append(seq)
+        seq += 1
+    assert producer.flush(10) == 0
+    processes = CamcountProcesses(settings, tmp_path)
+    try:
+        processes.start("infer", "infer")
+        dead = consume_records(settings, settings.kafka.dead_letter_topic, lambda rs: len(rs) >= len(poison),
+                               timeout_s=120, decode=lambda value, headers: {"value": value})
+        detections = consume_records(settings, settings.kafka.detections_topic,
+                                     lambda rs: len(rs) >= len(good_seqs), timeout_s=60)
+    finally:
+        processes.stop_all()
+    assert sorted(d["_headers"]["dlq-error-code"].decode() for d in dead) == sorted(poison)
+    for d in dead:
+        code = d["_headers"]["dlq-error-code"].decode()
+        assert d["_headers"]["expected-code"].decode() == code
+        assert d["value"] == poison[code][0], f"{code}: the original payload must be kept"
+        assert d["_headers"]["dlq-reason"], code
+    assert sorted(r["frame_seq"] for r in detections) == good_seqs
+
+
+def test_transactional_worker_commits_offsets_inside_its_transactions(pipeline_settings, tmp_path):
+    settings = pipeline_settings(partitions=2, transactional=True)
+    processes = CamcountProcesses(settings, tmp_path)
+    camera = f"txn-{tmp_path.name[-4:]}"
+    try:
+        processes.start("infer", "infer")
+        result = processes.run("ingest", "--camera-id", camera, "--source", str(footage_path()), "--fps", "0",
+                               "--max-frames", "24")
+        assert result.returncode == 0, result.stderr
+        records = consume_records(settings, settings.kafka.detections_topic, lambda rs: len(rs) >= 24,
+                                  timeout_s=120)
+    finally:
+        processes.stop_all()
+    assert sorted(r["frame_seq"] for r in records) == list(range(24))
+    consumer = Consumer(consumer_config(settings, settings.inference.group_id))
+    try:
+        committed = consumer.committed([TopicPartition(settings.kafka.frames_topic, p) for p in range(2)], 10)
+    finally:
+        consumer.close()
+    assert sum(max(tp.offset, 0) for tp in committed) == 24, committed
