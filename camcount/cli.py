@@ -169,22 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _is_user_error(exc: Exception) -> bool:
     from camcount.kafka_config import BrokerUnreachable
+    from camcount.stack import StackError
+    from counting.config import CameraConfigError
+    from models.errors import ModelError
     from producers.sources import SourceError
 
-    user_errors: tuple[type[Exception], ...] = (UserError, BrokerUnreachable, SourceError, FileNotFoundError)
-    try:
-        from counting.config import CameraConfigError
-        from models.errors import ModelError
-
-        user_errors += (CameraConfigError, ModelError)
-    except ImportError:
-        pass
-    try:
-        from camcount.stack import StackError
-
-        user_errors += (StackError,)
-    except ImportError:
-        pass
+    user_errors = (UserError, BrokerUnreachable, StackError, CameraConfigError, ModelError, SourceError,
+                   FileNotFoundError)
     return isinstance(exc, user_errors)
 
 

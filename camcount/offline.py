@@ -94,15 +94,19 @@ def analyze(
     per_frame: TextIO | None = None,
     events: TextIO | None = None,
     progress: Callable[[int, float], None] | None = None,
+    conf: float | None = None,
+    iou: float | None = None,
 ) -> Analysis:
-    """Count a whole source. Frame i gets capture time i / fps (ms) on the source's own timeline."""
+    """Count a whole source. Frame i gets capture time i / fps (ms) on the source's own timeline.
+
+    ``conf`` and ``iou`` override the model manifest's detection thresholds (``Detector.detect``)."""
     class_names = list(detector.manifest.class_names)
     counter = CameraCounter(config, class_names)
     result = Analysis(zones={zone.name: ZoneFigures() for zone in config.zones})
     started = time.monotonic()
     for batch in _batches(source.frames(), batch_size):
         images = [f.image if jpeg_quality is None else jpeg_round_trip(f.image, jpeg_quality) for f in batch]
-        for frame, detections in zip(batch, detector.detect(images)):
+        for frame, detections in zip(batch, detector.detect(images, conf=conf, iou=iou)):
             capture_ms = int(frame.offset_ms if frame.offset_ms is not None else frame.index * 100)
             counted = counter.update(frame.index, capture_ms, detections)
             assert counted is not None  # frames arrive in order
