@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -133,6 +134,27 @@ class Settings(BaseSettings):
 
     def model_registry(self) -> str:
         return self.model.registry or str(self.home / "models")
+
+    def namespaced(self, suffix: str, partitions: int | None = None) -> "Settings":
+        """A copy whose topics, consumer group, Faust app id and ClickHouse database carry ``suffix``.
+
+        Benchmarks and tests use it to run beside (and never see) each other's data on one stack.
+        """
+        kafka = self.kafka
+        database = f"{self.clickhouse.database}_{suffix}"
+        clickhouse_update: dict[str, str] = {"database": database}
+        if self.clickhouse.url is not None:
+            clickhouse_update["url"] = urlunsplit(urlsplit(self.clickhouse.url)._replace(path=f"/{database}"))
+        topics = ("frames_topic", "detections_topic", "crossings_topic", "window_counts_topic", "dead_letter_topic")
+        return self.model_copy(update={
+            "kafka": kafka.model_copy(update={
+                **{name: f"{getattr(kafka, name)}-{suffix}" for name in topics},
+                "partitions": partitions or kafka.partitions,
+            }),
+            "clickhouse": self.clickhouse.model_copy(update=clickhouse_update),
+            "inference": self.inference.model_copy(update={"group_id": f"{self.inference.group_id}-{suffix}"}),
+            "counting": self.counting.model_copy(update={"app_id": f"{self.counting.app_id}-{suffix}"}),
+        })
 
 
 class _ConventionalEnvSource(PydanticBaseSettingsSource):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import faust
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from redis.exceptions import RedisError
 
 from camcount.settings import Settings
@@ -117,6 +118,17 @@ class CountingService:
             del windows[key]
 
 
+class CountingMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.frames = Counter("camcount_count_frames", "Detections records counted", ("camera",),
+                              registry=self.registry)
+        self.late_frames = Counter("camcount_count_late_frames", "Replayed or out-of-order frames ignored",
+                                   ("camera",), registry=self.registry)
+        self.crossings = Counter("camcount_crossings", "Line crossings counted",
+                                 ("camera", "line", "direction", "class"), registry=self.registry)
+
+
 def build_app(settings: Settings) -> faust.App:
     kafka = settings.kafka
     app = faust.App(
@@ -139,6 +151,21 @@ def build_app(settings: Settings) -> faust.App:
     window_counts_topic = app.topic(kafka.window_counts_topic, key_serializer="raw", value_serializer="raw")
     camera_state = app.Table("camera-state", default=None, key_type=str)  # JSON keys and values
     live = AsyncLiveState(settings.redis_url())
+    metrics = CountingMetrics()
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):
+        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        return web.text("ok\n")
+
+    @app.page("/readyz")
+    async def readyz(web, request):
+        ready = bool(app.consumer.assignment()) if app.consumer is not None else False
+        return web.text("ready\n" if ready else "not ready\n", status=200 if ready else 503)
+
     service = CountingService(cameras, settings.counting.window_seconds, camera_state)
 
     @app.agent(detections)
@@ -152,11 +179,16 @@ def build_app(settings: Settings) -> faust.App:
                 log.error("skipping detections message %s/%s: %s", event.message.partition,
                           event.message.offset, exc)
                 continue
+            camera = record["camera_id"]
             counted = service.handle(record)
+            metrics.frames.labels(camera).inc()
             if counted is None:
+                if record["status"] != "SKIPPED":
+                    metrics.late_frames.labels(camera).inc()
                 continue
             key = record["camera_id"].encode()
             for crossing in counted.crossings:
+                metrics.crossings.labels(camera, crossing["line"], crossing["direction"], crossing["class_name"]).inc()
                 await crossings_topic.send(key=key, value=CROSSING.encode(crossing), headers=CROSSING.headers())
             for window in counted.windows:
                 await window_counts_topic.send(key=key, value=WINDOW_COUNT.encode(window),

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from contextlib import ExitStack
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -121,31 +120,6 @@ def _start_containers(home: Path, cleanup: ExitStack) -> Settings:
     )
 
 
-def _namespaced(settings: Settings, suffix: str, partitions: int | None) -> Settings:
-    kafka = settings.kafka
-    database = f"{clickhouse_database(settings)}_{suffix}"
-    clickhouse_update: dict[str, str] = {"database": database}
-    if settings.clickhouse.url is not None:
-        clickhouse_update["url"] = urlunsplit(urlsplit(settings.clickhouse.url)._replace(path=f"/{database}"))
-    return settings.model_copy(
-        update={
-            "kafka": kafka.model_copy(
-                update={
-                    "frames_topic": f"{kafka.frames_topic}-{suffix}",
-                    "detections_topic": f"{kafka.detections_topic}-{suffix}",
-                    "crossings_topic": f"{kafka.crossings_topic}-{suffix}",
-                    "window_counts_topic": f"{kafka.window_counts_topic}-{suffix}",
-                    "dead_letter_topic": f"{kafka.dead_letter_topic}-{suffix}",
-                    "partitions": partitions or kafka.partitions,
-                }
-            ),
-            "clickhouse": settings.clickhouse.model_copy(update=clickhouse_update),
-            "inference": settings.inference.model_copy(update={"group_id": f"{settings.inference.group_id}-{suffix}"}),
-            "counting": settings.counting.model_copy(update={"app_id": f"{settings.counting.app_id}-{suffix}"}),
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def isolated_settings(stack_settings: Settings) -> Iterator[Callable[..., Settings]]:
     """Factory: ``isolated_settings(partitions=None)`` -> Settings with fresh, provisioned topics and database.
@@ -156,7 +130,7 @@ def isolated_settings(stack_settings: Settings) -> Iterator[Callable[..., Settin
     made: list[Settings] = []
 
     def make(partitions: int | None = None) -> Settings:
-        settings = _namespaced(stack_settings, uuid.uuid4().hex[:10], partitions)
+        settings = stack_settings.namespaced(uuid.uuid4().hex[:10], partitions)
         made.append(settings)
         create_topics(settings)
         apply_clickhouse_ddl(settings.clickhouse_url(), clickhouse_database(settings))

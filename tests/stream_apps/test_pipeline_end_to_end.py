@@ -119,3 +119,27 @@ def test_every_frame_gets_one_inference_log_row_with_its_model_version(pipeline_
         assert {(r[1], r[2]) for r in rows} == {("yolov3-tiny", "1.0.0")}
     finally:
         processes.stop_all()
+
+
+def test_the_counting_app_serves_metrics_and_readiness_over_http(pipeline_settings, tmp_path):
+    import urllib.request
+
+    settings = pipeline_settings(partitions=2)
+    camera = f"cam-http-{tmp_path.name[-6:]}"
+    processes = CamcountProcesses(settings, tmp_path)
+    base = f"http://127.0.0.1:{settings.counting.web_port}"
+    live = redis.Redis.from_url(settings.redis_url())
+    try:
+        processes.start("infer", "infer")
+        processes.start("count", "count")
+        result = processes.run("ingest", "--camera-id", camera, "--source", str(footage_path()), "--fps", "0",
+                               "--max-frames", "20")
+        assert result.returncode == 0, result.stderr
+        _wait_counted(live, [camera], 19, timeout_s=120)
+        with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+            body = response.read().decode()
+    finally:
+        processes.stop_all()
+    assert f'camcount_count_frames_total{{camera="{camera}"}} 20.0' in body
