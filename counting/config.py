@@ -97,6 +97,10 @@ class TrackerConfig(BaseModel):
     new_track_threshold: float = Field(0.6, gt=0.0, le=1.0, description="unmatched boxes at or above start tracks")
     match_iou: float = Field(0.2, gt=0.0, le=1.0, description="least IoU to match a high box to a track")
     low_match_iou: float = Field(0.5, gt=0.0, le=1.0, description="least IoU to match a low box to a track")
+    iou_buffer: float = Field(
+        0.3, ge=0.0, le=2.0,
+        description="boxes are widened by this fraction of their size on each side before matching (buffered IoU)",
+    )
     max_gap_frames: int = Field(30, ge=0, description="frames a lost track survives unmatched (occlusion)")
     min_hits: int = Field(3, ge=1, description="consecutive matches before a new track gets an id")
 

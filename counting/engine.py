@@ -9,6 +9,9 @@ Frame handling, keyed by ``frame_seq`` (monotonic per camera):
   changes nothing; ``update`` returns None and the frame is counted in ``late_frames``.
 * ``skip`` records a frame the inference stage did not run: it is seen (a later copy is late) but
   not tracked, and tracks are not treated as missed on it.
+
+A line first meets a track where the track was first detected (``Tracker.first_boxes``), not where it
+got its id ``min_hits`` frames later, so crossing the line during those frames is counted too.
 """
 
 from __future__ import annotations
@@ -124,9 +127,18 @@ class CameraCounter:
             rows = has_id & class_mask[tracked.class_id]
             return tracked.tracker_id[rows], anchors[anchor][rows], tracked.class_id[rows]
 
+        first = tracked[has_id]
+        first = Detections(self.tracker.first_boxes(first.tracker_id), first.confidence, first.class_id,
+                           first.tracker_id)
+        first_anchors: dict[Anchor, np.ndarray] = {}
         crossings: list[CrossingEvent] = []
         for name, counter in self.lines.items():
-            crossings += counter.update(frame_seq, capture_ts_ms, *select(*self._line_filter[name]))
+            anchor, class_mask = self._line_filter[name]
+            if anchor not in first_anchors:
+                first_anchors[anchor] = first.anchors(anchor)
+            line_rows = class_mask[first.class_id]
+            counter.introduce(first.tracker_id[line_rows], first_anchors[anchor][line_rows])
+            crossings += counter.update(frame_seq, capture_ts_ms, *select(anchor, class_mask))
             counter.retain(alive)
         occupancy: dict[str, dict[str, int]] = {}
         zone_events: list[ZoneEvent] = []

@@ -16,7 +16,9 @@ Rules (product facts first):
   of confirmation: the event time is when the person crossed, independent of the hysteresis band.
 * A track counts at most once per direction until it is counted crossing back: ``in`` after ``in``
   (e.g. after walking around the end of the line) is not counted again.
-* A track is never counted on the frame it is first seen (it has no previous side).
+* A track is never counted on the frame it is first seen (it has no previous side). A tracker issues
+  an id only after a few frames; ``introduce`` places a new id where the track was first detected, so
+  a crossing during those frames counts, reported on the first frame the id is seen on the new side.
 """
 
 from __future__ import annotations
@@ -149,6 +151,11 @@ class LineCounter:
         if events:
             logger.debug("line %s: %d crossings at frame %d", self.line.name, len(events), frame_seq)
         return events
+
+    def introduce(self, tracker_id: np.ndarray, anchors: np.ndarray) -> None:
+        """Start tracking ids not seen before at earlier ``anchors`` ((N, 2), e.g. where each track was first
+        detected, before it had an id); ids already known are left as they are. Counts nothing."""
+        self._rows_for(np.asarray(tracker_id, np.int64), np.asarray(anchors, np.float64).reshape(-1, 2))
 
     def _rows_for(self, tracker_id: np.ndarray, anchors: np.ndarray) -> np.ndarray:
         """Row of each id, or -1 for ids seen for the first time (which are added, with no crossing)."""

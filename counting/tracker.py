@@ -4,11 +4,16 @@ Per frame: predict every track (several steps when frames were skipped), then
   1. match high-confidence boxes to all confirmed tracks (tracked and lost) by IoU,
   2. match low-confidence boxes to the confirmed tracks still unmatched that were tracked last frame,
   3. match the remaining high boxes to tentative tracks,
-each with ``scipy.optimize.linear_sum_assignment`` and never across classes. Unmatched tracked tracks
+each with ``scipy.optimize.linear_sum_assignment`` and never across classes. Overlap is *buffered* IoU
+(C-BIoU, Yang et al. 2023): both boxes are widened by ``iou_buffer`` times their width and height on each
+side before the IoU, so a small person moving more than its own width per frame (far away, low frame
+rate, or a new track whose velocity is still unknown) still overlaps its prediction. Unmatched tracked tracks
 become lost and are dropped after ``max_gap_frames`` frames without a match; unmatched tentative
 tracks are dropped at once; unmatched high boxes at or above ``new_track_threshold`` start tentative
 tracks, which get an id after ``min_hits`` consecutive matches. Ids are per tracker, monotonic from 1,
-assigned in creation order, so the same input always yields the same ids.
+assigned in creation order, so the same input always yields the same ids. Every track remembers the
+box it started with (``first_boxes``), so a counter can place a track where it was first seen even
+though the id is only issued ``min_hits`` frames later.
 
 Tracks are a struct of arrays (no per-track objects); state is plain JSON via ``to_state``.
 """
@@ -28,7 +33,7 @@ from models.detections import Detections
 logger = logging.getLogger(__name__)
 
 _TENTATIVE, _TRACKED, _LOST = 0, 1, 2
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 _GATED_COST = 1e6
 
 
@@ -49,10 +54,25 @@ class Tracker:
         self._gap = np.zeros(0, np.int32)
         self._mean = np.zeros((0, 8))
         self._covariance = np.zeros((0, 8, 8))
+        self._first = np.zeros((0, 4))
 
     def alive_ids(self) -> np.ndarray:
         """Ids of confirmed tracks still kept (tracked or lost); counters forget every other id."""
         return self._track_id[self._status != _TENTATIVE]
+
+    def first_boxes(self, track_ids: np.ndarray) -> np.ndarray:
+        """(N, 4) xyxy box with which each given track started (its first, tentative, detection).
+
+        Every id must be alive (``alive_ids``); raises ValueError otherwise."""
+        track_ids = np.asarray(track_ids, np.int64).reshape(-1)
+        alive = np.flatnonzero(self._status != _TENTATIVE)
+        order = alive[np.argsort(self._track_id[alive])]
+        rows = np.searchsorted(self._track_id[order], track_ids)
+        found = rows < len(order)
+        found[found] = self._track_id[order[rows[found]]] == track_ids[found]
+        if not found.all():
+            raise ValueError(f"tracks {track_ids[~found].tolist()} are not alive")
+        return self._first[order[rows]].copy()
 
     def update(self, detections: Detections, frame_gap: int = 1) -> Detections:
         """Track one frame ``frame_gap`` frames after the previous one; returns ``detections`` (same rows,
@@ -66,7 +86,7 @@ class Tracker:
         det_class = detections.class_id
         det_boxes = detections.xyxy.astype(np.float64)
         track_boxes = kalman.cxcywh_to_xyxy(self._mean[:, :4])
-        iou = _iou(track_boxes, det_boxes)
+        iou = _iou(_buffered(track_boxes, cfg.iou_buffer), _buffered(det_boxes, cfg.iou_buffer))
         iou[self._class_id[:, None] != det_class[None, :]] = 0.0
 
         high = np.flatnonzero(confidence >= cfg.high_threshold)
@@ -148,6 +168,7 @@ class Tracker:
         self._gap = self._gap[keep]
         self._mean = self._mean[keep]
         self._covariance = self._covariance[keep]
+        self._first = self._first[keep]
 
     def _start_tracks(self, xyxy_boxes: np.ndarray, class_id: np.ndarray) -> np.ndarray:
         """Append tracks for new boxes; returns their ids (-1 while tentative)."""
@@ -162,6 +183,7 @@ class Tracker:
         self._gap = np.concatenate([self._gap, np.zeros(n, np.int32)])
         self._mean = np.concatenate([self._mean, mean])
         self._covariance = np.concatenate([self._covariance, covariance])
+        self._first = np.concatenate([self._first, xyxy_boxes])
         return track_id
 
     def to_state(self) -> dict[str, Any]:
@@ -176,6 +198,7 @@ class Tracker:
             "gap": self._gap.tolist(),
             "mean": self._mean.tolist(),
             "covariance": self._covariance.tolist(),
+            "first": self._first.tolist(),
         }
 
     @classmethod
@@ -194,13 +217,20 @@ class Tracker:
             tracker._gap = np.asarray(state["gap"], np.int32).reshape(-1)
             tracker._mean = np.asarray(state["mean"], np.float64).reshape(-1, 8)
             tracker._covariance = np.asarray(state["covariance"], np.float64).reshape(-1, 8, 8)
+            tracker._first = np.asarray(state["first"], np.float64).reshape(-1, 4)
         except (KeyError, TypeError, ValueError) as exc:
             raise TrackerStateError(f"tracker state is malformed ({exc}): discard the snapshot") from exc
         lengths = {len(a) for a in (tracker._track_id, tracker._class_id, tracker._status, tracker._hits,
-                                    tracker._gap, tracker._mean, tracker._covariance)}
+                                    tracker._gap, tracker._mean, tracker._covariance, tracker._first)}
         if len(lengths) != 1:
             raise TrackerStateError("tracker state arrays differ in length: discard the snapshot")
         return tracker
+
+
+def _buffered(xyxy: np.ndarray, buffer: float) -> np.ndarray:
+    """Boxes widened by ``buffer`` times their own width (height) on the left and right (top and bottom)."""
+    margin = buffer * (xyxy[:, 2:] - xyxy[:, :2])
+    return np.concatenate([xyxy[:, :2] - margin, xyxy[:, 2:] + margin], axis=1)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -486,9 +486,18 @@ def _yolo(builder: _GraphBuilder, section: DarknetSection, x: _LayerOutput, net_
 
 
 def darknet_to_onnx(
-    cfg_path: str | Path, weights_path: str | Path, onnx_path: str | Path, *, opset: int = 17
+    cfg_path: str | Path,
+    weights_path: str | Path,
+    onnx_path: str | Path,
+    *,
+    opset: int = 17,
+    input_size: tuple[int, int] | None = None,
 ) -> DarknetModelInfo:
     """Convert a darknet cfg + weights pair into an ONNX model following the module's contract.
+
+    ``input_size`` (width, height) overrides the cfg's ``[net]`` size: the network is fully convolutional and
+    anchors are in input pixels, so it runs unchanged at any size that is a multiple of its largest stride
+    (32 for YOLOv3/v4-tiny); a larger input finds smaller (farther) objects at a higher cost.
 
     Supported sections: convolutional (batch norm folded), maxpool, route (incl. groups/group_id), shortcut,
     upsample, yolo (incl. scale_x_y). Anything else raises DarknetImportError naming the section.
@@ -498,7 +507,9 @@ def darknet_to_onnx(
         raise DarknetImportError(f"opset {opset} is too old: the graph uses opset-13 Split/Resize; use opset >= 13")
     sections = parse_cfg(cfg_path)
     net = sections[0]
-    width, height = net.get_int("width"), net.get_int("height")
+    width, height = input_size or (net.get_int("width"), net.get_int("height"))
+    if width <= 0 or height <= 0:
+        raise DarknetImportError(f"input size must be positive, got {width}x{height}")
     if net.get_int("channels", 3) != 3:
         raise DarknetImportError(f"{cfg_path}: [net] channels must be 3 (RGB input), got {net.get_int('channels')}")
     weights = _WeightReader(weights_path)

@@ -112,3 +112,9 @@ def test_config_class_unknown_to_the_model_is_rejected():
     config = CameraConfig(camera_id="cam-1", classes=["person", "unicorn"])
     with pytest.raises(CameraConfigError, match=r"classes \['unicorn'\] are not classes of the model"):
         CameraCounter(config, CLASSES)
+
+
+def test_crossing_while_the_track_is_still_tentative_counts_on_its_first_frame_with_an_id():
+    # min_hits=3: the id is issued at frame 2, when x=390 is already past the line at 384.
+    results = run(camera(), {i: people((374 + 8 * i, 400)) for i in range(10)})
+    assert crossings(results) == [(1, "out", 2, "person")]

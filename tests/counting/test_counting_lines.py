@@ -145,3 +145,16 @@ def test_segments_touch_includes_end_points_and_excludes_parallel_misses():
     p0 = np.array([[10.0, -1.0], [11.0, -1.0], [0.0, 1.0], [5.0, 0.0]])
     p1 = np.array([[10.0, 1.0], [11.0, 1.0], [10.0, 1.0], [5.0, 0.0]])
     assert segments_touch(p0, p1, a, b).tolist() == [True, False, False, True]
+
+
+def test_introduced_track_counts_a_crossing_made_before_its_first_update():
+    line = counter()
+    line.introduce(np.array([1]), np.array([[120.0, 100.0]]))
+    assert feed(line, walk(1, [80, 70]), first_seq=5) == [(5, 1, "in")]
+
+
+def test_introducing_a_known_track_changes_nothing():
+    line = counter()
+    feed(line, walk(1, [120]))
+    line.introduce(np.array([1]), np.array([[80.0, 100.0]]))
+    assert feed(line, walk(1, [110]), first_seq=1) == []

@@ -102,3 +102,25 @@ def test_restored_tracker_continues_identically():
 def test_frame_gap_below_one_is_rejected():
     with pytest.raises(ValueError, match="frame_gap must be >= 1"):
         Tracker(TrackerConfig()).update(Detections.empty(), frame_gap=0)
+
+
+def test_small_walker_moving_more_than_its_width_per_frame_keeps_its_id_with_buffered_iou():
+    # 12 px wide, 14 px per frame (a far person at 10 fps): plain IoU with the zero-velocity birth state is 0.
+    frames = [boxes((100 + 14 * i, 300), size=(12.0, 40.0)) for i in range(10)]
+    assert ids_over(Tracker(TrackerConfig(iou_buffer=0.5)), frames)[2:] == [[1]] * 8
+
+
+def test_without_the_iou_buffer_a_walker_faster_than_its_width_never_gets_an_id():
+    frames = [boxes((100 + 14 * i, 300), size=(12.0, 40.0)) for i in range(10)]
+    assert ids_over(Tracker(TrackerConfig(iou_buffer=0.0)), frames) == [[-1]] * 10
+
+
+def test_first_boxes_are_the_boxes_tracks_started_with_before_they_had_ids():
+    tracker = Tracker(TrackerConfig(min_hits=3))
+    ids_over(tracker, [boxes((100 + 5 * i, 300)) for i in range(4)])
+    assert tracker.first_boxes(np.array([1])).tolist() == [[80.0, 200.0, 120.0, 300.0]]
+
+
+def test_first_boxes_of_an_id_that_is_not_alive_is_an_error():
+    with pytest.raises(ValueError, match="not alive"):
+        Tracker(TrackerConfig()).first_boxes(np.array([7]))
