@@ -1,0 +1,154 @@
+"""Hot swap: notice that a registry alias moved, load and warm the new version, hand it over between batches.
+
+Pure of Kafka and threads: the inference worker calls ``poll()`` between batches (every few seconds) and, when it
+returns a SwapResult, replaces its detector with ``result.detector`` before the next batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from models.detector import Detector
+from models.errors import ModelError, ModelLoadError
+from models.registry import ModelReference, ModelRegistry, RegisteredModel
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RETRY_AFTER_S = 60.0
+DEFAULT_MAX_RETRY_AFTER_S = 900.0
+
+
+@dataclass(frozen=True)
+class SwapResult:
+    """A loaded, warmed detector for ``version``, replacing ``previous_version`` (None on the first load)."""
+
+    detector: Detector
+    version: str
+    previous_version: str | None
+    load_ms: float
+
+
+@dataclass(frozen=True)
+class WatchFailure:
+    """Why the alias's current target is not served: error ``code`` (MODEL_00x) and message, and when to retry.
+
+    ``version`` is None when the reference itself could not be resolved.
+    """
+
+    version: str | None
+    code: str
+    message: str
+    attempts: int
+    retry_at: float
+
+
+class ModelWatcher:
+    """Follows ``reference`` (``NAME@ALIAS``) and loads the version it points at whenever that changes.
+
+    Invariants: the served version only changes through a successful ``load``; a failed version is not loaded
+    again until the alias points elsewhere and back, or its backoff expires (``retry_after_s``, doubling per
+    consecutive failure up to ``max_retry_after_s``); at most one failure is recorded, the current target's.
+    ``poll`` is meant for one caller; ``status`` may be read from any thread.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        reference: str,
+        load: Callable[[RegisteredModel], Detector],
+        serving: str | None = None,
+        retry_after_s: float = DEFAULT_RETRY_AFTER_S,
+        max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``serving`` is the version already running (None: the first ``poll`` loads the alias's target)."""
+        self._registry = registry
+        self._reference = ModelReference.parse(reference)
+        self._load = load
+        self._retry_after_s = retry_after_s
+        self._max_retry_after_s = max_retry_after_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._serving = serving
+        self._target: str | None = serving
+        self._failure: WatchFailure | None = None
+        self._swaps = 0
+
+    @property
+    def serving(self) -> str | None:
+        return self._serving
+
+    def poll(self) -> SwapResult | None:
+        """A new detector when the reference now resolves to another, loadable version; None otherwise."""
+        try:
+            model = self._registry.resolve(self._reference)
+        except ModelError as exc:
+            self._fail(None, exc.code, exc.message)
+            return None
+        version = model.manifest.version
+        with self._lock:
+            self._target = version
+            if version == self._serving:
+                self._failure = None
+                return None
+            failure = self._failure
+            if failure is not None and failure.version == version and self._clock() < failure.retry_at:
+                return None
+        start = time.perf_counter()
+        try:
+            detector = self._load(model)
+        except Exception as exc:  # any load failure must leave the served model untouched
+            code, message = (exc.code, exc.message) if isinstance(exc, ModelError) else (ModelLoadError.code, str(exc))
+            self._fail(version, code, message)
+            return None
+        load_ms = (time.perf_counter() - start) * 1e3
+        with self._lock:
+            previous, self._serving = self._serving, version
+            self._failure = None
+            self._swaps += 1
+        logger.info("%s now resolves to %s: loaded and warmed in %.0f ms, replacing %s",
+                    self._reference, version, load_ms, previous or "nothing")
+        return SwapResult(detector, version, previous, load_ms)
+
+    def status(self) -> dict[str, Any]:
+        """Reference, served and target versions, swap count, and the current failure (None when healthy)."""
+        with self._lock:
+            failure = self._failure
+            return {
+                "reference": str(self._reference),
+                "serving": self._serving,
+                "target": self._target,
+                "swaps": self._swaps,
+                "error": None if failure is None else {
+                    "version": failure.version,
+                    "code": failure.code,
+                    "message": failure.message,
+                    "attempts": failure.attempts,
+                    "retry_in_s": max(0.0, failure.retry_at - self._clock()),
+                },
+            }
+
+    def _fail(self, version: str | None, code: str, message: str) -> None:
+        """Record a failure of ``version`` (None: the reference did not resolve) and log it.
+
+        Load failures are logged at every attempt (at most once per backoff); resolve failures, checked at every
+        poll, only when their message changes.
+        """
+        with self._lock:
+            previous = self._failure
+            attempts = previous.attempts + 1 if previous is not None and previous.version == version else 1
+            backoff = min(self._retry_after_s * 2 ** (attempts - 1), self._max_retry_after_s)
+            self._failure = WatchFailure(version, code, message, attempts, self._clock() + backoff)
+            serving = self._serving
+        if version is not None:
+            logger.error("%s -> %s not served (%s, attempt %d, next try in %.0f s unless the alias moves), "
+                         "keeping %s: %s", self._reference, version, code, attempts, backoff, serving or "nothing",
+                         message)
+        elif previous is None or previous.message != message:
+            logger.error("%s cannot be resolved (%s), keeping %s: %s", self._reference, code, serving or "nothing",
+                         message)
