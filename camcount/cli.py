@@ -38,12 +38,17 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 # --- ingest --------------------------------------------------------------------------------------------------
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    import redis
+
+    from experiments.store import ExperimentStore
+    from producers.experiment_assignment import ExperimentAssigner
     from producers.ingest import CameraIngestor
     from producers.sources import FrameSource
 
     source = FrameSource(args.source, folder_fps=args.fps or 1.0)
+    assigner = ExperimentAssigner(ExperimentStore(redis.Redis.from_url(settings.redis_url())))
     ingestor = CameraIngestor(settings, args.camera_id, source, fps=args.fps, loop=args.loop,
-                              max_frames=args.max_frames)
+                              max_frames=args.max_frames, assign_variant=assigner)
     ingestor.install_signal_handlers()
     stats = ingestor.run()
     print(f"camera {args.camera_id}: {stats.delivered} frames delivered, {stats.failed} failed")

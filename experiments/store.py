@@ -177,7 +177,6 @@ SELECT
 FROM inference_log FINAL
 WHERE experiment = %(experiment)s
   AND status != 'skipped'
-  AND capture_ts_ms >= %(from_ms)s AND capture_ts_ms < %(to_ms)s
 GROUP BY variant, camera_id, slot, hour
 """
 
@@ -185,26 +184,21 @@ CROSSINGS_SQL = """
 SELECT variant, camera_id, toUnixTimestamp(toStartOfHour(capture_time)) AS hour, count()
 FROM crossing_events FINAL
 WHERE experiment = %(experiment)s
-  AND capture_ts_ms >= %(from_ms)s AND capture_ts_ms < %(to_ms)s
 GROUP BY variant, camera_id, hour
 """
 
-_NO_END_MS = 2**63 - 1
-
 
 def load_samples(clickhouse_client: Client, experiment: Experiment) -> dict[str, VariantSamples]:
-    """Per-variant samples of ``experiment`` between its started_at and stopped_at (unbounded when unset).
+    """Per-variant samples of every frame labelled with ``experiment``.
 
     A frame counts for a variant only if ``assign`` puts its camera (and slot) in that variant; other rows are
     shadow inferences or misrouted frames and are left out (logged). Camera-hours are the hours in which a
     variant inferred frames of a camera; one without crossings counts 0. Every variant is in the result,
     with empty arrays when it has no data.
     """
-    params: dict[str, Any] = {
-        "experiment": experiment.name,
-        "from_ms": int(experiment.started_at.timestamp() * 1000) if experiment.started_at else 0,
-        "to_ms": int(experiment.stopped_at.timestamp() * 1000) if experiment.stopped_at else _NO_END_MS,
-    }
+    # Every frame is labelled with its experiment by the ingestor and names are never reused, so the name alone
+    # selects the rows; no time filter, as replayed footage can carry capture times ahead of the wall clock.
+    params: dict[str, Any] = {"experiment": experiment.name}
     slot_ms = experiment.slot_minutes * 60_000 if experiment.assignment == "time_slot" else None
     slot = f"intDiv(capture_ts_ms, {slot_ms})" if slot_ms else "toUInt64(0)"
     columns: dict[str, list[list[Any]]] = defaultdict(lambda: [[], [], [], [], []])

@@ -19,11 +19,11 @@ from schemas import FRAME
 
 log = logging.getLogger(__name__)
 
-VariantAssigner = Callable[[str], tuple[str, str]]
-"""camera id -> (experiment, variant); ("", "") means the production model."""
+VariantAssigner = Callable[[str, int], tuple[str, str]]
+"""(camera id, capture time ms) -> (experiment, variant); ("", "") means the production model."""
 
 
-def production_variant(camera_id: str) -> tuple[str, str]:
+def production_variant(camera_id: str, capture_ts_ms: int) -> tuple[str, str]:
     return "", ""
 
 
@@ -128,7 +128,7 @@ class CameraIngestor:
         ok, jpeg = cv2.imencode(".jpg", image, self.jpeg_params)
         if not ok:
             raise RuntimeError(f"OpenCV failed to JPEG-encode frame {seq} of camera {self.camera_id}")
-        experiment, variant = self.assign_variant(self.camera_id)
+        experiment, variant = self.assign_variant(self.camera_id, capture_ms)
         height, width = image.shape[:2]
         value = FRAME.encode({
             "camera_id": self.camera_id, "frame_seq": seq, "capture_ts_ms": capture_ms,

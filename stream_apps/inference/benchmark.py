@@ -31,7 +31,8 @@ from models.detector import Detector
 from models.registry import ModelRegistry
 from producers.sources import FrameSource, Pacer
 from schemas import DETECTIONS, FRAME, headers_dict
-from stream_apps.inference.worker import InferenceWorker, ModelRoutes
+from stream_apps.inference.routing import RouteTable
+from stream_apps.inference.worker import InferenceWorker
 
 JPEG_QUALITY = 90
 
@@ -103,7 +104,7 @@ def _drain(settings: Settings, expected: int, timeout_s: float) -> tuple[list[fl
 
 def _run_worker(settings: Settings, detector: Detector, jpegs: list[bytes], paced_fps: float) -> tuple[list[float], float]:
     """Runs a worker on ``jpegs``; returns e2e latencies and frames/s from partition assignment to the last record."""
-    worker = InferenceWorker(settings, ModelRoutes(detector))
+    worker = InferenceWorker(settings, RouteTable(detector))
     thread = threading.Thread(target=worker.run, name="bench-worker", daemon=True)
     if not paced_fps:
         _publish(settings, jpegs)

@@ -1,27 +1,116 @@
-"""Loads the detectors an inference worker serves: the production model, plus experiment variants later."""
+"""Which model, with which thresholds, serves each frame: production, or its A/B experiment's variant.
+
+Frames carry ``experiment`` and ``variant``; frames without an experiment get the production model. An
+experiment is looked up by name the first time one of its frames arrives, also after it stopped, so frames
+still in flight are served by their own variant's model. Models are loaded once per resolved version and
+shared between variants that differ only in thresholds.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import redis
+
 from camcount.settings import Settings
+from experiments.config import Experiment
+from experiments.store import ExperimentNotFound, ExperimentStore
 from models.detector import Detector
 from models.registry import ModelRegistry
-from stream_apps.inference.worker import ModelRoutes
+from stream_apps.inference.frames import BadFrame, FrameErrorCode
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_EXPERIMENT_RETRY_S = 5.0
 
-def load_routes(settings: Settings) -> ModelRoutes:
+
+@dataclass(frozen=True)
+class Route:
+    detector: Detector
+    confidence_threshold: float | None = None
+    nms_threshold: float | None = None
+
+    @property
+    def key(self) -> tuple[int, float | None, float | None]:
+        """Frames with equal keys run as one batch."""
+        return id(self.detector), self.confidence_threshold, self.nms_threshold
+
+
+class RouteTable:
+    def __init__(
+        self,
+        production: Detector,
+        load_model: Callable[[str], Detector] | None = None,
+        find_experiment: Callable[[str], Experiment] | None = None,
+    ) -> None:
+        self._production = Route(production)
+        self._load_model = load_model
+        self._find_experiment = find_experiment
+        self._routes: dict[tuple[str, str], Route] = {}
+        self._models: dict[str, Detector] = {}
+        self._unknown: dict[str, float] = {}
+
+    @property
+    def production(self) -> Detector:
+        return self._production.detector
+
+    def set_production(self, detector: Detector) -> None:
+        """Serve frames without an experiment with ``detector`` from the next batch on."""
+        self._production = Route(detector)
+
+    def route(self, experiment: str, variant: str) -> Route:
+        if not experiment:
+            if variant:
+                raise BadFrame(FrameErrorCode.UNKNOWN_VARIANT,
+                               f"variant {variant!r} without an experiment: set both headers or neither")
+            return self._production
+        route = self._routes.get((experiment, variant))
+        if route is None:
+            self._add_experiment(experiment)
+            route = self._routes.get((experiment, variant))
+        if route is None:
+            raise BadFrame(FrameErrorCode.UNKNOWN_VARIANT,
+                           f"experiment {experiment!r} has no variant {variant!r} here: check the ingestor's "
+                           f"experiment, or start the experiment with `camcount ab start`")
+        return route
+
+    def detectors(self) -> list[Detector]:
+        return list({id(r.detector): r.detector for r in (self._production, *self._routes.values())}.values())
+
+    def _add_experiment(self, name: str) -> None:
+        if self._find_experiment is None or self._load_model is None:
+            return
+        if time.monotonic() - self._unknown.get(name, -UNKNOWN_EXPERIMENT_RETRY_S) < UNKNOWN_EXPERIMENT_RETRY_S:
+            return
+        try:
+            experiment = self._find_experiment(name)
+        except ExperimentNotFound:
+            self._unknown[name] = time.monotonic()
+            return
+        for variant in experiment.variants:
+            detector = self._models.get(variant.model)
+            if detector is None:
+                detector = self._models[variant.model] = self._load_model(variant.model)
+            self._routes[(name, variant.name)] = Route(detector, variant.confidence_threshold,
+                                                       variant.nms_threshold)
+            log.info("experiment %s: variant %s served by %s@%s (conf %s, nms %s)", name, variant.name,
+                     detector.name, detector.version, variant.confidence_threshold, variant.nms_threshold)
+
+
+def load_routes(settings: Settings) -> RouteTable:
     registry = ModelRegistry(Path(settings.model_registry()))
-    production = Detector.load(
-        registry,
-        settings.model.reference,
-        providers=settings.model.providers,
-        max_batch=settings.inference.max_batch,
-        cache_dir=settings.home / "cache" / "ort",
-    )
-    log.info("serving %s@%s on %s for frames without a variant", production.name, production.version,
+    cache_dir = settings.home / "cache" / "ort"
+
+    def load_model(reference: str) -> Detector:
+        return Detector.load(registry, reference, providers=settings.model.providers,
+                             max_batch=settings.inference.max_batch, cache_dir=cache_dir)
+
+    production = load_model(settings.model.reference)
+    log.info("serving %s@%s on %s for frames without an experiment", production.name, production.version,
              production.provider)
-    return ModelRoutes(production)
+    store = ExperimentStore(redis.Redis.from_url(settings.redis_url()))
+    return RouteTable(production, load_model, store.get)

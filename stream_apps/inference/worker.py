@@ -33,12 +33,12 @@ from camcount.kafka_config import consumer_config, next_offsets, producer_config
 from camcount.settings import Settings
 from models.detections import Detections
 from schemas import DETECTIONS, headers_dict
-from stream_apps.inference.frames import BadFrame, DecodedFrame, FrameErrorCode, FrameLimits, decode_frame
+from stream_apps.inference.frames import BadFrame, DecodedFrame, FrameLimits, decode_frame
 from stream_apps.inference.metrics import InferenceMetrics
+from stream_apps.inference.routing import Route, RouteTable
 
 log = logging.getLogger(__name__)
 
-PRODUCTION_VARIANT = ""
 LAG_REFRESH_S = 5.0
 
 
@@ -61,30 +61,8 @@ class FetchedBatch:
     fetched: float
 
 
-class ModelRoutes:
-    """Which detector serves which variant. Frames without a variant get the production model."""
-
-    def __init__(self, production, variants: dict | None = None) -> None:
-        self._routes = {PRODUCTION_VARIANT: production, **(variants or {})}
-
-    def for_variant(self, variant: str):
-        detector = self._routes.get(variant)
-        if detector is None:
-            raise BadFrame(FrameErrorCode.UNKNOWN_VARIANT,
-                           f"variant {variant!r} is not served here (known: {sorted(self._routes)}); "
-                           f"start an experiment that defines it or clear the variant header")
-        return detector
-
-    def replace(self, variant: str, detector) -> None:
-        """Serve ``variant`` with ``detector`` from the next batch on."""
-        self._routes[variant] = detector
-
-    def items(self):
-        return list(self._routes.items())
-
-
 class InferenceWorker:
-    def __init__(self, settings: Settings, routes: ModelRoutes, metrics: InferenceMetrics | None = None,
+    def __init__(self, settings: Settings, routes: RouteTable, metrics: InferenceMetrics | None = None,
                  between_batches=None) -> None:
         """``between_batches()`` is called between batches, e.g. to hot-swap models in ``routes``."""
         self.settings = settings
@@ -210,8 +188,8 @@ class InferenceWorker:
 
     # --- steps --------------------------------------------------------------------------------------------
     def _infer_and_produce(self, batch: FetchedBatch) -> tuple[list[tuple[DecodedFrame, object]], float]:
-        groups: dict[int, list[tuple[Message, DecodedFrame]]] = defaultdict(list)
-        detectors = {}
+        groups: dict[tuple, list[tuple[Message, DecodedFrame]]] = defaultdict(list)
+        routes: dict[tuple, Route] = {}
         records: dict[int, bytes] = {}
         published: list[tuple[DecodedFrame, object]] = []
         for message, future in zip(batch.messages, batch.decoded):
@@ -220,22 +198,25 @@ class InferenceWorker:
                 self._dead_letter(message, result)
                 continue
             try:
-                detector = self.routes.for_variant(result.variant)
+                route = self.routes.route(result.experiment, result.variant)
             except BadFrame as bad:
                 self._dead_letter(message, bad)
                 continue
             if result.stale:
+                detector = route.detector
                 records[id(message)] = self._detections_record(message, result, detector, None, 0.0)
                 self.metrics.frames.labels(detector.name, detector.version, result.variant, "skipped").inc()
                 self.stats.frames_skipped += 1
                 continue
-            detectors[id(detector)] = detector
-            groups[id(detector)].append((message, result))
+            routes[route.key] = route
+            groups[route.key].append((message, result))
         started = time.monotonic()
         for key, members in groups.items():
-            detector = detectors[key]
+            route = routes[key]
+            detector = route.detector
             self.metrics.queue.labels(detector.name, detector.version).observe(started - batch.fetched)
-            results = detector.detect([frame.image for _, frame in members])
+            results = detector.detect([frame.image for _, frame in members], conf=route.confidence_threshold,
+                                      iou=route.nms_threshold)
             self._observe_batch(detector, len(members))
             per_frame_ms = detector.last_timings.infer_ms / len(members)
             for (message, frame), detections in zip(members, results):

@@ -1,0 +1,51 @@
+"""Stamps each frame with its A/B experiment and variant, following the active experiment in Redis live.
+
+Ingestors never restart for an experiment: the active one is re-read every ``refresh_s`` seconds. When none is
+active, or Redis cannot be reached, frames carry no experiment and get the production model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+
+from experiments.assignment import assign
+from experiments.config import Experiment
+from experiments.store import ExperimentStore
+
+log = logging.getLogger(__name__)
+
+
+class ExperimentAssigner:
+    def __init__(self, store: ExperimentStore, refresh_s: float = 5.0) -> None:
+        self._store = store
+        self._refresh_s = refresh_s
+        self._active: Experiment | None = None
+        self._checked = -refresh_s
+        self._redis_down = False
+
+    def __call__(self, camera_id: str, capture_ts_ms: int) -> tuple[str, str]:
+        """(experiment name, variant name) for this camera's frame; ("", "") means production."""
+        self._refresh()
+        if self._active is None:
+            return "", ""
+        return self._active.name, assign(self._active, camera_id, capture_ts_ms).name
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self._refresh_s:
+            return
+        self._checked = now
+        try:
+            active = self._store.active()
+        except redis.RedisError as exc:
+            if not self._redis_down:
+                log.warning("cannot read the active experiment from Redis (%s); frames go to production", exc)
+            self._redis_down, self._active = True, None
+            return
+        self._redis_down = False
+        if (active and active.name) != (self._active and self._active.name):
+            log.info("active experiment: %s", active.name if active else "none (production model)")
+        self._active = active
