@@ -23,8 +23,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_TOLERANCE_FRAMES = 5
 
 
-def default_truth(settings: Settings) -> Path:
-    return Path(settings.home) / "eval" / "vtest_L1.json"
+# Hand-checked crossings of line L1 in vtest.avi, shipped with the repository.
+DEFAULT_TRUTH = Path(__file__).resolve().parents[1] / "benchmarks" / "ground_truth" / "vtest_L1.json"
+
+
 
 
 def run_accuracy(
@@ -91,7 +93,7 @@ def _tracker_override(text: str) -> tuple[str, Any]:
 
 
 def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--truth", metavar="PATH", help="ground-truth JSON (default: <home>/eval/vtest_L1.json)")
+    parser.add_argument("--truth", metavar="PATH", help="ground-truth JSON (default: benchmarks/ground_truth/vtest_L1.json)")
     parser.add_argument("--line", help="which line of the truth file (default: its only line)")
     parser.add_argument("--footage", metavar="PATH", help="video (default: the truth's 'video' under <home>/data)")
     parser.add_argument("--model", help="NAME[@VERSION|@ALIAS] (default: settings.model.reference)")
@@ -109,7 +111,7 @@ def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_accuracy(settings: Settings, args: argparse.Namespace) -> int:
     report = run_accuracy(
         settings,
-        Path(args.truth) if args.truth else default_truth(settings),
+        Path(args.truth) if args.truth else DEFAULT_TRUTH,
         footage=Path(args.footage) if args.footage else None,
         model_ref=args.model,
         line=args.line,

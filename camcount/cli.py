@@ -148,9 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from camcount.commands import analyze, demo, models
+    from camcount.commands import analyze, bench, demo, models
 
-    return [models.register_parser, analyze.register_parser, demo.register_parser]
+    return [models.register_parser, analyze.register_parser, bench.register_parser, demo.register_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

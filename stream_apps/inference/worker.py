@@ -62,16 +62,13 @@ class FetchedBatch:
 
 
 class InferenceWorker:
-    def __init__(self, settings: Settings, routes: RouteTable, metrics: InferenceMetrics | None = None,
-                 between_batches=None) -> None:
-        """``between_batches()`` is called between batches, e.g. to hot-swap models in ``routes``."""
+    def __init__(self, settings: Settings, routes: RouteTable, metrics: InferenceMetrics | None = None) -> None:
         self.settings = settings
         self.routes = routes
         self.metrics = metrics or InferenceMetrics()
         self.stats = WorkerStats()
         inference = settings.inference
         self.limits = FrameLimits(inference.max_frame_bytes, inference.max_frame_pixels, inference.max_frame_age_ms)
-        self._between_batches = between_batches
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(inference.decode_threads, thread_name_prefix="decode")
         self._delivery_errors: list[KafkaError] = []
@@ -137,8 +134,7 @@ class InferenceWorker:
         timeout_s = max(self.settings.inference.max_delay_ms / 1000.0, 0.005)
         try:
             while not self._stop.is_set():
-                if self._between_batches is not None:
-                    self._between_batches()
+                self.routes.refresh()  # hot swap happens here, between batches
                 messages = [m for m in self._consumer.consume(max_batch, timeout=timeout_s)
                             if not self._is_consumer_error(m)]
                 fetched = self._start_decoding(messages) if messages else None
