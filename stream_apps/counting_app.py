@@ -26,12 +26,17 @@ from redis.exceptions import RedisError
 
 from camcount.settings import Settings
 from counting.config import CameraConfigs, load_camera_configs
-from counting.engine import CameraCounter
+from counting.engine import CameraCounter, CameraStateError
+from counting.lines import LineStateError
+from counting.tracker import TrackerStateError
+from counting.zones import ZoneStateError
 from sinks.redis_live import AsyncLiveState
 from schemas import CROSSING, DETECTIONS, WINDOW_COUNT, SchemaError, headers_dict
 from stream_apps.records import Provenance, crossing_event_id, detections_from_record, window_start_ms
 
 log = logging.getLogger(__name__)
+
+STATE_ERRORS = (CameraStateError, TrackerStateError, LineStateError, ZoneStateError)
 
 
 @dataclass(frozen=True)
@@ -66,11 +71,14 @@ class CountingService:
         if cached is not None and stored is not None and cached[0].last_seq == stored["counter"]["last_seq"]:
             return cached
         config = self.cameras.for_camera(camera_id)
-        if stored is None:
-            restored = CameraCounter(config, class_names), {}
-        else:
-            restored = CameraCounter.from_state(stored["counter"], config, class_names), dict(stored["windows"])
-            log.info("camera %s: resumed counting after frame %s", camera_id, restored[0].last_seq)
+        restored = CameraCounter(config, class_names), {}
+        if stored is not None:
+            try:
+                restored = CameraCounter.from_state(stored["counter"], config, class_names), dict(stored["windows"])
+                log.info("camera %s: resumed counting after frame %s", camera_id, restored[0].last_seq)
+            except STATE_ERRORS as exc:
+                log.warning("camera %s: stored state is from an incompatible version (%s); counting starts afresh",
+                            camera_id, exc)
         self._cached[camera_id] = restored
         return restored
 
