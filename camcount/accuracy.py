@@ -93,7 +93,8 @@ def _tracker_override(text: str) -> tuple[str, Any]:
 
 
 def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--truth", metavar="PATH", help="ground-truth JSON (default: benchmarks/ground_truth/vtest_L1.json)")
+    parser.add_argument("--truth", metavar="PATH",
+                        help="ground-truth JSON (default: benchmarks/ground_truth/vtest_L1.json)")
     parser.add_argument("--line", help="which line of the truth file (default: its only line)")
     parser.add_argument("--footage", metavar="PATH", help="video (default: the truth's 'video' under <home>/data)")
     parser.add_argument("--model", help="NAME[@VERSION|@ALIAS] (default: settings.model.reference)")

@@ -38,7 +38,6 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 # --- ingest --------------------------------------------------------------------------------------------------
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    import redis
 
     from experiments.store import ExperimentStore
     from producers.experiment_assignment import ExperimentAssigner
@@ -46,7 +45,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from producers.sources import FrameSource
 
     source = FrameSource(args.source, folder_fps=args.fps or 1.0)
-    assigner = ExperimentAssigner(ExperimentStore(redis.Redis.from_url(settings.redis_url())))
+    assigner = ExperimentAssigner(ExperimentStore.for_settings(settings))
     ingestor = CameraIngestor(settings, args.camera_id, source, fps=args.fps, loop=args.loop,
                               max_frames=args.max_frames, assign_variant=assigner)
     ingestor.install_signal_handlers()
@@ -110,7 +109,7 @@ def _clickhouse_sink(settings: Settings):
     from sinks.kafka_sink import ClickHouseSink
     from sinks.redis_live import LiveCrossingTotals
 
-    return ClickHouseSink(settings, live_totals=LiveCrossingTotals(settings.redis_url()))
+    return ClickHouseSink(settings, live_totals=LiveCrossingTotals(settings.redis_url(), settings.redis.key_prefix))
 
 
 # --- parser --------------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ class ClickHouseSettings(BaseModel):
 
 class RedisSettings(BaseModel):
     url: str | None = None
+    key_prefix: str = Field("camcount", min_length=1, description="first part of every key camcount writes")
 
 
 class StackSettings(BaseModel):
@@ -137,7 +138,7 @@ class Settings(BaseSettings):
         return self.model.registry or str(self.home / "models")
 
     def namespaced(self, suffix: str, partitions: int | None = None) -> "Settings":
-        """A copy whose topics, consumer group, Faust app id and ClickHouse database carry ``suffix``.
+        """A copy whose topics, consumer group, Faust app id, ClickHouse database and Redis keys carry ``suffix``.
 
         Benchmarks and tests use it to run beside (and never see) each other's data on one stack.
         """
@@ -153,6 +154,7 @@ class Settings(BaseSettings):
                 "partitions": partitions or kafka.partitions,
             }),
             "clickhouse": self.clickhouse.model_copy(update=clickhouse_update),
+            "redis": self.redis.model_copy(update={"key_prefix": f"{self.redis.key_prefix}-{suffix}"}),
             "inference": self.inference.model_copy(update={"group_id": f"{self.inference.group_id}-{suffix}"}),
             "counting": self.counting.model_copy(update={"app_id": f"{self.counting.app_id}-{suffix}"}),
         })

@@ -105,7 +105,8 @@ def parse_line_truth(document: Any, line: str | None = None, source: str = "<gro
         if start == end:
             raise GroundTruthError(f"{source}: line {line!r} has p1 == p2")
         crossings = tuple(sorted(
-            (LabelledCrossing(int(c["frame"]), product_direction(str(c["direction"]), start, end), str(c.get("note", "")))
+            (LabelledCrossing(int(c["frame"]), product_direction(str(c["direction"]), start, end),
+                              str(c.get("note", "")))
              for c in body["crossings"]),
             key=lambda c: c.frame,
         ))

@@ -2,6 +2,8 @@
 
 Redis key layout (values are UTF-8 JSON unless noted):
 
+Every key starts with a prefix (``camcount`` by default, ``settings.redis.key_prefix``):
+
 - ``camcount:experiment:active``: the name of the running experiment (plain string); absent when none runs;
 - ``camcount:experiment:{name}``: the experiment definition with its status, started_at, stopped_at and
   stop_reason (``Experiment.model_dump_json``); kept after it stops, so a name is never reused;
@@ -26,15 +28,17 @@ import redis
 from clickhouse_driver import Client
 from pydantic import BaseModel
 
+from camcount.settings import Settings
 from experiments.assignment import assign
 from experiments.config import Experiment
 from experiments.report import VariantSamples
 
 logger = logging.getLogger(__name__)
 
-ACTIVE_KEY = "camcount:experiment:active"
-EXPERIMENT_KEY = "camcount:experiment:{name}"
-HISTORY_KEY = "camcount:experiments:history"
+DEFAULT_PREFIX = "camcount"
+ACTIVE_KEY = "{prefix}:experiment:active"
+EXPERIMENT_KEY = "{prefix}:experiment:{name}"
+HISTORY_KEY = "{prefix}:experiments:history"
 RESERVED_NAMES = frozenset({"active"})
 
 Clock = Callable[[], datetime]
@@ -78,16 +82,20 @@ def _utc_now() -> datetime:
 class ExperimentStore:
     """Start, stop and look up experiments in Redis (see the module docstring for keys and invariants)."""
 
-    def __init__(self, redis_client: redis.Redis, clock: Clock = _utc_now) -> None:
+    def __init__(self, redis_client: redis.Redis, clock: Clock = _utc_now, prefix: str = DEFAULT_PREFIX) -> None:
+        """``prefix`` starts every key (settings.redis.key_prefix), so several deployments can share a Redis."""
         self.redis = redis_client
         self.clock = clock
+        self.prefix = prefix
+        self._active_key = ACTIVE_KEY.format(prefix=prefix)
+        self._history_key = HISTORY_KEY.format(prefix=prefix)
 
     def start(self, experiment: Experiment) -> Experiment:
         """Record ``experiment`` as running from now and make it the active one; returns the stored state."""
         name = experiment.name
         if name in RESERVED_NAMES:
             raise ExperimentStoreError(f"experiment name {name!r} is reserved by the store's key layout; rename it")
-        key = EXPERIMENT_KEY.format(name=name)
+        key = EXPERIMENT_KEY.format(prefix=self.prefix, name=name)
         now = self.clock()
         running = experiment.model_copy(
             update={"status": "running", "started_at": now, "stopped_at": None, "stop_reason": None}
@@ -95,7 +103,7 @@ class ExperimentStore:
         entry = HistoryEntry(at=now, event="started", experiment=name)
 
         def write(pipe: redis.client.Pipeline) -> None:
-            active = pipe.get(ACTIVE_KEY)
+            active = pipe.get(self._active_key)
             if active is not None:
                 raise ExperimentAlreadyActive(
                     f"experiment {_text(active)!r} is running; stop it (ExperimentStore.stop) before starting "
@@ -106,21 +114,21 @@ class ExperimentStore:
                     f"experiment {name!r} already ran; start it under a new name so its data stays separate"
                 )
             pipe.multi()
-            pipe.set(ACTIVE_KEY, name)
+            pipe.set(self._active_key, name)
             pipe.set(key, running.model_dump_json())
-            pipe.rpush(HISTORY_KEY, entry.model_dump_json())
+            pipe.rpush(self._history_key, entry.model_dump_json())
 
-        self.redis.transaction(write, ACTIVE_KEY, key)
+        self.redis.transaction(write, self._active_key, key)
         logger.info("experiment %s started with variants %s", name, running.variant_names)
         return running
 
     def stop(self, name: str, reason: str) -> Experiment:
         """Stop the running experiment ``name`` with ``reason``; returns the stored, stopped state."""
-        key = EXPERIMENT_KEY.format(name=name)
+        key = EXPERIMENT_KEY.format(prefix=self.prefix, name=name)
         stopped: list[Experiment] = []
 
         def write(pipe: redis.client.Pipeline) -> None:
-            active = pipe.get(ACTIVE_KEY)
+            active = pipe.get(self._active_key)
             if active is None or _text(active) != name:
                 running = "none is running" if active is None else f"{_text(active)!r} is running"
                 raise ExperimentNotActive(f"cannot stop {name!r}: it is not the active experiment ({running})")
@@ -129,28 +137,33 @@ class ExperimentStore:
                 update={"status": "stopped", "stopped_at": now, "stop_reason": reason}
             )
             pipe.multi()
-            pipe.delete(ACTIVE_KEY)
+            pipe.delete(self._active_key)
             pipe.set(key, experiment.model_dump_json())
-            pipe.rpush(HISTORY_KEY, HistoryEntry(at=now, event="stopped", experiment=name,
+            pipe.rpush(self._history_key, HistoryEntry(at=now, event="stopped", experiment=name,
                                                  reason=reason).model_dump_json())
             stopped[:] = [experiment]
 
-        self.redis.transaction(write, ACTIVE_KEY, key)
+        self.redis.transaction(write, self._active_key, key)
         logger.info("experiment %s stopped: %s", name, reason)
         return stopped[0]
 
     def active(self) -> Experiment | None:
         """The running experiment, or None."""
-        name = self.redis.get(ACTIVE_KEY)
+        name = self.redis.get(self._active_key)
         return None if name is None else self.get(_text(name))
 
     def get(self, name: str) -> Experiment:
         """The stored state of experiment ``name``, running or stopped."""
-        return self._load(self.redis.get(EXPERIMENT_KEY.format(name=name)), name)
+        return self._load(self.redis.get(EXPERIMENT_KEY.format(prefix=self.prefix, name=name)), name)
 
     def history(self) -> list[HistoryEntry]:
         """Every start and stop, oldest first."""
-        return [HistoryEntry.model_validate_json(_text(raw)) for raw in self.redis.lrange(HISTORY_KEY, 0, -1)]
+        return [HistoryEntry.model_validate_json(_text(raw)) for raw in self.redis.lrange(self._history_key, 0, -1)]
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> "ExperimentStore":
+        """The store of the deployment ``settings`` describe (their Redis and key prefix)."""
+        return cls(redis.Redis.from_url(settings.redis_url()), prefix=settings.redis.key_prefix)
 
     @staticmethod
     def _load(raw: bytes | str | None, name: str) -> Experiment:

@@ -51,7 +51,8 @@ class FrameSource:
         elif path.is_file():
             self._images = None
         else:
-            raise SourceError(f"video source not found: {source} (give a video file, an image folder or an rtsp/http URL)")
+            raise SourceError(
+                f"video source not found: {source} (give a video file, an image folder or an rtsp/http URL)")
         self.native_fps = self._probe_fps()
 
     def _probe_fps(self) -> float | None:

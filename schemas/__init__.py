@@ -71,7 +71,8 @@ class AvroCodec:
         try:
             return fastavro.schemaless_reader(io.BytesIO(payload), self.parsed, None)
         except Exception as exc:  # fastavro raises many types (EOFError, UnicodeDecodeError, ...)
-            raise UndecodablePayload(f"payload is not a valid {self.name} v{self.version} Avro record: {exc!r}") from exc
+            raise UndecodablePayload(
+                f"payload is not a valid {self.name} v{self.version} Avro record: {exc!r}") from exc
 
 
 FRAME = AvroCodec("frame", 1, "frame.avsc")

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from camcount.kafka_config import consumer_config, next_offsets, wait_for_broker
 from camcount.settings import Settings

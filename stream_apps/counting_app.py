@@ -158,7 +158,7 @@ def build_app(settings: Settings) -> faust.App:
     crossings_topic = app.topic(kafka.crossings_topic, key_serializer="raw", value_serializer="raw")
     window_counts_topic = app.topic(kafka.window_counts_topic, key_serializer="raw", value_serializer="raw")
     camera_state = app.Table("camera-state", default=None, key_type=str)  # JSON keys and values
-    live = AsyncLiveState(settings.redis_url())
+    live = AsyncLiveState(settings.redis_url(), settings.redis.key_prefix)
     metrics = CountingMetrics()
 
     @app.page("/metrics")

@@ -40,7 +40,8 @@ def detections_from_record(record: dict[str, Any]) -> Detections:
 
 def crossing_event_id(p: Provenance, line: str, direction: str, track_id: int, frame_seq: int) -> str:
     """Deterministic id: the same crossing gets the same id however often it is replayed or re-inserted."""
-    key = f"{p.camera_id}|{p.model_name}|{p.model_version}|{p.variant}|{p.experiment}|{line}|{direction}|{track_id}|{frame_seq}"
+    key = "|".join(map(str, (p.camera_id, p.model_name, p.model_version, p.variant, p.experiment, line, direction,
+                             track_id, frame_seq)))
     return hashlib.sha1(key.encode()).hexdigest()
 
 

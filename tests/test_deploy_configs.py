@@ -210,7 +210,8 @@ def _promql_metric_errors(expr: str) -> list[str]:
         for label, value in re.findall(r'(\w+)\s*(?:=~|!~|!=|=)\s*"([^"]*)"', selector):
             if label not in labels:
                 errors.append(f"{metric} has no label {label!r}")
-            elif label in LABEL_VALUES and not value.startswith("$") and not set(value.split("|")) <= LABEL_VALUES[label]:
+            elif (label in LABEL_VALUES and not value.startswith("$")
+                  and not set(value.split("|")) <= LABEL_VALUES[label]):
                 errors.append(f"{metric}{{{label}={value!r}}}: values are {sorted(LABEL_VALUES[label])}")
     for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
         for label in (x.strip() for x in group.split(",") if x.strip()):
@@ -483,7 +484,8 @@ def test_compose_volumes_are_declared(compose, services):
             if not source.startswith((".", "/", "$")):
                 assert source in declared, f"{name} uses undeclared volume {source!r}"
     for data in ("kafka", "clickhouse", "redis", "prometheus", "grafana"):
-        assert any(not str(v).startswith((".", "/")) for v in services[data].get("volumes", [])), f"{data} has no data volume"
+        volumes = services[data].get("volumes", [])
+        assert any(not str(v).startswith((".", "/")) for v in volumes), f"{data} has no data volume"
 
 
 def test_compose_bind_mounted_config_files_exist(services):
@@ -567,7 +569,9 @@ def test_prometheus_alerts_use_only_exported_metrics():
 
 def test_prometheus_alerts_cover_lag_dlq_and_worker_down():
     exprs = " ".join(r["expr"] for r in _alert_rules())
-    for needle in ("camcount_consumer_lag", "camcount_dead_letters_total", 'up{job="camcount-infer"}', 'up{job="camcount-count"}'):
+    needles = ("camcount_consumer_lag", "camcount_dead_letters_total", 'up{job="camcount-infer"}',
+               'up{job="camcount-count"}')
+    for needle in needles:
         assert needle in exprs, f"no alert on {needle}"
     jobs = {job["job_name"] for job in _prometheus_config()["scrape_configs"]}
     for job in re.findall(r'up\{job="([^"]+)"\}', exprs):
@@ -676,7 +680,8 @@ def test_dockerfile_env_var_names_are_settings_fields():
 
 
 def test_dockerignore_keeps_build_inputs_and_drops_local_state():
-    ignored = {line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")}
+    lines = DOCKERIGNORE.read_text().splitlines()
+    ignored = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
     assert {".venv", ".camcount", ".git"} <= ignored
     for needed in ("pyproject.toml", "camcount", "infra/clickhouse", "config", "README.md"):
         assert needed not in ignored and "infra" not in ignored
@@ -722,7 +727,8 @@ def test_k8s_env_and_settings_yaml_build_valid_settings(k8s_docs, monkeypatch, t
     for owner, container, pod in _containers(k8s_docs):
         env = _k8s_env(k8s_docs, container)
         yaml_text = _mounted_file(k8s_docs, pod, container, env["CAMCOUNT_CONFIG"])
-        assert yaml_text is not None, f"{owner}: CAMCOUNT_CONFIG {env['CAMCOUNT_CONFIG']} is not a mounted ConfigMap key"
+        assert yaml_text is not None, (
+            f"{owner}: CAMCOUNT_CONFIG {env['CAMCOUNT_CONFIG']} is not a mounted ConfigMap key")
         settings_file = tmp_path / "settings.yaml"
         settings_file.write_text(yaml_text)
         env["CAMCOUNT_CONFIG"] = str(settings_file)
@@ -741,7 +747,8 @@ def test_k8s_camera_config_is_valid_for_the_counting_app(k8s_docs):
     text = _k8s(k8s_docs, "ConfigMap", "camcount-config")["data"]["cameras.yaml"]
     configs = parse_camera_configs(yaml.safe_load(text), "configmap.yaml:cameras.yaml")
     assert configs.cameras and all(c.lines for c in configs.cameras.values())
-    ingest_cameras = [c["args"][c["args"].index("--camera-id") + 1] for _, c, _ in _containers(k8s_docs) if c["args"][0] == "ingest"]
+    ingest_cameras = [c["args"][c["args"].index("--camera-id") + 1]
+                      for _, c, _ in _containers(k8s_docs) if c["args"][0] == "ingest"]
     for camera in ingest_cameras:
         assert configs.for_camera(camera).lines, f"ingested camera {camera} has no counting lines"
 

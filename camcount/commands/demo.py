@@ -71,7 +71,8 @@ def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: 
             cleanup.callback(_stop, process, name)
         _step(4, total, f"replaying {footage.name} ({frames_per_camera} frames) as cameras {', '.join(cameras)}")
         ingestors = [
-            _spawn(["ingest", "--camera-id", camera, "--source", str(footage), "--fps", "0"], logs / f"ingest-{camera}.log")
+            _spawn(["ingest", "--camera-id", camera, "--source", str(footage), "--fps", "0"],
+                   logs / f"ingest-{camera}.log")
             for camera in cameras
         ]
         for process, camera in zip(ingestors, cameras):
@@ -102,7 +103,8 @@ def _wait_for_pipeline(settings: Settings, cameras: list[str], frames_per_camera
             if process.poll() not in (None, 0):
                 raise DemoError(f"an ingestor failed (exit {process.returncode}): see {settings.home / 'logs'}")
         inferred = client.execute("SELECT count() FROM inference_log FINAL")[0][0]
-        counted = sum(min(read_camera(live, c).get("last_frame_seq", -1) + 1, frames_per_camera) for c in cameras)
+        last_seqs = [read_camera(live, settings.redis.key_prefix, c).get("last_frame_seq", -1) for c in cameras]
+        counted = sum(min(seq + 1, frames_per_camera) for seq in last_seqs)
         stored = client.execute("SELECT count() FROM crossing_events FINAL")[0][0]
         goal = frames_per_camera * len(cameras)
         line = f"      inferred {inferred}/{goal}  counted {counted}/{goal}  crossings stored {stored}"

@@ -102,7 +102,9 @@ def _drain(settings: Settings, expected: int, timeout_s: float) -> tuple[list[fl
     return latencies, last
 
 
-def _run_worker(settings: Settings, detector: Detector, jpegs: list[bytes], paced_fps: float) -> tuple[list[float], float]:
+def _run_worker(
+    settings: Settings, detector: Detector, jpegs: list[bytes], paced_fps: float
+) -> tuple[list[float], float]:
     """Runs a worker on ``jpegs``; returns e2e latencies and frames/s from partition assignment to the last record."""
     worker = InferenceWorker(settings, RouteTable(detector))
     thread = threading.Thread(target=worker.run, name="bench-worker", daemon=True)

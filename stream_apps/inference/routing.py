@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
 
 from camcount.settings import Settings
 from experiments.config import Experiment
@@ -135,7 +134,7 @@ def load_routes(settings: Settings) -> RouteTable:
     production = load(registry.resolve(settings.model.reference))
     log.info("serving %s@%s on %s for frames without an experiment", production.name, production.version,
              production.provider)
-    store = ExperimentStore(redis.Redis.from_url(settings.redis_url()))
+    store = ExperimentStore.for_settings(settings)
     watcher = ModelWatcher(registry, settings.model.reference, load, serving=production.version)
     return RouteTable(production, lambda reference: load(registry.resolve(reference)), store.get, watcher,
                       settings.inference.model_poll_s)

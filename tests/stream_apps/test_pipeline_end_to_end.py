@@ -42,10 +42,12 @@ def _offline_crossings(settings, camera_id: str) -> Counter:
     return Counter((c.line, c.direction, c.class_name) for c in result.crossings)
 
 
-def _wait_counted(live: redis.Redis, cameras: list[str], last_seq: int, timeout_s: float) -> None:
+def _wait_counted(settings, cameras: list[str], last_seq: int, timeout_s: float) -> None:
+    live = redis.Redis.from_url(settings.redis_url())
+    prefix = settings.redis.key_prefix
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if all(read_camera(live, c).get("last_frame_seq", -1) >= last_seq for c in cameras):
+        if all(read_camera(live, prefix, c).get("last_frame_seq", -1) >= last_seq for c in cameras):
             return
         time.sleep(0.5)
     raise AssertionError(f"cameras {cameras} not counted up to frame {last_seq} within {timeout_s} s")
@@ -76,7 +78,6 @@ def test_streamed_counts_equal_offline_counts_even_when_the_counting_worker_is_k
     suffix = tmp_path.name[-6:]
     cameras = [f"cam-a-{suffix}", f"cam-b-{suffix}"]
     processes = CamcountProcesses(settings, tmp_path)
-    live = redis.Redis.from_url(settings.redis_url())
     client = clickhouse_client(settings)
     try:
         processes.start("infer", "infer")
@@ -84,11 +85,11 @@ def test_streamed_counts_equal_offline_counts_even_when_the_counting_worker_is_k
         for camera in cameras:
             processes.start(f"ingest-{camera}", "ingest", "--camera-id", camera, "--source", str(footage_path()),
                             "--fps", "0", "--max-frames", str(FRAMES))
-        _wait_counted(live, cameras[:1], FRAMES // 3, timeout_s=180)
+        _wait_counted(settings, cameras[:1], FRAMES // 3, timeout_s=180)
         counting.send_signal(signal.SIGKILL)
         counting.wait()
         processes.start("count-restarted", "count")
-        _wait_counted(live, cameras, FRAMES - 1, timeout_s=240)
+        _wait_counted(settings, cameras, FRAMES - 1, timeout_s=240)
         expected = _offline_crossings(settings, cameras[0])
         assert sum(expected.values()) > 0, "the footage must contain crossings for this test to mean anything"
         for camera in cameras:
@@ -128,14 +129,13 @@ def test_the_counting_app_serves_metrics_and_readiness_over_http(pipeline_settin
     camera = f"cam-http-{tmp_path.name[-6:]}"
     processes = CamcountProcesses(settings, tmp_path)
     base = f"http://127.0.0.1:{settings.counting.web_port}"
-    live = redis.Redis.from_url(settings.redis_url())
     try:
         processes.start("infer", "infer")
         processes.start("count", "count")
         result = processes.run("ingest", "--camera-id", camera, "--source", str(footage_path()), "--fps", "0",
                                "--max-frames", "20")
         assert result.returncode == 0, result.stderr
-        _wait_counted(live, [camera], 19, timeout_s=120)
+        _wait_counted(settings, [camera], 19, timeout_s=120)
         with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
             assert response.status == 200
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
