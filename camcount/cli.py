@@ -147,9 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from camcount.commands import analyze, bench, demo, models
+    from camcount.commands import ab, analyze, bench, demo, models
 
-    return [models.register_parser, analyze.register_parser, bench.register_parser, demo.register_parser]
+    return [models.register_parser, analyze.register_parser, bench.register_parser, ab.register_parser,
+            demo.register_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,8 +179,11 @@ def _is_user_error(exc: Exception) -> bool:
     from models.errors import ModelError
     from producers.sources import SourceError
 
+    from experiments.config import ExperimentConfigError
+    from experiments.store import ExperimentStoreError
+
     user_errors = (UserError, BrokerUnreachable, StackError, CameraConfigError, ModelError, SourceError,
-                   FileNotFoundError)
+                   ExperimentConfigError, ExperimentStoreError, FileNotFoundError)
     return isinstance(exc, user_errors)
 
 

@@ -142,7 +142,8 @@ def isolated_settings(stack_settings: Settings) -> Iterator[Callable[..., Settin
 
 
 def _drop_namespace(settings: Settings) -> None:
-    for topic, future in AdminClient(admin_config(settings)).delete_topics(list(stack_topics(settings))).items():
+    admin = AdminClient(admin_config(settings))  # must outlive the futures, or they fail with _DESTROY
+    for topic, future in admin.delete_topics(list(stack_topics(settings))).items():
         try:
             future.result()
         except KafkaException as exc:  # cleanup goes on: the next namespace is unique anyway

@@ -1,0 +1,197 @@
+"""``camcount ab ...``: A/B experiments of model versions and thresholds on live camera traffic."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from camcount.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _store(settings: Settings):
+    from experiments.store import ExperimentStore
+
+    return ExperimentStore.for_settings(settings)
+
+
+def _experiment(settings: Settings, name: str | None):
+    store = _store(settings)
+    if name:
+        return store.get(name)
+    active = store.active()
+    if active is None:
+        from camcount.cli import UserError
+
+        raise UserError("no experiment is running: name one (`camcount ab status` lists them)")
+    return active
+
+
+def _clickhouse(settings: Settings):
+    from clickhouse_driver import Client
+    from clickhouse_driver.util.helpers import parse_url
+
+    from camcount.stack import clickhouse_database
+
+    host, kwargs = parse_url(settings.clickhouse_url())
+    return Client(host, **{**kwargs, "database": clickhouse_database(settings)})
+
+
+def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
+    from camcount.commands.models import registry_of
+    from experiments.config import load_experiment
+
+    experiment = load_experiment(yaml.safe_load(Path(args.file).read_text()))
+    registry = registry_of(settings)
+    for variant in experiment.variants:  # refuse before any camera is switched to a model that isn't there
+        registry.verify(variant.model)
+    started = _store(settings).start(experiment)
+    print(f"experiment {started.name} running; variants: "
+          + ", ".join(f"{v.name}={v.model} (weight {v.weight:g})" for v in started.variants))
+    print("ingestors pick it up within seconds; frames get the variant of their camera")
+    return 0
+
+
+def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
+    experiment = _experiment(settings, args.name)
+    stopped = _store(settings).stop(experiment.name, args.reason)
+    print(f"experiment {stopped.name} stopped: {stopped.stop_reason}")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    active = store.active()
+    if active is None:
+        print("no experiment running: frames go to the production model")
+    else:
+        print(f"running: {active.name} since {active.started_at:%Y-%m-%d %H:%M:%S} UTC, control {active.control}, "
+              f"assignment per {active.assignment}")
+        for v in active.variants:
+            overrides = ", ".join(f"{k} {getattr(v, k)}" for k in ("confidence_threshold", "nms_threshold")
+                                  if getattr(v, k) is not None)
+            print(f"  {v.name:<12} {v.model:<28} weight {v.weight:g}" + (f"  ({overrides})" if overrides else ""))
+    history = store.history()
+    if history:
+        print("history:")
+        for entry in history[-10:]:
+            print(f"  {entry.at:%Y-%m-%d %H:%M:%S}  {entry.event:<8} {entry.experiment}"
+                  + (f"  ({entry.reason})" if entry.reason else ""))
+    return 0
+
+
+def build_report_for(settings: Settings, name: str | None):
+    from experiments.report import build_report
+    from experiments.store import load_samples
+
+    experiment = _experiment(settings, name)
+    return build_report(experiment, load_samples(_clickhouse(settings), experiment))
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from experiments.report import render_html, render_table
+
+    report = build_report_for(settings, args.name)
+    if args.html:
+        Path(args.html).write_text(render_html(report))
+    print(report.to_json() if args.json else render_table(report))
+    if args.html and not args.json:
+        print(f"charts: {args.html}")
+    return 0
+
+
+def cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
+    from camcount.cli import UserError
+    from camcount.commands.models import registry_of
+
+    report = build_report_for(settings, args.name)
+    variant_name = args.variant or report.promote
+    if variant_name is None or (report.decision != "promote" and not args.force):
+        raise UserError(f"the report says {report.decision!r}: {report.reason} "
+                        "(use --variant NAME --force to promote anyway)")
+    experiment = _experiment(settings, args.name)
+    variant = experiment.variant(variant_name)
+    model = registry_of(settings).verify(variant.model)
+    registry_of(settings).promote(model.manifest.name, model.manifest.version)
+    print(f"{model.manifest.name}@production -> {model.manifest.version} (variant {variant.name} of "
+          f"{experiment.name}); running workers swap it in within {settings.inference.model_poll_s:g} s")
+    if variant.confidence_threshold is not None or variant.nms_threshold is not None:
+        print("note: the variant's threshold overrides are not part of the model; set them in its manifest")
+    return 0
+
+
+def cmd_guard(settings: Settings, args: argparse.Namespace) -> int:
+    """Watches the running experiment's inference log and stops it when a candidate breaches a guardrail."""
+    from experiments.guardrails import GuardrailMonitor
+
+    store = _store(settings)
+    client = _clickhouse(settings)
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    monitor: GuardrailMonitor | None = None
+    seen_ms = 0
+    while not stopping.is_set():
+        experiment = store.active()
+        if experiment is None:
+            monitor = None
+        else:
+            if monitor is None or monitor.experiment.name != experiment.name:
+                monitor, seen_ms = GuardrailMonitor(experiment), 0
+                log.info("guarding experiment %s", experiment.name)
+            rows = client.execute(
+                "SELECT variant, capture_ts_ms, e2e_ms, status = 'error' FROM inference_log FINAL "
+                "WHERE experiment = %(e)s AND capture_ts_ms > %(since)s AND status != 'skipped' "
+                "ORDER BY capture_ts_ms", {"e": experiment.name, "since": seen_ms})
+            candidates = {v.name for v in experiment.candidates}
+            for variant, ts_ms, latency_ms, error in rows:
+                if variant in candidates:
+                    monitor.observe(variant, ts_ms, latency_ms, bool(error))
+                seen_ms = max(seen_ms, ts_ms)
+            decision = monitor.check(max(int(time.time() * 1000), seen_ms))
+            if decision is not None:
+                store.stop(experiment.name, decision.reason)
+                log.warning("experiment %s stopped automatically: %s", experiment.name, decision.reason)
+                print(f"experiment {experiment.name} stopped: {decision.reason}", flush=True)
+                monitor = None
+                if args.once:
+                    return 0
+        if args.once:
+            return 0
+        stopping.wait(args.interval)
+    return 0
+
+
+def register_parser(sub: argparse._SubParsersAction) -> None:
+    ab = sub.add_parser("ab", help="A/B experiments: start, stop, status, report, promote, guard")
+    actions = ab.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = actions.add_parser("start", help="start an experiment defined in a YAML/JSON file")
+    p.add_argument("file", help="experiment definition (name, variants with model and weight, ...)")
+    p.set_defaults(handler=cmd_start)
+    p = actions.add_parser("stop", help="stop the running experiment")
+    p.add_argument("name", nargs="?", help="experiment name (default: the running one)")
+    p.add_argument("--reason", default="stopped by operator")
+    p.set_defaults(handler=cmd_stop)
+    p = actions.add_parser("status", help="the running experiment and recent history")
+    p.set_defaults(handler=cmd_status)
+    p = actions.add_parser("report", help="per-variant statistics, tests and a decision, from ClickHouse")
+    p.add_argument("name", nargs="?", help="experiment name (default: the running one)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--html", metavar="PATH", help="also write an HTML page with latency and count charts")
+    p.set_defaults(handler=cmd_report)
+    p = actions.add_parser("promote", help="move the winning variant's model to production")
+    p.add_argument("name", nargs="?", help="experiment name (default: the running one)")
+    p.add_argument("--variant", help="promote this variant instead of the report's winner (needs --force)")
+    p.add_argument("--force", action="store_true", help="promote even though the report does not say so")
+    p.set_defaults(handler=cmd_promote)
+    p = actions.add_parser("guard", help="stop the running experiment when a candidate breaches its guardrails")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between checks (default 10)")
+    p.add_argument("--once", action="store_true", help="check once and exit")
+    p.set_defaults(handler=cmd_guard)
