@@ -31,6 +31,7 @@ class KafkaSettings(BaseModel):
     crossings_topic: str = "crossings"
     window_counts_topic: str = "window-counts"
     dead_letter_topic: str = "frames-dlq"
+    shadow_topic: str = "shadow-pairs"
     partitions: int = Field(8, ge=1, description="partition count for topics the stack creates")
     session_timeout_ms: int = Field(6000, ge=1000)
     client_config: dict[str, str] = Field(
@@ -147,7 +148,8 @@ class Settings(BaseSettings):
         clickhouse_update: dict[str, str] = {"database": database}
         if self.clickhouse.url is not None:
             clickhouse_update["url"] = urlunsplit(urlsplit(self.clickhouse.url)._replace(path=f"/{database}"))
-        topics = ("frames_topic", "detections_topic", "crossings_topic", "window_counts_topic", "dead_letter_topic")
+        topics = ("frames_topic", "detections_topic", "crossings_topic", "window_counts_topic", "dead_letter_topic",
+                  "shadow_topic")
         return self.model_copy(update={
             "kafka": kafka.model_copy(update={
                 **{name: f"{getattr(kafka, name)}-{suffix}" for name in topics},

@@ -79,6 +79,7 @@ def stack_topics(settings: Settings) -> dict[str, int]:
         kafka.crossings_topic,
         kafka.window_counts_topic,
         kafka.dead_letter_topic,
+        kafka.shadow_topic,
     )
     return {name: kafka.partitions for name in names}
 

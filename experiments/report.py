@@ -38,11 +38,13 @@ from experiments.config import LOWER_IS_BETTER, Experiment
 from experiments.stats import (
     InsufficientData,
     MeanDifference,
+    PairedTest,
     ProportionTest,
     RankTest,
     SampleSizeCheck,
     error_rate_test,
     mann_whitney,
+    paired_test,
     sample_size_check,
     welch_test,
 )
@@ -126,6 +128,53 @@ class Distribution:
 
 
 @dataclass(frozen=True)
+class ShadowSamples:
+    """Shadow mode's paired data: entry i of every array is the same frame under control and ``candidate``."""
+
+    candidate: str
+    control_detections: NDArray[np.float64]
+    candidate_detections: NDArray[np.float64]
+    matched_boxes: NDArray[np.float64]
+    control_infer_ms: NDArray[np.float64]
+    candidate_infer_ms: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ShadowSummary:
+    """Agreement of boxes and counts on identical frames, and paired tests of ``candidate - control``.
+
+    ``box_agreement`` is the pooled F1 of matched boxes (same class, IoU >= 0.5): 2 * matched / (control +
+    candidate boxes); ``equal_count_share`` the share of frames where both found the same number of boxes.
+    """
+
+    candidate: str
+    pairs: int
+    box_agreement: float | None
+    equal_count_share: float | None
+    detections: PairedTest | None
+    infer_ms: PairedTest | None
+
+
+def summarise_shadow(shadow: ShadowSamples, alpha: float) -> ShadowSummary:
+    pairs = len(shadow.control_detections)
+    boxes = float(shadow.control_detections.sum() + shadow.candidate_detections.sum())
+
+    def paired(control: NDArray[np.float64], candidate: NDArray[np.float64]) -> PairedTest | None:
+        try:
+            return paired_test(control, candidate, alpha)
+        except InsufficientData:
+            return None
+
+    return ShadowSummary(
+        candidate=shadow.candidate, pairs=pairs,
+        box_agreement=2.0 * float(shadow.matched_boxes.sum()) / boxes if boxes else None,
+        equal_count_share=float(np.mean(shadow.control_detections == shadow.candidate_detections)) if pairs else None,
+        detections=paired(shadow.control_detections, shadow.candidate_detections),
+        infer_ms=paired(shadow.control_infer_ms, shadow.candidate_infer_ms),
+    )
+
+
+@dataclass(frozen=True)
 class VariantSummary:
     variant: str
     model: str
@@ -194,6 +243,7 @@ class Report:
     reason: str
     caveats: tuple[str, ...]
     histograms: tuple[Histogram, ...]
+    shadow: ShadowSummary | None = None
 
     def comparison(self, candidate: str) -> Comparison:
         for comparison in self.comparisons:
@@ -221,8 +271,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def build_report(experiment: Experiment, samples: dict[str, VariantSamples]) -> Report:
-    """Summarise every variant, compare each candidate with the control and decide (module docstring)."""
+def build_report(experiment: Experiment, samples: dict[str, VariantSamples],
+                 shadow: ShadowSamples | None = None) -> Report:
+    """Summarise every variant, compare each candidate with the control and decide (module docstring).
+
+    Shadow pairs, when given, are summarised alongside; they inform, the decision rule does not use them.
+    """
     missing = [name for name in experiment.variant_names if name not in samples]
     if missing:
         raise ReportError(f"no samples for variants {missing}; pass an empty VariantSamples for a variant "
@@ -238,6 +292,7 @@ def build_report(experiment: Experiment, samples: dict[str, VariantSamples]) -> 
         primary_metric=experiment.decision.primary_metric, variants=summaries, comparisons=comparisons,
         decision=decision, promote=promote, reason=reason, caveats=_caveats(experiment, samples, comparisons),
         histograms=tuple(h for metric in HISTOGRAM_METRICS if (h := _histogram(metric, samples)) is not None),
+        shadow=summarise_shadow(shadow, experiment.alpha) if shadow is not None else None,
     )
 
 
@@ -465,9 +520,24 @@ def render_table(report: Report) -> str:
     for comparison in report.comparisons:
         lines += ["", f"{comparison.candidate} vs {report.control}: {comparison.verdict.upper()}: {comparison.reason}"]
         lines += _table(*_comparison_rows(comparison))
+    if report.shadow is not None:
+        lines += ["", *_shadow_lines(report.shadow)]
     if report.caveats:
         lines += ["", "Caveats:"] + [f"- {caveat}" for caveat in report.caveats]
     return "\n".join(lines) + "\n"
+
+
+def _shadow_lines(shadow: ShadowSummary) -> list[str]:
+    lines = [f"Shadow: {shadow.candidate} also ran on {shadow.pairs} control frames (paired, same frames)"]
+    if shadow.box_agreement is not None and shadow.equal_count_share is not None:
+        lines.append(f"  box agreement F1 {shadow.box_agreement:.3f}; same box count on "
+                     f"{shadow.equal_count_share:.1%} of frames")
+    for label, test in (("detections/frame", shadow.detections), ("infer ms", shadow.infer_ms)):
+        if test is not None:
+            lines.append(f"  {label} {shadow.candidate} - control: {test.mean_difference:+.3f} "
+                         f"[{test.ci_low:+.3f}, {test.ci_high:+.3f}], paired t p={test.t_p_value:.3g}, "
+                         f"Wilcoxon p={test.wilcoxon_p_value:.3g}")
+    return lines
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:

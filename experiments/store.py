@@ -31,7 +31,7 @@ from pydantic import BaseModel
 from camcount.settings import Settings
 from experiments.assignment import assign
 from experiments.config import Experiment
-from experiments.report import VariantSamples
+from experiments.report import ShadowSamples, VariantSamples
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +199,23 @@ FROM crossing_events FINAL
 WHERE experiment = %(experiment)s
 GROUP BY variant, camera_id, hour
 """
+
+
+SHADOW_SQL = """
+SELECT control_detections, candidate_detections, matched_boxes, control_infer_ms, candidate_infer_ms
+FROM shadow_pairs FINAL
+WHERE experiment = %(experiment)s
+ORDER BY camera_id, frame_seq
+"""
+
+
+def load_shadow_samples(clickhouse_client: Client, experiment: Experiment) -> ShadowSamples | None:
+    """The experiment's shadow pairs (one row per shadowed frame), or None when shadow mode is off."""
+    if not experiment.shadow.enabled:
+        return None
+    rows = clickhouse_client.execute(SHADOW_SQL, {"experiment": experiment.name})
+    columns = [np.asarray(column, dtype=np.float64) for column in zip(*rows)] if rows else [np.zeros(0)] * 5
+    return ShadowSamples(experiment.shadow.candidate or "", *columns)
 
 
 def load_samples(clickhouse_client: Client, experiment: Experiment) -> dict[str, VariantSamples]:

@@ -18,6 +18,9 @@ CROSSING_COLUMNS = ("event_id", "camera_id", "frame_seq", "capture_time", "captu
                     "track_id", "class_name", "model_name", "model_version", "variant", "experiment")
 WINDOW_COLUMNS = ("camera_id", "window_start", "window_seconds", "line", "class_name", "direction", "variant",
                   "experiment", "model_name", "model_version", "count", "updated_ms")
+SHADOW_COLUMNS = ("experiment", "camera_id", "frame_seq", "capture_time", "capture_ts_ms", "control_variant",
+                  "candidate_variant", "control_model_version", "candidate_model_version", "control_detections",
+                  "candidate_detections", "matched_boxes", "control_infer_ms", "candidate_infer_ms")
 INFERENCE_COLUMNS = ("camera_id", "frame_seq", "capture_time", "capture_ts_ms", "model_name", "model_version",
                      "variant", "experiment", "status", "detections", "mean_confidence", "infer_ms", "e2e_ms")
 
@@ -36,6 +39,11 @@ def window_row(record: dict[str, Any]) -> tuple:
     return (record["camera_id"], _utc(record["window_start_ms"]), record["window_seconds"], record["line"],
             record["class_name"], record["direction"], record["variant"], record["experiment"],
             record["model_name"], record["model_version"], record["count"], record["updated_ms"])
+
+
+def shadow_row(record: dict[str, Any]) -> tuple:
+    return (record["experiment"], record["camera_id"], record["frame_seq"], _utc(record["capture_ts_ms"]),
+            *(record[c] for c in SHADOW_COLUMNS[4:]))
 
 
 def inference_row(record: dict[str, Any], received_ms: int) -> tuple:

@@ -1,4 +1,4 @@
-"""Moves crossing events, window counts and the per-frame inference log from Kafka into ClickHouse.
+"""Moves crossing events, window counts, the per-frame inference log and shadow pairs from Kafka into ClickHouse.
 
 Commit protocol, per batch:
   1. insert the batch's rows into ClickHouse (idempotent tables, so a retried batch is harmless);
@@ -18,14 +18,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from camcount.kafka_config import consumer_config, next_offsets, wait_for_broker
 from camcount.settings import Settings
-from schemas import CROSSING, DETECTIONS, WINDOW_COUNT, SchemaError, headers_dict
+from schemas import CROSSING, DETECTIONS, SHADOW_PAIR, WINDOW_COUNT, SchemaError, headers_dict
 from sinks.clickhouse import (
     CROSSING_COLUMNS,
     INFERENCE_COLUMNS,
+    SHADOW_COLUMNS,
     WINDOW_COLUMNS,
     ClickHouseWriter,
     crossing_row,
     inference_row,
+    shadow_row,
     window_row,
 )
 from sinks.redis_live import LiveCrossingTotals
@@ -58,7 +60,8 @@ class ClickHouseSink:
         wait_for_broker(self.settings.kafka_bootstrap(), timeout_s=15, client_config=self.settings.kafka.client_config)
         writer = ClickHouseWriter(self.settings.clickhouse_url())
         consumer = Consumer(consumer_config(self.settings, self.group_id))
-        consumer.subscribe([kafka.crossings_topic, kafka.window_counts_topic, kafka.detections_topic])
+        consumer.subscribe([kafka.crossings_topic, kafka.window_counts_topic, kafka.detections_topic,
+                            kafka.shadow_topic])
         batch: list[Message] = []
         started = time.monotonic()
         try:
@@ -85,7 +88,7 @@ class ClickHouseSink:
 
     def _write(self, writer: ClickHouseWriter, batch: list[Message]) -> None:
         kafka = self.settings.kafka
-        crossings, windows, frames = [], [], []
+        crossings, windows, frames, pairs = [], [], [], []
         received_ms = int(time.time() * 1000)
         for message in batch:
             headers = headers_dict(message.headers())
@@ -94,6 +97,8 @@ class ClickHouseSink:
                     crossings.append(CROSSING.decode(message.value(), headers))
                 elif message.topic() == kafka.window_counts_topic:
                     windows.append(WINDOW_COUNT.decode(message.value(), headers))
+                elif message.topic() == kafka.shadow_topic:
+                    pairs.append(SHADOW_PAIR.decode(message.value(), headers))
                 else:
                     frames.append(DETECTIONS.decode(message.value(), headers))
             except SchemaError as exc:
@@ -101,10 +106,11 @@ class ClickHouseSink:
         writer.insert("crossing_events", CROSSING_COLUMNS, [crossing_row(r) for r in crossings])
         writer.insert("window_counts", WINDOW_COLUMNS, [window_row(r) for r in windows])
         writer.insert("inference_log", INFERENCE_COLUMNS, [inference_row(r, received_ms) for r in frames])
+        writer.insert("shadow_pairs", SHADOW_COLUMNS, [shadow_row(r) for r in pairs])
         if self.live_totals is not None:
             try:
                 self.live_totals.add(crossings)
             except Exception:  # live state is a convenience; ClickHouse already holds the truth
                 log.exception("live state update failed; continuing")
-        self.rows_written += len(crossings) + len(windows) + len(frames)
+        self.rows_written += len(crossings) + len(windows) + len(frames) + len(pairs)
 

@@ -89,10 +89,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def build_report_for(settings: Settings, name: str | None):
     from experiments.report import build_report
-    from experiments.store import load_samples
+    from experiments.store import load_samples, load_shadow_samples
 
     experiment = _experiment(settings, name)
-    return build_report(experiment, load_samples(_clickhouse(settings), experiment))
+    client = _clickhouse(settings)
+    return build_report(experiment, load_samples(client, experiment), load_shadow_samples(client, experiment))
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:

@@ -48,14 +48,22 @@ def _stop(process: subprocess.Popen, name: str) -> None:
             process.wait()
 
 
-def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: bool, timeout_s: float) -> int:
+AB_CAMERAS = [f"gate-{i}" for i in range(1, 7)]
+AB_FRAMES = 200
+# The experiment's salt decides which cameras get which variant; this one splits the six demo cameras 3/3.
+AB_SALT = "demo-7"
+INT8_VERSION = "1.2.0"
+
+
+def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: bool, timeout_s: float,
+             experiment: bool = True) -> int:
     from camcount.commands.models import import_default_model
     from camcount.stack import LocalStack
 
     if not footage.is_file():
         raise DemoError(f"footage {footage} not found: run `make footage` (or pass --footage PATH)")
     frames_per_camera = int(cv2.VideoCapture(str(footage)).get(cv2.CAP_PROP_FRAME_COUNT))
-    total = 6
+    total = 8 if experiment else 6
     logs = settings.home / "logs"
     stack = LocalStack(settings)
     started = time.monotonic()
@@ -81,8 +89,82 @@ def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: 
         _wait_for_pipeline(settings, cameras, frames_per_camera, workers, ingestors, timeout_s)
         _step(6, total, "per-minute counts from ClickHouse (counts_per_minute view)")
         _print_counts(settings)
+        if experiment:
+            _step(7, total, f"A/B experiment: int8 candidate yolov3-tiny@{INT8_VERSION} vs fp32 control")
+            name = _run_experiment(settings, footage, logs, workers, timeout_s)
+            _step(8, total, f"experiment report (camcount ab report {name})")
+            _print_report(settings, name)
         print(f"demo finished in {time.monotonic() - started:.0f} s; stopping what it started", flush=True)
     return 0
+
+
+def _run_experiment(settings: Settings, footage: Path, logs: Path, workers: dict[str, subprocess.Popen],
+                    timeout_s: float) -> str:
+    """Quantizes the default model (once), runs an fp32-vs-int8 experiment on six cameras and stops it."""
+    from camcount.commands.models import DEFAULT_MODEL, DEFAULT_VERSION, registry_of
+    from experiments.config import load_experiment
+    from experiments.store import ExperimentStore
+    from models.errors import ModelNotFound
+
+    registry = registry_of(settings)
+    try:
+        registry.verify(f"{DEFAULT_MODEL}@{INT8_VERSION}")
+    except ModelNotFound:
+        print(f"      quantizing {DEFAULT_MODEL}@{DEFAULT_VERSION} to int8 (only once)", flush=True)
+        from camcount.commands.bench import sample_frames
+        from models.quantize import quantize_static_int8
+
+        frames = sample_frames(footage, 64)
+        quantize_static_int8(registry, f"{DEFAULT_MODEL}@{DEFAULT_VERSION}", INT8_VERSION, frames[0::2],
+                             frames[1::2])
+    name = f"demo-int8-{time.strftime('%H%M%S')}"
+    experiment = load_experiment({
+        "name": name, "salt": AB_SALT, "min_samples_per_variant": 300,
+        "variants": [{"name": "fp32", "model": f"{DEFAULT_MODEL}@{DEFAULT_VERSION}"},
+                     {"name": "int8", "model": f"{DEFAULT_MODEL}@{INT8_VERSION}"}],
+    })
+    store = ExperimentStore.for_settings(settings)
+    store.start(experiment)
+    print(f"      started {name}: cameras {', '.join(AB_CAMERAS)}, {AB_FRAMES} frames each, "
+          f"split by a sticky hash of the camera id", flush=True)
+    time.sleep(1)  # ingestors read the active experiment when they start
+    ingestors = [_spawn(["ingest", "--camera-id", camera, "--source", str(footage), "--fps", "0",
+                         "--max-frames", str(AB_FRAMES)], logs / f"ingest-{camera}.log") for camera in AB_CAMERAS]
+    client = Client.from_url(settings.clickhouse_url())
+    goal = len(AB_CAMERAS) * AB_FRAMES
+    deadline = time.monotonic() + timeout_s
+    try:
+        inferred = -1
+        while time.monotonic() < deadline:
+            for process_name, process in workers.items():
+                if process.poll() is not None:
+                    raise DemoError(f"the {process_name} process exited: see {logs / (process_name + '.log')}")
+            now = client.execute("SELECT count() FROM inference_log FINAL WHERE experiment = %(e)s", {"e": name})
+            if now[0][0] != inferred:
+                inferred = now[0][0]
+                print(f"      inferred {inferred}/{goal}", flush=True)
+            if inferred >= goal:
+                break
+            time.sleep(1)
+        else:
+            raise DemoError(f"experiment frames not all inferred within {timeout_s:.0f} s: see {logs}")
+    finally:
+        for process in ingestors:
+            _stop(process, "ingest")
+        store.stop(name, "demo finished")
+    return name
+
+
+def _print_report(settings: Settings, name: str) -> None:
+    from camcount.commands.ab import build_report_for
+    from experiments.report import render_html, render_table
+
+    report = build_report_for(settings, name)
+    print(render_table(report))
+    html = settings.home / "reports" / f"{name}.html"
+    html.parent.mkdir(parents=True, exist_ok=True)
+    html.write_text(render_html(report))
+    print(f"      charts: {html}", flush=True)
 
 
 def _wait_for_pipeline(settings: Settings, cameras: list[str], frames_per_camera: int,
@@ -145,7 +227,8 @@ def _print_counts(settings: Settings) -> None:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     footage = Path(args.footage) if args.footage else settings.home / "data" / "vtest.avi"
     try:
-        return run_demo(settings, footage, args.cameras.split(","), args.keep_stack, args.timeout)
+        return run_demo(settings, footage, args.cameras.split(","), args.keep_stack, args.timeout,
+                        experiment=not args.no_experiment)
     except DemoError as exc:
         print(f"camcount demo: error: {exc}", file=sys.stderr)
         return 1
@@ -156,5 +239,6 @@ def register_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--footage", help="video file (default: <home>/data/vtest.avi)")
     demo.add_argument("--cameras", default="cam-1,cam-2", help="comma-separated camera ids to replay it as")
     demo.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
+    demo.add_argument("--no-experiment", action="store_true", help="skip the fp32-vs-int8 A/B experiment")
     demo.add_argument("--timeout", type=float, default=900, help="seconds to wait for the pipeline")
     demo.set_defaults(handler=cmd_demo)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 
 from camcount.settings import Settings
+from experiments.assignment import should_shadow
 from experiments.config import Experiment
 from experiments.store import ExperimentNotFound, ExperimentStore
 from models.detector import Detector
@@ -59,6 +60,7 @@ class RouteTable:
         self._poll_interval_s = poll_interval_s
         self._polled = time.monotonic()
         self._routes: dict[tuple[str, str], Route] = {}
+        self._experiments: dict[str, Experiment] = {}
         self._models: dict[str, Detector] = {}
         self._unknown: dict[str, float] = {}
 
@@ -100,6 +102,18 @@ class RouteTable:
                            f"experiment, or start the experiment with `camcount ab start`")
         return route
 
+    def shadow_route(self, experiment: str, variant: str, camera_id: str, frame_seq: int) -> tuple[str, Route] | None:
+        """(candidate variant, route) when this control frame is sampled for a shadow run, else None.
+
+        Call after ``route`` succeeded for the frame, so the experiment is known.
+        """
+        definition = self._experiments.get(experiment)
+        if definition is None or variant != definition.control or not should_shadow(definition, camera_id, frame_seq):
+            return None
+        candidate = definition.shadow.candidate
+        assert candidate is not None  # validated with shadow.enabled
+        return candidate, self._routes[(experiment, candidate)]
+
     def detectors(self) -> list[Detector]:
         return list({id(r.detector): r.detector for r in (self._production, *self._routes.values())}.values())
 
@@ -113,6 +127,7 @@ class RouteTable:
         except ExperimentNotFound:
             self._unknown[name] = time.monotonic()
             return
+        self._experiments[name] = experiment
         for variant in experiment.variants:
             detector = self._models.get(variant.model)
             if detector is None:

@@ -32,7 +32,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from camcount.kafka_config import consumer_config, next_offsets, producer_config, wait_for_broker
 from camcount.settings import Settings
 from models.detections import Detections
-from schemas import DETECTIONS, headers_dict
+from models.agreement import match_detections
+from schemas import DETECTIONS, SHADOW_PAIR, headers_dict
 from stream_apps.inference.frames import BadFrame, DecodedFrame, FrameLimits, decode_frame
 from stream_apps.inference.metrics import InferenceMetrics
 from stream_apps.inference.routing import Route, RouteTable
@@ -184,10 +185,15 @@ class InferenceWorker:
 
     # --- steps --------------------------------------------------------------------------------------------
     def _infer_and_produce(self, batch: FetchedBatch) -> tuple[list[tuple[DecodedFrame, object]], float]:
-        groups: dict[tuple, list[tuple[Message, DecodedFrame]]] = defaultdict(list)
+        # Members are (message, frame, shadow variant or None): a shadow run infers a control frame again with
+        # the experiment's candidate, for a paired comparison that never reaches counting.
+        groups: dict[tuple, list[tuple[Message, DecodedFrame, str | None]]] = defaultdict(list)
         routes: dict[tuple, Route] = {}
         records: dict[int, bytes] = {}
+        served: dict[int, tuple[Route, Detections, float]] = {}
+        shadowed: dict[int, tuple[str, Route, Detections, float]] = {}
         published: list[tuple[DecodedFrame, object]] = []
+        decoded_of: dict[int, DecodedFrame] = {}
         for message, future in zip(batch.messages, batch.decoded):
             result = future.result()
             if isinstance(result, BadFrame):
@@ -205,18 +211,27 @@ class InferenceWorker:
                 self.stats.frames_skipped += 1
                 continue
             routes[route.key] = route
-            groups[route.key].append((message, result))
+            groups[route.key].append((message, result, None))
+            decoded_of[id(message)] = result
+            shadow = self.routes.shadow_route(result.experiment, result.variant, result.camera_id, result.frame_seq)
+            if shadow is not None:
+                routes[shadow[1].key] = shadow[1]
+                groups[shadow[1].key].append((message, result, shadow[0]))
         started = time.monotonic()
         for key, members in groups.items():
             route = routes[key]
             detector = route.detector
             self.metrics.queue.labels(detector.name, detector.version).observe(started - batch.fetched)
-            results = detector.detect([frame.image for _, frame in members], conf=route.confidence_threshold,
+            results = detector.detect([frame.image for _, frame, _ in members], conf=route.confidence_threshold,
                                       iou=route.nms_threshold)
             self._observe_batch(detector, len(members))
             per_frame_ms = detector.last_timings.infer_ms / len(members)
-            for (message, frame), detections in zip(members, results):
+            for (message, frame, shadow_variant), detections in zip(members, results):
+                if shadow_variant is not None:
+                    shadowed[id(message)] = (shadow_variant, route, detections, per_frame_ms)
+                    continue
                 records[id(message)] = self._detections_record(message, frame, detector, detections, per_frame_ms)
+                served[id(message)] = (route, detections, per_frame_ms)
                 published.append((frame, detector))
         publish_started = time.monotonic()
         topic = self.settings.kafka.detections_topic
@@ -224,7 +239,26 @@ class InferenceWorker:
             value = records.get(id(message))
             if value is not None:
                 self._produce(topic, message.key(), value, DETECTIONS.headers())
+            if id(message) in shadowed:
+                pair = self._shadow_pair(decoded_of[id(message)], served[id(message)], shadowed[id(message)])
+                self._produce(self.settings.kafka.shadow_topic, message.key(), pair, SHADOW_PAIR.headers())
         return published, publish_started
+
+    @staticmethod
+    def _shadow_pair(frame: DecodedFrame, served: tuple[Route, Detections, float],
+                     shadowed: tuple[str, Route, Detections, float]) -> bytes:
+        control_route, control, control_ms = served
+        candidate_variant, candidate_route, candidate, candidate_ms = shadowed
+        return SHADOW_PAIR.encode({
+            "experiment": frame.experiment, "camera_id": frame.camera_id, "frame_seq": frame.frame_seq,
+            "capture_ts_ms": frame.capture_ts_ms, "control_variant": frame.variant,
+            "candidate_variant": candidate_variant,
+            "control_model_version": control_route.detector.version,
+            "candidate_model_version": candidate_route.detector.version,
+            "control_detections": len(control), "candidate_detections": len(candidate),
+            "matched_boxes": int(match_detections(candidate, control).sum()),
+            "control_infer_ms": control_ms, "candidate_infer_ms": candidate_ms,
+        })
 
     def _decode(self, message: Message, now_ms: int) -> DecodedFrame | BadFrame:
         try:

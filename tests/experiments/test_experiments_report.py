@@ -152,3 +152,20 @@ def test_html_embeds_well_formed_svg_histograms_and_box_plots():
     assert len(svgs) == 8  # histogram and box plot for 4 metrics
     for svg in svgs:
         ElementTree.fromstring("<svg" + svg)
+
+
+def test_shadow_pairs_are_summarised_with_box_agreement_and_paired_tests():
+    from scipy import stats as scipy_stats
+
+    from experiments.report import ShadowSamples, summarise_shadow
+
+    control = np.array([3, 4, 5, 2, 6], dtype=float)
+    candidate = np.array([3, 5, 5, 1, 7], dtype=float)
+    shadow = ShadowSamples("candidate", control, candidate, np.array([3, 4, 5, 1, 6], dtype=float),
+                           np.array([10, 11, 12, 10, 11.5]), np.array([6, 6.5, 7, 6, 6.2]))
+    summary = summarise_shadow(shadow, alpha=0.05)
+    assert summary.pairs == 5
+    assert summary.box_agreement == pytest.approx(2 * 19 / (20 + 21))
+    assert summary.equal_count_share == pytest.approx(2 / 5)
+    assert summary.infer_ms.t_p_value == pytest.approx(scipy_stats.ttest_rel(shadow.candidate_infer_ms,
+                                                                             shadow.control_infer_ms).pvalue)

@@ -12,15 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models.detections import Detections
 from models.errors import ModelVersionExists
-from models.quantize import (
-    agreement,
-    average_precision,
-    decode_tail_nodes,
-    interleave_split,
-    match_detections,
-    name_nodes,
-    quantize_static_int8,
-)
+from models.agreement import average_precision, match_detections
+from models.quantize import agreement, decode_tail_nodes, interleave_split, name_nodes, quantize_static_int8
 from models.registry import ModelRegistry
 
 INPUT = 32

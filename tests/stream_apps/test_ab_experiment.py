@@ -1,4 +1,5 @@
-"""An A/B experiment on the real stack: sticky per-camera variants, each frame served by its variant's model."""
+"""An A/B experiment on the real stack: sticky per-camera variants, each frame served by its variant's model,
+and shadow runs that compare the candidate with the control on identical frames without touching counts."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ FRAMES = 15
 
 @pytest.fixture
 def two_version_registry(model_registry, tmp_path):
+    """A registry copy where yolov3-tiny@9.0.0 is the production model's weights under another version."""
     root = tmp_path / "registry"
     shutil.copytree(model_registry, root)
     registry = ModelRegistry(root)
@@ -32,24 +34,13 @@ def two_version_registry(model_registry, tmp_path):
     return root, current.manifest.version
 
 
-def test_every_frame_is_served_by_its_cameras_variant_and_clickhouse_matches_what_was_sent(
-    pipeline_settings, two_version_registry, clickhouse_client, tmp_path
-):
-    root, control_version = two_version_registry
-    settings = pipeline_settings(partitions=2)
-    settings = settings.model_copy(update={"model": settings.model.model_copy(update={"registry": str(root)})})
-    definition = {"name": f"ab-{tmp_path.name[-6:].replace('_', '-')}", "salt": "fixed-salt",
-                  "variants": [{"name": "control", "model": f"yolov3-tiny@{control_version}"},
-                               {"name": "candidate", "model": "yolov3-tiny@9.0.0", "confidence_threshold": 0.3}],
-                  "min_samples_per_variant": 10}
+def _run_experiment(settings, tmp_path, definition: dict, clickhouse_client, until_rows: str):
+    """Starts the experiment, streams CAMERAS x FRAMES frames, waits for ClickHouse; returns what came out."""
     experiment_file = tmp_path / "experiment.yaml"
     experiment_file.write_text(yaml.safe_dump(definition))
-    experiment = load_experiment(definition)
     cameras = [f"ab-cam-{i}" for i in range(CAMERAS)]
-    expected_variant = {camera: assign(experiment, camera).name for camera in cameras}
-    assert set(expected_variant.values()) == {"control", "candidate"}, "the salt must split these cameras"
-    version_of = {"control": control_version, "candidate": "9.0.0"}
     processes = CamcountProcesses(settings, tmp_path)
+    client = clickhouse_client(settings)
     try:
         started = processes.run("ab", "start", str(experiment_file))
         assert started.returncode == 0, started.stderr
@@ -60,26 +51,70 @@ def test_every_frame_is_served_by_its_cameras_variant_and_clickhouse_matches_wha
                             "--fps", "0", "--max-frames", str(FRAMES))
         records = consume_records(settings, settings.kafka.detections_topic,
                                   lambda rs: len(rs) >= CAMERAS * FRAMES, timeout_s=180)
-        client = clickhouse_client(settings)
         deadline = time.monotonic() + 30
-        logged: list = []
-        while time.monotonic() < deadline and sum(n for _, _, n in logged) < CAMERAS * FRAMES:
-            logged = client.execute("SELECT variant, model_version, count() FROM inference_log FINAL "
-                                    "WHERE experiment = %(e)s GROUP BY variant, model_version",
-                                    {"e": definition["name"]})
+        while time.monotonic() < deadline and not client.execute(until_rows, {"e": definition["name"]})[0][0]:
             time.sleep(0.5)
         report = processes.run("ab", "report", definition["name"], "--json")
     finally:
         processes.run("ab", "stop", definition["name"])
         processes.stop_all()
+    assert report.returncode == 0, report.stderr
+    return cameras, records, client, json.loads(report.stdout)
+
+
+def _definition(tmp_path, control_version: str, **extra) -> dict:
+    return {"name": f"ab-{tmp_path.name[-6:].replace('_', '-')}", "salt": "fixed-salt",
+            "variants": [{"name": "control", "model": f"yolov3-tiny@{control_version}"},
+                         {"name": "candidate", "model": "yolov3-tiny@9.0.0", "confidence_threshold": 0.3}],
+            "min_samples_per_variant": 10, **extra}
+
+
+def _with_registry(settings, root):
+    return settings.model_copy(update={"model": settings.model.model_copy(update={"registry": str(root)})})
+
+
+def test_every_frame_is_served_by_its_cameras_variant_and_clickhouse_matches_what_was_sent(
+    pipeline_settings, two_version_registry, clickhouse_client, tmp_path
+):
+    root, control_version = two_version_registry
+    definition = _definition(tmp_path, control_version)
+    experiment = load_experiment(definition)
+    cameras, records, client, report = _run_experiment(
+        _with_registry(pipeline_settings(partitions=2), root), tmp_path, definition, clickhouse_client,
+        f"SELECT count() >= {CAMERAS * FRAMES} FROM inference_log FINAL WHERE experiment = %(e)s")
+    expected_variant = {camera: assign(experiment, camera).name for camera in cameras}
+    assert set(expected_variant.values()) == {"control", "candidate"}, "the salt must split these cameras"
+    version_of = {"control": control_version, "candidate": "9.0.0"}
     assert len(records) == CAMERAS * FRAMES
     for record in records:
         variant = expected_variant[record["camera_id"]]
         assert (record["experiment"], record["variant"], record["model_version"]) == (
             definition["name"], variant, version_of[variant]), record["camera_id"]
+    logged = client.execute("SELECT variant, model_version, count() FROM inference_log FINAL "
+                            "WHERE experiment = %(e)s GROUP BY variant, model_version", {"e": definition["name"]})
     sent = Counter(expected_variant[c] for c in cameras for _ in range(FRAMES))
     assert {(variant, version): n for variant, version, n in logged} == {
         (variant, version_of[variant]): n for variant, n in sent.items()}
-    assert report.returncode == 0, report.stderr
-    frames_in_report = {v["variant"]: v["frames"] for v in json.loads(report.stdout)["variants"]}
-    assert frames_in_report == dict(sent)
+    assert {v["variant"]: v["frames"] for v in report["variants"]} == dict(sent)
+
+
+def test_shadow_runs_pair_control_frames_with_the_candidate_without_reaching_counting(
+    pipeline_settings, two_version_registry, clickhouse_client, tmp_path
+):
+    root, control_version = two_version_registry
+    definition = _definition(tmp_path, control_version,
+                             shadow={"enabled": True, "candidate": "candidate", "sample_rate": 1.0})
+    definition["variants"][1].pop("confidence_threshold")  # same weights, same thresholds: boxes must agree
+    experiment = load_experiment(definition)
+    cameras, records, client, report = _run_experiment(
+        _with_registry(pipeline_settings(partitions=2), root), tmp_path, definition, clickhouse_client,
+        "SELECT count() > 0 FROM shadow_pairs FINAL WHERE experiment = %(e)s")
+    control_frames = sum(FRAMES for c in cameras if assign(experiment, c).name == "control")
+    assert Counter((r["camera_id"], r["frame_seq"]) for r in records).most_common(1)[0][1] == 1
+    time.sleep(2)  # the sink flushes every second
+    pairs = client.execute("SELECT count(), sum(control_detections), sum(candidate_detections), "
+                           "sum(matched_boxes) FROM shadow_pairs FINAL WHERE experiment = %(e)s",
+                           {"e": definition["name"]})[0]
+    assert pairs[0] == control_frames
+    assert pairs[1] == pairs[2] == pairs[3] > 0, "identical models must agree box for box"
+    assert report["shadow"]["box_agreement"] == pytest.approx(1.0)

@@ -117,7 +117,8 @@ def test_every_frame_gets_one_inference_log_row_with_its_model_version(pipeline_
                                   "WHERE camera_id = %(c)s ORDER BY frame_seq", {"c": camera})
             time.sleep(0.5)
         assert [r[0] for r in rows] == list(range(40))
-        assert {(r[1], r[2]) for r in rows} == {("yolov3-tiny", "1.0.0")}
+        production = ModelRegistry(Path(settings.model_registry())).resolve(settings.model.reference).manifest
+        assert {(r[1], r[2]) for r in rows} == {(production.name, production.version)}
     finally:
         processes.stop_all()
 
