@@ -47,7 +47,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     source = FrameSource(args.source, folder_fps=args.fps or 1.0)
     assigner = ExperimentAssigner(ExperimentStore.for_settings(settings))
     ingestor = CameraIngestor(settings, args.camera_id, source, fps=args.fps, loop=args.loop,
-                              max_frames=args.max_frames, assign_variant=assigner)
+                              max_frames=args.max_frames, assign_variant=assigner, first_seq=args.first_seq)
     ingestor.install_signal_handlers()
     stats = ingestor.run()
     print(f"camera {args.camera_id}: {stats.delivered} frames delivered, {stats.failed} failed")
@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="publish rate; default: the source's own rate; 0: as fast as possible")
     ingest.add_argument("--loop", action="store_true", help="replay a file source forever")
     ingest.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    ingest.add_argument("--first-seq", type=int, default=None,
+                        help="frame sequence number of the first frame (default: the run's start time in ms, "
+                             "so sequences keep increasing across restarts)")
     ingest.set_defaults(handler=cmd_ingest)
 
     infer = sub.add_parser("infer", help="run an inference worker (member of the frames consumer group)")

@@ -41,8 +41,14 @@ class IngestStats:
 class CameraIngestor:
     """Reads a source and publishes JPEG frames until the source ends (or forever with ``loop``) or ``stop()``.
 
-    Invariant: every published frame is either delivered or counted in ``stats.failed`` once ``run`` returns,
-    because ``run`` always flushes the producer before returning, also after SIGINT/SIGTERM.
+    Invariants: every published frame is either delivered or counted in ``stats.failed`` once ``run`` returns,
+    because ``run`` always flushes the producer before returning, also after SIGINT/SIGTERM. Frame sequence
+    numbers keep increasing across restarts of an ingestor: by default a run starts at its start time in
+    milliseconds (so a camera may send up to 1000 frames per second), and counting, which ignores frames at
+    or below the last one it saw, never mistakes a restarted camera for a replay.
+
+    Capture time is the wall clock for live streams and paced replays (a paced file behaves like a camera);
+    an unpaced replay (fps 0) stamps frames on the source's own timeline from the start of the run.
     """
 
     def __init__(
@@ -55,6 +61,7 @@ class CameraIngestor:
         jpeg_quality: int = 90,
         assign_variant: VariantAssigner = production_variant,
         max_frames: int | None = None,
+        first_seq: int | None = None,
     ) -> None:
         if not camera_id or any(c.isspace() for c in camera_id):
             raise ValueError(f"camera id {camera_id!r} must be non-empty and contain no whitespace")
@@ -66,6 +73,7 @@ class CameraIngestor:
         self.jpeg_params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
         self.assign_variant = assign_variant
         self.max_frames = max_frames
+        self.first_seq = first_seq
         self.stats = IngestStats()
         self._stop = threading.Event()
         self._producer: Producer | None = None
@@ -89,7 +97,8 @@ class CameraIngestor:
         self._producer = Producer(producer_config(self.settings))
         topic = self.settings.kafka.frames_topic
         start_ms = time.time() * 1000.0
-        seq = 0
+        first_seq = int(start_ms) if self.first_seq is None else self.first_seq
+        published = 0
         pass_offset_ms = 0.0
         pacer = Pacer(self.fps)
         log.info("camera %s: publishing %s to %s at %s", self.camera_id, self.source.source, topic,
@@ -98,19 +107,20 @@ class CameraIngestor:
             while not self._stop.is_set():
                 last_offset = 0.0
                 for frame in self.source.frames():
-                    if self._stop.is_set() or (self.max_frames is not None and seq >= self.max_frames):
+                    if self._stop.is_set() or (self.max_frames is not None and published >= self.max_frames):
                         self._stop.set()
                         break
                     pacer.wait()
-                    if frame.offset_ms is None:
+                    if frame.offset_ms is None or self.fps:
                         capture_ms = int(time.time() * 1000)
                     else:
                         last_offset = frame.offset_ms
                         capture_ms = int(start_ms + pass_offset_ms + frame.offset_ms)
-                    self._publish(topic, seq, capture_ms, frame.image)
-                    seq += 1
-                    if progress_every and seq % progress_every == 0:
-                        log.info("camera %s: %d frames published (%.1f/s)", self.camera_id, seq, self.stats.rate())
+                    self._publish(topic, first_seq + published, capture_ms, frame.image)
+                    published += 1
+                    if progress_every and published % progress_every == 0:
+                        log.info("camera %s: %d frames published (%.1f/s)", self.camera_id, published,
+                                 self.stats.rate())
                 if not self.loop:
                     break
                 frame_ms = 1000.0 / (self.source.native_fps or 25.0)

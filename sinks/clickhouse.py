@@ -46,12 +46,13 @@ def shadow_row(record: dict[str, Any]) -> tuple:
             *(record[c] for c in SHADOW_COLUMNS[4:]))
 
 
-def inference_row(record: dict[str, Any], received_ms: int) -> tuple:
+def inference_row(record: dict[str, Any]) -> tuple:
+    """``e2e_ms``: from capture to the worker finishing the frame (sink batching excluded)."""
     confidence = record["confidence"]
     return (record["camera_id"], record["frame_seq"], _utc(record["capture_ts_ms"]), record["capture_ts_ms"],
             record["model_name"], record["model_version"], record["variant"], record["experiment"],
             record["status"].lower(), len(confidence), sum(confidence) / len(confidence) if confidence else 0.0,
-            record["infer_ms"], float(max(received_ms - record["capture_ts_ms"], 0)))
+            record["infer_ms"], float(max(record["inferred_ts_ms"] - record["capture_ts_ms"], 0)))
 
 
 class ClickHouseWriter:

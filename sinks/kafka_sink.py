@@ -89,7 +89,6 @@ class ClickHouseSink:
     def _write(self, writer: ClickHouseWriter, batch: list[Message]) -> None:
         kafka = self.settings.kafka
         crossings, windows, frames, pairs = [], [], [], []
-        received_ms = int(time.time() * 1000)
         for message in batch:
             headers = headers_dict(message.headers())
             try:
@@ -105,7 +104,7 @@ class ClickHouseSink:
                 log.error("skipping %s/%d/%d: %s", message.topic(), message.partition(), message.offset(), exc)
         writer.insert("crossing_events", CROSSING_COLUMNS, [crossing_row(r) for r in crossings])
         writer.insert("window_counts", WINDOW_COLUMNS, [window_row(r) for r in windows])
-        writer.insert("inference_log", INFERENCE_COLUMNS, [inference_row(r, received_ms) for r in frames])
+        writer.insert("inference_log", INFERENCE_COLUMNS, [inference_row(r) for r in frames])
         writer.insert("shadow_pairs", SHADOW_COLUMNS, [shadow_row(r) for r in pairs])
         if self.live_totals is not None:
             try:

@@ -86,7 +86,7 @@ class CountingService:
         """Count one detections record; None for a skipped frame or a replayed (already counted) one."""
         p = Provenance.of(record)
         counter, windows = self._restore(p.camera_id, list(record["class_names"]))
-        if record["status"] == "SKIPPED":
+        if record["status"] != "OK":  # SKIPPED or ERROR: a gap the tracker bridges
             counter.skip(p.frame_seq)
             result = None
         else:
@@ -191,7 +191,7 @@ def build_app(settings: Settings) -> faust.App:
             counted = service.handle(record)
             metrics.frames.labels(camera).inc()
             if counted is None:
-                if record["status"] != "SKIPPED":
+                if record["status"] == "OK":
                     metrics.late_frames.labels(camera).inc()
                 continue
             key = record["camera_id"].encode()

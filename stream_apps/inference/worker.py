@@ -206,7 +206,7 @@ class InferenceWorker:
                 continue
             if result.stale:
                 detector = route.detector
-                records[id(message)] = self._detections_record(message, result, detector, None, 0.0)
+                records[id(message)] = self._detections_record(message, result, detector, None, 0.0, "SKIPPED")
                 self.metrics.frames.labels(detector.name, detector.version, result.variant, "skipped").inc()
                 self.stats.frames_skipped += 1
                 continue
@@ -222,13 +222,24 @@ class InferenceWorker:
             route = routes[key]
             detector = route.detector
             self.metrics.queue.labels(detector.name, detector.version).observe(started - batch.fetched)
-            results = detector.detect([frame.image for _, frame, _ in members], conf=route.confidence_threshold,
-                                      iou=route.nms_threshold)
+            try:
+                results = detector.detect([frame.image for _, frame, _ in members],
+                                          conf=route.confidence_threshold, iou=route.nms_threshold)
+            except Exception:  # a model that fails on some input must not take the worker (and its group) down
+                log.exception("%s@%s failed on a batch of %d frames; marking them ERROR", detector.name,
+                              detector.version, len(members))
+                for message, frame, shadow_variant in members:
+                    if shadow_variant is None:
+                        records[id(message)] = self._detections_record(message, frame, detector, None, 0.0, "ERROR")
+                        self.metrics.frames.labels(detector.name, detector.version, frame.variant, "failed").inc()
+                continue
             self._observe_batch(detector, len(members))
             per_frame_ms = detector.last_timings.infer_ms / len(members)
             for (message, frame, shadow_variant), detections in zip(members, results):
                 if shadow_variant is not None:
                     shadowed[id(message)] = (shadow_variant, route, detections, per_frame_ms)
+                    continue
+                if id(message) in records:  # its own run failed (ERROR record); its shadow run did not
                     continue
                 records[id(message)] = self._detections_record(message, frame, detector, detections, per_frame_ms)
                 served[id(message)] = (route, detections, per_frame_ms)
@@ -239,7 +250,7 @@ class InferenceWorker:
             value = records.get(id(message))
             if value is not None:
                 self._produce(topic, message.key(), value, DETECTIONS.headers())
-            if id(message) in shadowed:
+            if id(message) in shadowed and id(message) in served:
                 pair = self._shadow_pair(decoded_of[id(message)], served[id(message)], shadowed[id(message)])
                 self._produce(self.settings.kafka.shadow_topic, message.key(), pair, SHADOW_PAIR.headers())
         return published, publish_started
@@ -267,18 +278,18 @@ class InferenceWorker:
             return bad
 
     def _detections_record(self, message: Message, frame: DecodedFrame, detector,
-                           detections: Detections | None, infer_ms: float) -> bytes:
+                           detections: Detections | None, infer_ms: float, status: str = "OK") -> bytes:
         detections = detections if detections is not None else Detections.empty()
         return DETECTIONS.encode({
             "camera_id": frame.camera_id, "frame_seq": frame.frame_seq, "capture_ts_ms": frame.capture_ts_ms,
-            "width": frame.width, "height": frame.height, "status": "SKIPPED" if frame.stale else "OK",
+            "width": frame.width, "height": frame.height, "status": status,
             "model_name": detector.name, "model_version": detector.version,
             "variant": frame.variant, "experiment": frame.experiment,
             "xyxy": detections.xyxy.reshape(-1).tolist(),
             "confidence": detections.confidence.tolist(),
             "class_id": detections.class_id.tolist(),
             "class_names": list(detector.manifest.class_names),
-            "infer_ms": infer_ms,
+            "infer_ms": infer_ms, "inferred_ts_ms": int(time.time() * 1000),
             "source_partition": message.partition(), "source_offset": message.offset(),
         })
 

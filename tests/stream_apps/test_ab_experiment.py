@@ -48,7 +48,7 @@ def _run_experiment(settings, tmp_path, definition: dict, clickhouse_client, unt
         processes.start("count", "count")
         for camera in cameras:
             processes.start(f"ingest-{camera}", "ingest", "--camera-id", camera, "--source", str(footage_path()),
-                            "--fps", "0", "--max-frames", str(FRAMES))
+                            "--fps", "0", "--first-seq", "0", "--max-frames", str(FRAMES))
         records = consume_records(settings, settings.kafka.detections_topic,
                                   lambda rs: len(rs) >= CAMERAS * FRAMES, timeout_s=180)
         deadline = time.monotonic() + 30

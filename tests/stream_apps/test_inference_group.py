@@ -30,7 +30,7 @@ def _ingest_cameras(processes: CamcountProcesses, prefix: str, fps: str = "0") -
     cameras = [f"{prefix}-{i}" for i in range(CAMERAS)]
     for camera in cameras:
         processes.start(f"ingest-{camera}", "ingest", "--camera-id", camera, "--source", str(footage_path()),
-                        "--fps", fps, "--max-frames", str(FRAMES_PER_CAMERA))
+                        "--fps", fps, "--first-seq", "0", "--max-frames", str(FRAMES_PER_CAMERA))
     return cameras
 
 
@@ -173,7 +173,7 @@ def test_transactional_worker_commits_offsets_inside_its_transactions(pipeline_s
     try:
         processes.start("infer", "infer")
         result = processes.run("ingest", "--camera-id", camera, "--source", str(footage_path()), "--fps", "0",
-                               "--max-frames", "24")
+                               "--first-seq", "0", "--max-frames", "24")
         assert result.returncode == 0, result.stderr
         records = consume_records(settings, settings.kafka.detections_topic, lambda rs: len(rs) >= 24,
                                   timeout_s=120)

@@ -36,7 +36,7 @@ def _stream_and_promote(settings, tmp_path, registry, promote_version: str, came
     try:
         processes.start("infer", "infer")
         processes.start("ingest", "ingest", "--camera-id", camera, "--source", str(footage_path()), "--fps", "10",
-                        "--max-frames", str(FRAMES))
+                        "--first-seq", "0", "--max-frames", str(FRAMES))
         consume_records(settings, settings.kafka.detections_topic, lambda rs: len(rs) >= FRAMES // 3,
                         timeout_s=120)
         registry.promote("yolov3-tiny", promote_version)

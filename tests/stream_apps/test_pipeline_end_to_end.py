@@ -84,7 +84,7 @@ def test_streamed_counts_equal_offline_counts_even_when_the_counting_worker_is_k
         counting = processes.start("count", "count")
         for camera in cameras:
             processes.start(f"ingest-{camera}", "ingest", "--camera-id", camera, "--source", str(footage_path()),
-                            "--fps", "0", "--max-frames", str(FRAMES))
+                            "--fps", "0", "--first-seq", "0", "--max-frames", str(FRAMES))
         _wait_counted(settings, cameras[:1], FRAMES // 3, timeout_s=180)
         counting.send_signal(signal.SIGKILL)
         counting.wait()
@@ -108,7 +108,7 @@ def test_every_frame_gets_one_inference_log_row_with_its_model_version(pipeline_
         processes.start("infer", "infer")
         processes.start("count", "count")
         result = processes.run("ingest", "--camera-id", camera, "--source", str(footage_path()), "--fps", "0",
-                               "--max-frames", "40")
+                               "--first-seq", "0", "--max-frames", "40")
         assert result.returncode == 0, result.stderr
         deadline = time.monotonic() + 120
         rows: list = []
@@ -134,7 +134,7 @@ def test_the_counting_app_serves_metrics_and_readiness_over_http(pipeline_settin
         processes.start("infer", "infer")
         processes.start("count", "count")
         result = processes.run("ingest", "--camera-id", camera, "--source", str(footage_path()), "--fps", "0",
-                               "--max-frames", "20")
+                               "--first-seq", "0", "--max-frames", "20")
         assert result.returncode == 0, result.stderr
         _wait_counted(settings, [camera], 19, timeout_s=120)
         with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
