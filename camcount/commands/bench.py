@@ -107,7 +107,7 @@ def cmd_bench_pipeline(settings: Settings, args: argparse.Namespace) -> int:
     from stream_apps.inference.benchmark import bench_pipeline
 
     figures = bench_pipeline(settings, Path(args.source) if args.source else default_video(settings), args.frames,
-                             args.batch)
+                             args.batch, args.load)
     if args.json:
         print(json.dumps(figures.as_dict()))
         return 0
@@ -123,6 +123,8 @@ def _add_pipeline_parser(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser("pipeline", help="worker through the broker vs the same work in-process, same run")
     p.add_argument("--frames", type=positive_int, default=400, help="frames to push through (default 400)")
     p.add_argument("--batch", type=positive_int, default=8, help="max batch (default 8)")
+    p.add_argument("--load", type=float, default=0.8,
+                   help="latency phase: publish rate as a share of the in-process rate (default 0.8)")
     p.add_argument("--source", help="video file (default <home>/data/vtest.avi)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_bench_pipeline)

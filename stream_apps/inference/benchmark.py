@@ -6,8 +6,8 @@ the other in one process, so their ratio is the cost of Kafka, serialisation and
   * in-process: decode (thread pool) -> detect, batch by batch, as fast as it goes;
   * pipeline, throughput: all frames are first published to a fresh ``frames`` topic, then a worker drains it;
     the rate is frames over the time from the worker's first fetch to the last detections record received;
-  * pipeline, latency: frames are published paced at 80% of the in-process rate (so the worker keeps up)
-    and each record's end-to-end latency is receive time minus capture time.
+  * pipeline, latency: frames are published paced at ``load`` (default 80%) of the in-process rate, so the
+    worker keeps up, and each record's end-to-end latency is its receive time minus its capture time.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from camcount.kafka_config import consumer_config, producer_config
 from camcount.settings import Settings
@@ -84,7 +84,11 @@ def _publish(settings: Settings, jpegs: list[bytes], fps: float = 0.0) -> None:
 def _drain(settings: Settings, expected: int, timeout_s: float) -> tuple[list[float], float]:
     """Reads detections until ``expected`` arrived; returns per-record e2e latencies (ms) and the last arrival."""
     consumer = Consumer(consumer_config(settings, f"bench-reader-{uuid.uuid4().hex[:8]}"))
-    consumer.subscribe([settings.kafka.detections_topic])
+    # Assigned, not subscribed: a group join (slow on some brokers) would delay the first reads and be
+    # misread as pipeline latency.
+    topic = settings.kafka.detections_topic
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     latencies: list[float] = []
     last = time.perf_counter()
     deadline = time.monotonic() + timeout_s
@@ -114,15 +118,16 @@ def _run_worker(
     if not worker.ready.wait(60):
         raise TimeoutError("the benchmark worker got no partitions within 60 s")
     started = time.perf_counter()
-    if paced_fps:
-        _publish(settings, jpegs, paced_fps)
+    if paced_fps:  # publish from a thread while this one reads the detections as they arrive
+        publisher = threading.Thread(target=_publish, args=(settings, jpegs, paced_fps), daemon=True)
+        publisher.start()
     latencies, last = _drain(settings, len(jpegs), timeout_s=60 + len(jpegs) / 5)
     worker.stop()
     thread.join(30)
     return latencies, len(jpegs) / (last - started)
 
 
-def bench_pipeline(settings: Settings, footage: Path, frames: int, batch: int) -> PipelineFigures:
+def bench_pipeline(settings: Settings, footage: Path, frames: int, batch: int, load: float = 0.8) -> PipelineFigures:
     LocalStack(settings).up()
     detector = Detector.load(ModelRegistry(Path(settings.model_registry())), settings.model.reference,
                              providers=settings.model.providers, max_batch=batch)
@@ -137,7 +142,7 @@ def bench_pipeline(settings: Settings, footage: Path, frames: int, batch: int) -
     _, pipeline_fps = _run_worker(drained, detector, jpegs, paced_fps=0)
     paced = base.namespaced(f"bench{uuid.uuid4().hex[:6]}", partitions=4)
     create_topics(paced)
-    paced_fps = 0.8 * in_process
+    paced_fps = load * in_process
     latencies, _ = _run_worker(paced, detector, jpegs, paced_fps=paced_fps)
     return PipelineFigures(
         frames=frames, batch=batch, provider=detector.provider, in_process_fps=round(in_process, 1),

@@ -28,8 +28,8 @@ class InferenceMetrics:
         self.preprocess = stage("preprocess", "JPEG decode + letterbox + normalisation per batch")
         self.compute = stage("compute", "Model execution per batch")
         self.postprocess = stage("postprocess", "Box decoding + NMS per batch")
-        self.publish = stage("publish", "Producing detections until acknowledged, per batch")
-        self.e2e = Histogram("camcount_inference_e2e_seconds", "Capture time to detections acknowledged",
+        self.publish = stage("publish", "Producing a batch's detections (acknowledgements are awaited off this path)")
+        self.e2e = Histogram("camcount_inference_e2e_seconds", "Capture time to detections produced",
                              ("model", "version"), buckets=_LATENCY_BUCKETS, registry=r)
         self.dead_letters = Counter("camcount_dead_letters", "Frames sent to the dead-letter topic, by code",
                                     ("code",), registry=r)

@@ -6,9 +6,9 @@ Commit protocol, per batch of frames taken from the partitions this worker owns:
      SKIPPED markers;
   2. run each variant's frames through its model as one batch;
   3. produce one detections record per frame, keyed by camera id, in input order;
-  4. wait until the broker acknowledged every record of the batch, or, with transactions, commit the
-     transaction that also carries the offsets;
-  5. commit the offsets just past the batch.
+  4. hand the batch to the AckedCommitter, which commits the offsets just past it as soon as the broker has
+     acknowledged every record of it (without holding up the next batch); with transactions, instead commit
+     the transaction that also carries the offsets.
 Invariant: an offset is committed only after every record derived from the frames before it is durable, so a
 crashed worker loses no frame; what it did not commit is redone by the next owner (at-least-once), and with
 transactions enabled, redone records replace aborted ones (exactly-once for read_committed readers).
@@ -34,6 +34,7 @@ from camcount.settings import Settings
 from models.detections import Detections
 from models.agreement import match_detections
 from schemas import DETECTIONS, SHADOW_PAIR, headers_dict
+from stream_apps.inference.commits import AckedCommitter, PendingBatch
 from stream_apps.inference.frames import BadFrame, DecodedFrame, FrameLimits, decode_frame
 from stream_apps.inference.metrics import InferenceMetrics
 from stream_apps.inference.routing import Route, RouteTable
@@ -41,10 +42,6 @@ from stream_apps.inference.routing import Route, RouteTable
 log = logging.getLogger(__name__)
 
 LAG_REFRESH_S = 5.0
-
-
-class DeliveryFailed(Exception):
-    """The broker did not acknowledge some records of a batch; its offsets stay uncommitted."""
 
 
 @dataclass
@@ -72,7 +69,8 @@ class InferenceWorker:
         self.limits = FrameLimits(inference.max_frame_bytes, inference.max_frame_pixels, inference.max_frame_age_ms)
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(inference.decode_threads, thread_name_prefix="decode")
-        self._delivery_errors: list[KafkaError] = []
+        self._committer: AckedCommitter | None = None
+        self._batch: PendingBatch | None = None
         self._waiting: FetchedBatch | None = None
         self._assigned: set[tuple[str, int]] = set()
         self._lag_refreshed = 0.0
@@ -99,6 +97,7 @@ class InferenceWorker:
         self._producer = Producer(producer_config(s, **producer_overrides))
         if s.inference.transactional:
             self._producer.init_transactions(30)
+        self._committer = AckedCommitter(self._consumer, self._producer)
         self._consumer.subscribe([s.kafka.frames_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
 
@@ -112,6 +111,8 @@ class InferenceWorker:
         if self._waiting is not None:  # finish and commit it while we still own its partitions
             batch, self._waiting = self._waiting, None
             self._complete(batch)
+        if self._committer is not None:
+            self._committer.drain()
         self._assigned -= {(p.topic, p.partition) for p in partitions}
         for p in partitions:
             labels = (p.topic, str(p.partition))
@@ -143,10 +144,12 @@ class InferenceWorker:
                     batch, self._waiting = self._waiting, None
                     self._complete(batch)
                 self._waiting = fetched
+                self._committer.commit_acknowledged()
                 self._refresh_lag()
             if self._waiting is not None:
                 batch, self._waiting = self._waiting, None
                 self._complete(batch)
+            self._committer.drain()
         finally:
             self._pool.shutdown(wait=True)
             self._consumer.close()
@@ -160,22 +163,20 @@ class InferenceWorker:
 
     def _complete(self, batch: FetchedBatch) -> None:
         """Steps 2-5 of the commit protocol for one fetched batch."""
-        assert self._consumer is not None and self._producer is not None
+        assert self._consumer is not None and self._producer is not None and self._committer is not None
         transactional = self.settings.inference.transactional
         if transactional:
             self._producer.begin_transaction()
         try:
-            self._delivery_errors.clear()
+            # With transactions the transaction carries the offsets, so the batch is not the committer's.
+            self._batch = PendingBatch() if transactional else self._committer.begin()
             published, publish_started = self._infer_and_produce(batch)
             offsets = next_offsets(batch.messages)
             if transactional:
                 self._producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 30)
                 self._producer.commit_transaction(30)
             else:
-                remaining = self._producer.flush(30)
-                if remaining or self._delivery_errors:
-                    raise DeliveryFailed(f"{remaining} records unacknowledged, errors: {self._delivery_errors[:3]}")
-                self._consumer.commit(offsets=offsets, asynchronous=False)
+                self._committer.seal(self._batch, offsets)
         except Exception:
             # Crash rather than guess: the group redelivers everything after the last commit.
             if transactional:
@@ -305,17 +306,15 @@ class InferenceWorker:
         self.stats.dead_letters += 1
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers) -> None:
-        assert self._producer is not None
+        assert self._producer is not None and self._batch is not None
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+                self._producer.produce(topic, value=value, key=key, headers=headers,
+                                       on_delivery=self._batch.on_delivery)
+                self._batch.expect()
                 return
             except BufferError:
                 self._producer.poll(0.1)
-
-    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
-        if error is not None:
-            self._delivery_errors.append(error)
 
     def _is_consumer_error(self, message: Message) -> bool:
         error = message.error()
