@@ -32,6 +32,7 @@ class KafkaSettings(BaseModel):
     window_counts_topic: str = "window-counts"
     dead_letter_topic: str = "frames-dlq"
     shadow_topic: str = "shadow-pairs"
+    zone_occupancy_topic: str = "zone-occupancy"
     partitions: int = Field(8, ge=1, description="partition count for topics the stack creates")
     session_timeout_ms: int = Field(6000, ge=1000)
     client_config: dict[str, str] = Field(
@@ -149,7 +150,7 @@ class Settings(BaseSettings):
         if self.clickhouse.url is not None:
             clickhouse_update["url"] = urlunsplit(urlsplit(self.clickhouse.url)._replace(path=f"/{database}"))
         topics = ("frames_topic", "detections_topic", "crossings_topic", "window_counts_topic", "dead_letter_topic",
-                  "shadow_topic")
+                  "shadow_topic", "zone_occupancy_topic")
         return self.model_copy(update={
             "kafka": kafka.model_copy(update={
                 **{name: f"{getattr(kafka, name)}-{suffix}" for name in topics},

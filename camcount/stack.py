@@ -80,6 +80,7 @@ def stack_topics(settings: Settings) -> dict[str, int]:
         kafka.window_counts_topic,
         kafka.dead_letter_topic,
         kafka.shadow_topic,
+        kafka.zone_occupancy_topic,
     )
     return {name: kafka.partitions for name in names}
 

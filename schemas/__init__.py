@@ -80,6 +80,7 @@ DETECTIONS = AvroCodec("detections", 1, "detections.avsc")
 CROSSING = AvroCodec("crossing", 1, "crossing.avsc")
 WINDOW_COUNT = AvroCodec("window-count", 1, "window_count.avsc")
 SHADOW_PAIR = AvroCodec("shadow-pair", 1, "shadow_pair.avsc")
+ZONE_OCCUPANCY = AvroCodec("zone-occupancy", 1, "zone_occupancy.avsc")
 
 
 def headers_dict(headers: list[tuple[str, bytes | None]] | None) -> dict[str, bytes]:

@@ -21,6 +21,8 @@ WINDOW_COLUMNS = ("camera_id", "window_start", "window_seconds", "line", "class_
 SHADOW_COLUMNS = ("experiment", "camera_id", "frame_seq", "capture_time", "capture_ts_ms", "control_variant",
                   "candidate_variant", "control_model_version", "candidate_model_version", "control_detections",
                   "candidate_detections", "matched_boxes", "control_infer_ms", "candidate_infer_ms")
+ZONE_COLUMNS = ("camera_id", "zone", "class_name", "minute", "frames", "max_occupancy", "occupancy_sum", "entries",
+                "exits", "dwell_ms_sum", "model_name", "model_version", "variant", "experiment", "updated_ms")
 INFERENCE_COLUMNS = ("camera_id", "frame_seq", "capture_time", "capture_ts_ms", "model_name", "model_version",
                      "variant", "experiment", "status", "detections", "mean_confidence", "infer_ms", "e2e_ms")
 
@@ -44,6 +46,11 @@ def window_row(record: dict[str, Any]) -> tuple:
 def shadow_row(record: dict[str, Any]) -> tuple:
     return (record["experiment"], record["camera_id"], record["frame_seq"], _utc(record["capture_ts_ms"]),
             *(record[c] for c in SHADOW_COLUMNS[4:]))
+
+
+def zone_row(record: dict[str, Any]) -> tuple:
+    return (record["camera_id"], record["zone"], record["class_name"], _utc(record["minute_ms"]),
+            *(record[c] for c in ZONE_COLUMNS[4:]))
 
 
 def inference_row(record: dict[str, Any]) -> tuple:

@@ -1,4 +1,4 @@
-"""Moves crossing events, window counts, the per-frame inference log and shadow pairs from Kafka into ClickHouse.
+"""Moves crossings, window counts, zone occupancy, the inference log and shadow pairs from Kafka into ClickHouse.
 
 Commit protocol, per batch:
   1. insert the batch's rows into ClickHouse (idempotent tables, so a retried batch is harmless);
@@ -18,16 +18,18 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from camcount.kafka_config import consumer_config, next_offsets, wait_for_broker
 from camcount.settings import Settings
-from schemas import CROSSING, DETECTIONS, SHADOW_PAIR, WINDOW_COUNT, SchemaError, headers_dict
+from schemas import CROSSING, DETECTIONS, SHADOW_PAIR, WINDOW_COUNT, ZONE_OCCUPANCY, SchemaError, headers_dict
 from sinks.clickhouse import (
     CROSSING_COLUMNS,
     INFERENCE_COLUMNS,
     SHADOW_COLUMNS,
+    ZONE_COLUMNS,
     WINDOW_COLUMNS,
     ClickHouseWriter,
     crossing_row,
     inference_row,
     shadow_row,
+    zone_row,
     window_row,
 )
 from sinks.redis_live import LiveCrossingTotals
@@ -61,7 +63,7 @@ class ClickHouseSink:
         writer = ClickHouseWriter(self.settings.clickhouse_url())
         consumer = Consumer(consumer_config(self.settings, self.group_id))
         consumer.subscribe([kafka.crossings_topic, kafka.window_counts_topic, kafka.detections_topic,
-                            kafka.shadow_topic])
+                            kafka.shadow_topic, kafka.zone_occupancy_topic])
         batch: list[Message] = []
         started = time.monotonic()
         try:
@@ -88,7 +90,7 @@ class ClickHouseSink:
 
     def _write(self, writer: ClickHouseWriter, batch: list[Message]) -> None:
         kafka = self.settings.kafka
-        crossings, windows, frames, pairs = [], [], [], []
+        crossings, windows, frames, pairs, zones = [], [], [], [], []
         for message in batch:
             headers = headers_dict(message.headers())
             try:
@@ -98,6 +100,8 @@ class ClickHouseSink:
                     windows.append(WINDOW_COUNT.decode(message.value(), headers))
                 elif message.topic() == kafka.shadow_topic:
                     pairs.append(SHADOW_PAIR.decode(message.value(), headers))
+                elif message.topic() == kafka.zone_occupancy_topic:
+                    zones.append(ZONE_OCCUPANCY.decode(message.value(), headers))
                 else:
                     frames.append(DETECTIONS.decode(message.value(), headers))
             except SchemaError as exc:
@@ -106,10 +110,11 @@ class ClickHouseSink:
         writer.insert("window_counts", WINDOW_COLUMNS, [window_row(r) for r in windows])
         writer.insert("inference_log", INFERENCE_COLUMNS, [inference_row(r) for r in frames])
         writer.insert("shadow_pairs", SHADOW_COLUMNS, [shadow_row(r) for r in pairs])
+        writer.insert("zone_occupancy", ZONE_COLUMNS, [zone_row(r) for r in zones])
         if self.live_totals is not None:
             try:
                 self.live_totals.add(crossings)
             except Exception:  # live state is a convenience; ClickHouse already holds the truth
                 log.exception("live state update failed; continuing")
-        self.rows_written += len(crossings) + len(windows) + len(frames) + len(pairs)
+        self.rows_written += len(crossings) + len(windows) + len(frames) + len(pairs) + len(zones)
 

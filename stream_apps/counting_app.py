@@ -29,10 +29,11 @@ from counting.config import CameraConfigs, load_camera_configs
 from counting.engine import CameraCounter, CameraStateError
 from counting.lines import LineStateError
 from counting.tracker import TrackerStateError
+from counting.windows import CrossingWindows, Labels, ZoneMinutes
 from counting.zones import ZoneStateError
 from sinks.redis_live import AsyncLiveState
-from schemas import CROSSING, DETECTIONS, WINDOW_COUNT, SchemaError, headers_dict
-from stream_apps.records import Provenance, crossing_event_id, detections_from_record, window_start_ms
+from schemas import CROSSING, DETECTIONS, WINDOW_COUNT, ZONE_OCCUPANCY, SchemaError, headers_dict
+from stream_apps.records import Provenance, crossing_event_id, detections_from_record
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,24 @@ class CountedFrame:
     zones: dict[str, dict[str, int]]
     crossings: list[dict[str, Any]]
     windows: list[dict[str, Any]]
+    zone_minutes: list[dict[str, Any]]
 
 
 class StateTable(Protocol):
     def get(self, key: str) -> Any: ...
 
     def __setitem__(self, key: str, value: Any) -> None: ...
+
+
+@dataclass
+class CameraState:
+    counter: CameraCounter
+    windows: CrossingWindows
+    zone_minutes: ZoneMinutes
+
+    def to_state(self) -> dict[str, Any]:
+        return {"counter": self.counter.to_state(), "windows": self.windows.to_state(),
+                "zone_minutes": self.zone_minutes.to_state()}
 
 
 class CountingService:
@@ -62,20 +75,23 @@ class CountingService:
         self.window_seconds = window_seconds
         self.camera_state = camera_state
         self.open_windows = open_windows
-        self._cached: dict[str, tuple[CameraCounter, dict[str, int]]] = {}
+        self._cached: dict[str, CameraState] = {}
 
-    def _restore(self, camera_id: str, class_names: list[str]) -> tuple[CameraCounter, dict[str, int]]:
-        """The camera's counter and window totals, rebuilt from the table when the cache is not at its position."""
+    def _restore(self, camera_id: str, class_names: list[str]) -> CameraState:
+        """The camera's state, rebuilt from the table when the cache is not at the table's position."""
         stored = self.camera_state.get(camera_id)
         cached = self._cached.get(camera_id)
-        if cached is not None and stored is not None and cached[0].last_seq == stored["counter"]["last_seq"]:
+        if cached is not None and stored is not None and cached.counter.last_seq == stored["counter"]["last_seq"]:
             return cached
         config = self.cameras.for_camera(camera_id)
-        restored = CameraCounter(config, class_names), {}
+        restored = CameraState(CameraCounter(config, class_names),
+                               CrossingWindows(self.window_seconds, self.open_windows), ZoneMinutes())
         if stored is not None:
             try:
-                restored = CameraCounter.from_state(stored["counter"], config, class_names), dict(stored["windows"])
-                log.info("camera %s: resumed counting after frame %s", camera_id, restored[0].last_seq)
+                restored = CameraState(CameraCounter.from_state(stored["counter"], config, class_names),
+                                       CrossingWindows(self.window_seconds, self.open_windows, stored["windows"]),
+                                       ZoneMinutes(state=stored.get("zone_minutes")))
+                log.info("camera %s: resumed counting after frame %s", camera_id, restored.counter.last_seq)
             except STATE_ERRORS as exc:
                 log.warning("camera %s: stored state is from an incompatible version (%s); counting starts afresh",
                             camera_id, exc)
@@ -85,45 +101,29 @@ class CountingService:
     def handle(self, record: dict[str, Any]) -> CountedFrame | None:
         """Count one detections record; None for a skipped frame or a replayed (already counted) one."""
         p = Provenance.of(record)
-        counter, windows = self._restore(p.camera_id, list(record["class_names"]))
+        state = self._restore(p.camera_id, list(record["class_names"]))
         if record["status"] != "OK":  # SKIPPED or ERROR: a gap the tracker bridges
-            counter.skip(p.frame_seq)
+            state.counter.skip(p.frame_seq)
             result = None
         else:
-            result = counter.update(p.frame_seq, p.capture_ts_ms, detections_from_record(record))
-        crossings: list[dict[str, Any]] = []
-        changed: dict[str, dict[str, Any]] = {}
-        now_ms = int(time.time() * 1000)
-        for c in result.crossings if result is not None else ():
-            crossings.append({
+            result = state.counter.update(p.frame_seq, p.capture_ts_ms, detections_from_record(record))
+        counted = None
+        if result is not None:
+            now_ms = int(time.time() * 1000)
+            labels = Labels(p.camera_id, p.model_name, p.model_version, p.variant, p.experiment)
+            crossings = [{
                 "event_id": crossing_event_id(p, c.line, c.direction, c.track_id, c.frame_seq),
                 "camera_id": p.camera_id, "frame_seq": c.frame_seq, "capture_ts_ms": c.capture_ts_ms,
                 "line": c.line, "direction": c.direction, "track_id": c.track_id, "class_name": c.class_name,
                 "model_name": p.model_name, "model_version": p.model_version,
                 "variant": p.variant, "experiment": p.experiment,
-            })
-            start = window_start_ms(c.capture_ts_ms, self.window_seconds)
-            key = "|".join(map(str, (start, c.line, c.class_name, c.direction, p.variant, p.experiment,
-                                     p.model_name, p.model_version)))
-            windows[key] = windows.get(key, 0) + 1
-            changed[key] = {
-                "camera_id": p.camera_id, "window_start_ms": start, "window_seconds": self.window_seconds,
-                "line": c.line, "class_name": c.class_name, "direction": c.direction,
-                "variant": p.variant, "experiment": p.experiment,
-                "model_name": p.model_name, "model_version": p.model_version,
-                "count": windows[key], "updated_ms": now_ms,
-            }
-        self._close_old_windows(windows, p.capture_ts_ms)
-        self.camera_state[p.camera_id] = {"counter": counter.to_state(), "windows": windows}
-        if result is None:
-            return None
-        return CountedFrame(p, result.zones, crossings, list(changed.values()))
-
-    def _close_old_windows(self, windows: dict[str, int], capture_ts_ms: int) -> None:
-        """Forget totals of windows too old to change again (they are already published)."""
-        oldest = window_start_ms(capture_ts_ms, self.window_seconds) - self.open_windows * self.window_seconds * 1000
-        for key in [k for k in windows if int(k.split("|", 1)[0]) < oldest]:
-            del windows[key]
+            } for c in result.crossings]
+            windows = state.windows.add(result.crossings, labels, now_ms)
+            zone_rows = state.zone_minutes.update(p.capture_ts_ms, result.zones, result.zone_events, labels, now_ms)
+            state.windows.close_old(p.capture_ts_ms)
+            counted = CountedFrame(p, result.zones, crossings, windows, zone_rows)
+        self.camera_state[p.camera_id] = state.to_state()
+        return counted
 
 
 class CountingMetrics:
@@ -157,6 +157,7 @@ def build_app(settings: Settings) -> faust.App:
     detections = app.topic(kafka.detections_topic, key_serializer="raw", value_serializer="raw")
     crossings_topic = app.topic(kafka.crossings_topic, key_serializer="raw", value_serializer="raw")
     window_counts_topic = app.topic(kafka.window_counts_topic, key_serializer="raw", value_serializer="raw")
+    zone_topic = app.topic(kafka.zone_occupancy_topic, key_serializer="raw", value_serializer="raw")
     camera_state = app.Table("camera-state", default=None, key_type=str)  # JSON keys and values
     live = AsyncLiveState(settings.redis_url(), settings.redis.key_prefix)
     metrics = CountingMetrics()
@@ -201,6 +202,8 @@ def build_app(settings: Settings) -> faust.App:
             for window in counted.windows:
                 await window_counts_topic.send(key=key, value=WINDOW_COUNT.encode(window),
                                                headers=WINDOW_COUNT.headers())
+            for row in counted.zone_minutes:
+                await zone_topic.send(key=key, value=ZONE_OCCUPANCY.encode(row), headers=ZONE_OCCUPANCY.headers())
             p = counted.provenance
             try:
                 await live.frame_counted(p.camera_id, p.frame_seq, p.capture_ts_ms, counted.zones)

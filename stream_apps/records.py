@@ -44,7 +44,3 @@ def crossing_event_id(p: Provenance, line: str, direction: str, track_id: int, f
                              track_id, frame_seq)))
     return hashlib.sha1(key.encode()).hexdigest()
 
-
-def window_start_ms(capture_ts_ms: int, window_seconds: int) -> int:
-    width = window_seconds * 1000
-    return capture_ts_ms - capture_ts_ms % width

@@ -14,6 +14,7 @@ import redis
 
 from camcount.offline import analyze
 from counting.config import load_camera_configs
+from counting.windows import ZoneMinutes
 from models.detector import Detector
 from models.registry import ModelRegistry
 from producers.sources import FrameSource, SourceFrame
@@ -144,3 +145,30 @@ def test_the_counting_app_serves_metrics_and_readiness_over_http(pipeline_settin
     finally:
         processes.stop_all()
     assert f'camcount_count_frames_total{{camera="{camera}"}} 20.0' in body
+
+
+def test_zone_occupancy_minutes_reach_clickhouse_with_every_counted_frame(pipeline_settings, tmp_path,
+                                                                         clickhouse_client):
+    settings = pipeline_settings(partitions=2)
+    camera = f"cam-zone-{tmp_path.name[-6:]}"
+    frames = 50
+    emit_every = ZoneMinutes().emit_every  # a minute's latest frames may wait for its next emission
+    processes = CamcountProcesses(settings, tmp_path)
+    client = clickhouse_client(settings)
+    try:
+        processes.start("infer", "infer")
+        processes.start("count", "count")
+        result = processes.run("ingest", "--camera-id", camera, "--source", str(footage_path()), "--fps", "0",
+                               "--max-frames", str(frames))
+        assert result.returncode == 0, result.stderr
+        deadline = time.monotonic() + 120
+        rows: list = []
+        while time.monotonic() < deadline and sum(r[1] for r in rows) <= frames - emit_every:
+            rows = client.execute("SELECT minute, frames, max_occupancy, occupancy_sum FROM zone_occupancy FINAL "
+                                  "WHERE camera_id = %(c)s AND zone = 'yard-centre' AND class_name = 'person'",
+                                  {"c": camera})
+            time.sleep(0.5)
+    finally:
+        processes.stop_all()
+    assert frames - emit_every < sum(r[1] for r in rows) <= frames
+    assert all(0 < r[2] and r[2] * r[1] >= r[3] for r in rows), rows

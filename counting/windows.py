@@ -1,0 +1,126 @@
+"""Tumbling-window aggregates of what a camera counted: crossings per window and zone occupancy per minute.
+
+Pure and serialisable (``to_state``): the streaming app keeps them in the same table value as the camera's
+counter, so a restarted worker resumes both from one consistent snapshot. Every emitted row is an absolute
+value with a growing version (a window's count, a minute's frame count), so sinks keep the latest and
+re-emits or replays never add up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from counting.lines import CrossingEvent
+from counting.zones import ZoneEvent
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Who produced the counts: carried on every aggregate so it traces back to model and experiment."""
+
+    camera_id: str
+    model_name: str
+    model_version: str
+    variant: str
+    experiment: str
+
+    def key(self) -> str:
+        return "|".join((self.variant, self.experiment, self.model_name, self.model_version))
+
+    def as_fields(self) -> dict[str, str]:
+        return {"camera_id": self.camera_id, "model_name": self.model_name, "model_version": self.model_version,
+                "variant": self.variant, "experiment": self.experiment}
+
+
+def window_start_ms(capture_ts_ms: int, window_seconds: int) -> int:
+    width = window_seconds * 1000
+    return capture_ts_ms - capture_ts_ms % width
+
+
+class CrossingWindows:
+    """Crossings per tumbling window, line, class, direction and labels. Windows older than ``open_windows``
+    windows before the newest frame are forgotten (their rows are already published and final)."""
+
+    def __init__(self, window_seconds: int, open_windows: int = 10, state: dict[str, int] | None = None) -> None:
+        self.window_seconds = window_seconds
+        self.open_windows = open_windows
+        self._totals: dict[str, int] = dict(state or {})
+
+    def add(self, crossings: Iterable[CrossingEvent], labels: Labels, now_ms: int) -> list[dict[str, Any]]:
+        """Count ``crossings``; returns one row per window they changed (Avro ``WindowCount`` fields)."""
+        changed: dict[str, dict[str, Any]] = {}
+        for c in crossings:
+            start = window_start_ms(c.capture_ts_ms, self.window_seconds)
+            key = "|".join(map(str, (start, c.line, c.class_name, c.direction, labels.key())))
+            self._totals[key] = self._totals.get(key, 0) + 1
+            changed[key] = {**labels.as_fields(), "window_start_ms": start, "window_seconds": self.window_seconds,
+                            "line": c.line, "class_name": c.class_name, "direction": c.direction,
+                            "count": self._totals[key], "updated_ms": now_ms}
+        return list(changed.values())
+
+    def close_old(self, capture_ts_ms: int) -> None:
+        oldest = window_start_ms(capture_ts_ms, self.window_seconds) - self.open_windows * self.window_seconds * 1000
+        for key in [k for k in self._totals if int(k.split("|", 1)[0]) < oldest]:
+            del self._totals[key]
+
+    def to_state(self) -> dict[str, int]:
+        return dict(self._totals)
+
+
+class ZoneMinutes:
+    """Occupancy per zone, class and minute: frames, max and summed occupancy, entries, exits, dwell.
+
+    Rows of the current minute are emitted every ``emit_every`` frames and whenever tracks enter or leave;
+    a minute's final row is emitted when the first frame of a later minute arrives.
+    """
+
+    def __init__(self, emit_every: int = 25, state: dict[str, Any] | None = None) -> None:
+        self.emit_every = emit_every
+        state = state or {}
+        self._minute: int | None = state.get("minute")
+        self._stats: dict[str, dict[str, int]] = {k: dict(v) for k, v in state.get("stats", {}).items()}
+
+    def update(self, capture_ts_ms: int, occupancy: dict[str, dict[str, int]], events: Iterable[ZoneEvent],
+               labels: Labels, now_ms: int) -> list[dict[str, Any]]:
+        minute = window_start_ms(capture_ts_ms, 60)
+        rows: list[dict[str, Any]] = []
+        if self._minute is not None and minute != self._minute:
+            rows += self._rows(labels, now_ms)
+            self._stats.clear()
+        self._minute = minute
+        moved = set()
+        for zone, by_class in occupancy.items():
+            for class_name, n in by_class.items():
+                stats = self._stats.setdefault(f"{zone}|{class_name}|{labels.key()}", {
+                    "frames": 0, "max_occupancy": 0, "occupancy_sum": 0, "entries": 0, "exits": 0,
+                    "dwell_ms_sum": 0})
+                stats["frames"] += 1
+                stats["max_occupancy"] = max(stats["max_occupancy"], n)
+                stats["occupancy_sum"] += n
+        for event in events:
+            key = f"{event.zone}|{event.class_name}|{labels.key()}"
+            if key not in self._stats:
+                continue
+            moved.add(key)
+            if event.kind == "enter":
+                self._stats[key]["entries"] += 1
+            else:
+                self._stats[key]["exits"] += 1
+                self._stats[key]["dwell_ms_sum"] += event.dwell_ms or 0
+        due = [k for k, s in self._stats.items() if k in moved or s["frames"] % self.emit_every == 0]
+        return rows + self._rows(labels, now_ms, due)
+
+    def _rows(self, labels: Labels, now_ms: int, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Rows for ``keys`` (default all); each row's labels come from its key, i.e. from when it was counted."""
+        rows = []
+        for key in self._stats if keys is None else keys:
+            zone, class_name, variant, experiment, model_name, model_version = key.split("|")
+            rows.append({"camera_id": labels.camera_id, "model_name": model_name, "model_version": model_version,
+                         "variant": variant, "experiment": experiment, "zone": zone, "class_name": class_name,
+                         "minute_ms": self._minute, **self._stats[key], "updated_ms": now_ms})
+        return rows
+
+    def to_state(self) -> dict[str, Any]:
+        return {"minute": self._minute, "stats": {k: dict(v) for k, v in self._stats.items()}}
