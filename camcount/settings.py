@@ -64,8 +64,10 @@ class ModelSettings(BaseModel):
     providers: list[str] | None = Field(
         None, description="ONNX Runtime providers in priority order; default: best available"
     )
-    confidence_threshold: float | None = Field(None, ge=0.0, le=1.0)
-    nms_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    confidence_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="override the production model's manifest threshold in workers")
+    nms_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="override the production model's manifest NMS IoU in workers")
 
 
 class InferenceSettings(BaseModel):

@@ -34,7 +34,8 @@ def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
         events = files.enter_context(open(args.events, "w")) if args.events else None
         result = analyze(source, config, detector, batch_size=args.batch,
                          jpeg_quality=None if args.no_jpeg else INGEST_JPEG_QUALITY,
-                         per_frame=per_frame, events=events, progress=progress)
+                         per_frame=per_frame, events=events, progress=progress,
+                         conf=settings.model.confidence_threshold, iou=settings.model.nms_threshold)
     if not args.quiet:
         print(file=sys.stderr)
     report = result.as_json(config)

@@ -52,8 +52,11 @@ class RouteTable:
         find_experiment: Callable[[str], Experiment] | None = None,
         production_watcher: ModelWatcher | None = None,
         poll_interval_s: float = 5.0,
+        production_thresholds: tuple[float | None, float | None] = (None, None),
     ) -> None:
-        self._production = Route(production)
+        """``production_thresholds`` (confidence, NMS) override the production model's manifest when set."""
+        self._thresholds = production_thresholds
+        self._production = Route(production, *production_thresholds)
         self._load_model = load_model
         self._find_experiment = find_experiment
         self._watcher = production_watcher
@@ -80,7 +83,7 @@ class RouteTable:
         if swap is not None:
             log.info("production model swapped: %s -> %s (loaded and warmed up in %.0f ms)",
                      swap.previous_version, swap.version, swap.load_ms)
-            self._production = Route(swap.detector)
+            self._production = Route(swap.detector, *self._thresholds)
 
     def status(self) -> dict:
         return {"production": self.production.status(),
@@ -152,4 +155,5 @@ def load_routes(settings: Settings) -> RouteTable:
     store = ExperimentStore.for_settings(settings)
     watcher = ModelWatcher(registry, settings.model.reference, load, serving=production.version)
     return RouteTable(production, lambda reference: load(registry.resolve(reference)), store.get, watcher,
-                      settings.inference.model_poll_s)
+                      settings.inference.model_poll_s,
+                      (settings.model.confidence_threshold, settings.model.nms_threshold))
