@@ -129,7 +129,10 @@ def cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_guard(settings: Settings, args: argparse.Namespace) -> int:
-    """Watches the running experiment's inference log and stops it when a candidate breaches a guardrail."""
+    """Watches the running experiment's inference log and stops it when a candidate breaches a guardrail.
+
+    Runs until SIGINT/SIGTERM: a breach must last ``breach_seconds`` of consecutive checks to stop an experiment.
+    """
     from experiments.guardrails import GuardrailMonitor
 
     store = _store(settings)
@@ -162,10 +165,6 @@ def cmd_guard(settings: Settings, args: argparse.Namespace) -> int:
                 log.warning("experiment %s stopped automatically: %s", experiment.name, decision.reason)
                 print(f"experiment {experiment.name} stopped: {decision.reason}", flush=True)
                 monitor = None
-                if args.once:
-                    return 0
-        if args.once:
-            return 0
         stopping.wait(args.interval)
     return 0
 
@@ -194,5 +193,4 @@ def register_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_promote)
     p = actions.add_parser("guard", help="stop the running experiment when a candidate breaches its guardrails")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between checks (default 10)")
-    p.add_argument("--once", action="store_true", help="check once and exit")
     p.set_defaults(handler=cmd_guard)
