@@ -26,7 +26,8 @@ python-deps: $(STAMP)
 $(STAMP): pyproject.toml
 	@echo "==> Python environment in $(VENV)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@set -o pipefail; $(BIN)/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
+	  | { grep -v "^WARNING: Location 'file:///opt/pypi" || true; }
 	@touch $@
 
 footage: $(FOOTAGE)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -159,6 +160,19 @@ def apply_clickhouse_ddl(url: str, database: str, ddl_dir: Path = CLICKHOUSE_DDL
     finally:
         client.disconnect()
     return files
+
+
+_CREATE = re.compile(r"CREATE\s+(?:MATERIALIZED\s+)?(?:TABLE|VIEW)\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE)
+
+
+def declared_clickhouse_objects(ddl_dir: Path = CLICKHOUSE_DDL_DIR) -> set[str]:
+    """The tables and views the DDL files create."""
+    return {
+        match.group(1)
+        for path in ddl_dir.glob("*.sql")
+        for statement in split_sql_statements(path.read_text())
+        if (match := _CREATE.match(statement))
+    }
 
 
 def quote_identifier(name: str) -> str:

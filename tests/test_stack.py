@@ -32,6 +32,7 @@ from camcount.stack import (
     StackError,
     apply_clickhouse_ddl,
     clickhouse_database,
+    declared_clickhouse_objects,
     split_sql_statements,
 )
 from tests.services import free_ports, free_stack_ports, local_stack_settings
@@ -39,7 +40,8 @@ from tests.services import free_ports, free_stack_ports, local_stack_settings
 integration = pytest.mark.integration
 
 SERVICES = ["kafka", "clickhouse", "redis"]
-CAMCOUNT_TABLES = {"crossing_events", "window_counts", "inference_log", "counts_per_minute"}
+CAMCOUNT_TABLES = declared_clickhouse_objects()
+assert {"crossing_events", "window_counts", "inference_log", "counts_per_minute"} <= CAMCOUNT_TABLES
 
 
 def by_name(statuses: list[ServiceStatus]) -> dict[str, ServiceStatus]:

@@ -2,7 +2,6 @@
 modern ClickHouse (chDB), and what it derives from crossing events counts an event written twice once."""
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -13,20 +12,16 @@ from chdb.session import Session
 from clickhouse_driver import Client
 
 from camcount.settings import Settings
-from camcount.stack import CLICKHOUSE_DDL_DIR, apply_clickhouse_ddl, clickhouse_database, split_sql_statements
+from camcount.stack import (
+    CLICKHOUSE_DDL_DIR,
+    apply_clickhouse_ddl,
+    clickhouse_database,
+    declared_clickhouse_objects,
+    split_sql_statements,
+)
 
 COUNTING_VIEWS = ["counts_per_minute", "crossings_hourly", "crossings_daily"]
-_CREATE = re.compile(r"CREATE\s+(?:MATERIALIZED\s+)?(?:TABLE|VIEW)\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE)
-
-
-def declared_objects() -> set[str]:
-    """The tables and views the DDL files create."""
-    return {
-        match.group(1)
-        for path in CLICKHOUSE_DDL_DIR.glob("*.sql")
-        for statement in split_sql_statements(path.read_text())
-        if (match := _CREATE.match(statement))
-    }
+declared_objects = declared_clickhouse_objects
 
 
 def crossing(event_id: str) -> dict[str, Any]:
