@@ -51,6 +51,7 @@ def run_accuracy(
     from camcount.offline import INGEST_JPEG_QUALITY, analyze, load_detector_for_analysis
     from counting.config import CameraConfig, LineConfig, TrackerConfig
     from counting.evaluation import evaluate, load_line_truth
+    from models.registry import open_registry
     from producers.sources import FrameSource
 
     truth = load_line_truth(truth_path, line)
@@ -61,8 +62,8 @@ def run_accuracy(
     config = CameraConfig(camera_id="accuracy", lines=[line_config], tracker=TrackerConfig(**(tracker or {})))
     detection_conf = config.tracker.low_threshold if conf is None else conf
     reference = model_ref or settings.model.reference
-    detector = load_detector_for_analysis(Path(settings.model_registry()), reference, settings.model.providers,
-                                          batch_size)
+    registry = open_registry(settings.model_registry(), settings.home / "cache" / "registry")
+    detector = load_detector_for_analysis(registry, reference, settings.model.providers, batch_size)
     started = time.monotonic()
     result = analyze(FrameSource(str(footage)), config, detector, batch_size=batch_size,
                      jpeg_quality=INGEST_JPEG_QUALITY, conf=detection_conf, iou=iou)

@@ -12,7 +12,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 import cv2
@@ -22,6 +21,7 @@ from counting.config import CameraConfig
 from counting.engine import CameraCounter
 from counting.lines import CrossingEvent
 from models.detector import Detector
+from models.registry import ModelRegistry
 from producers.sources import FrameSource, SourceFrame
 
 log = logging.getLogger(__name__)
@@ -137,8 +137,6 @@ def analyze(
     return result
 
 
-def load_detector_for_analysis(registry_root: Path, reference: str, providers: list[str] | None,
+def load_detector_for_analysis(registry: ModelRegistry, reference: str, providers: list[str] | None,
                                batch_size: int) -> Detector:
-    from models.registry import ModelRegistry
-
-    return Detector.load(ModelRegistry(registry_root), reference, providers=providers, max_batch=batch_size)
+    return Detector.load(registry, reference, providers=providers, max_batch=batch_size)

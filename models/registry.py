@@ -1,7 +1,8 @@
 """Versioned model registry: ``NAME/VERSION/{model.onnx,manifest.json}`` plus ``NAME/aliases.json``.
 
-Storage sits behind the small ``RegistryStorage`` protocol; only a local-directory implementation exists today
-(an S3-compatible one would implement the same five methods and cache weights locally in ``local_path``).
+Storage sits behind the small ``RegistryStorage`` protocol: a local directory (``LocalRegistryStorage``) or an
+S3-compatible bucket (``models.s3_storage``, which caches weights locally in ``local_path``); ``open_registry``
+picks one from a location string.
 A version directory without ``manifest.json`` is incomplete (an interrupted register) and is invisible.
 """
 
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -298,6 +300,18 @@ class ModelRegistry:
     def _manifest(self, name: str, version: str) -> ModelManifest | None:
         raw = self.storage.read_bytes(f"{name}/{version}/{MANIFEST_FILE}")
         return ModelManifest.model_validate_json(raw) if raw else None
+
+
+def open_registry(location: str, cache_dir: Path) -> ModelRegistry:
+    """Registry at ``location``: ``s3://BUCKET[/PREFIX]`` is an S3-compatible bucket whose model files are cached
+    under ``cache_dir``; anything else is a local directory (``cache_dir`` is then unused).
+    """
+    if urlsplit(location).scheme == "s3":
+        # Imported here so that local registries do not pay for importing boto3.
+        from models.s3_storage import S3RegistryStorage
+
+        return ModelRegistry(S3RegistryStorage.from_url(location, cache_dir))
+    return ModelRegistry(Path(location))
 
 
 def _test_run(onnx_path: Path, manifest: ModelManifest, sample_image: np.ndarray | None) -> None:

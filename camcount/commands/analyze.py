@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from contextlib import ExitStack
-from pathlib import Path
 
 from camcount.settings import Settings
 
@@ -14,11 +13,13 @@ from camcount.settings import Settings
 def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
     from camcount.offline import INGEST_JPEG_QUALITY, analyze, load_detector_for_analysis
     from counting.config import load_camera_configs
+    from models.registry import open_registry
     from producers.sources import FrameSource
 
     source = FrameSource(args.source)
     config = load_camera_configs(args.config).for_camera(args.camera_id)
-    detector = load_detector_for_analysis(Path(settings.model_registry()), args.model or settings.model.reference,
+    registry = open_registry(settings.model_registry(), settings.home / "cache" / "registry")
+    detector = load_detector_for_analysis(registry, args.model or settings.model.reference,
                                           settings.model.providers, args.batch)
     total = source.frame_count()
 

@@ -65,10 +65,11 @@ def positive_int(text: str) -> int:
 def cmd_bench_model(settings: Settings, args: argparse.Namespace) -> int:
     from models.benchmark import bench_model
     from models.detector import Detector
-    from models.registry import ModelRegistry
+    from models.registry import open_registry
 
     frames = sample_frames(args.source or default_video(settings), args.frames)
-    detector = Detector.load(ModelRegistry(Path(settings.model_registry())), args.model or settings.model.reference,
+    detector = Detector.load(open_registry(settings.model_registry(), settings.home / "cache" / "registry"),
+                             args.model or settings.model.reference,
                              providers=settings.model.providers, max_batch=max(args.batch),
                              intra_op_threads=args.threads)
     figures = bench_model(detector, frames, args.batch, args.iterations)

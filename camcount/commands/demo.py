@@ -49,9 +49,10 @@ def _stop(process: subprocess.Popen, name: str) -> None:
 
 
 AB_CAMERAS = [f"gate-{i}" for i in range(1, 7)]
-AB_FRAMES = 150
-# Paced like live cameras (6 x 3 fps, within what 2 CPU cores infer), so end-to-end latency means something.
-AB_FPS = 3
+AB_FRAMES = 100
+# Paced like live cameras: 6 x 2 fps stays within what two CPU cores ingest, infer and count at once, so the
+# end-to-end latency the report compares is the pipeline's, not a replay backlog's.
+AB_FPS = 2
 # The experiment's salt decides which cameras get which variant; this one splits the six demo cameras 3/3.
 AB_SALT = "demo-7"
 INT8_VERSION = "1.2.0"
@@ -121,7 +122,9 @@ def _run_experiment(settings: Settings, footage: Path, logs: Path, workers: dict
                              frames[1::2])
     name = f"demo-int8-{time.strftime('%H%M%S')}"
     experiment = load_experiment({
-        "name": name, "salt": AB_SALT, "min_samples_per_variant": 300,
+        "name": name, "salt": AB_SALT, "min_samples_per_variant": 250,
+        # One CPU worker serves both arms here; production guardrails would be tighter (default 500 ms).
+        "guardrails": {"max_p95_latency_ms": 2000},
         "variants": [{"name": "fp32", "model": f"{DEFAULT_MODEL}@{DEFAULT_VERSION}"},
                      {"name": "int8", "model": f"{DEFAULT_MODEL}@{INT8_VERSION}"}],
     })

@@ -24,9 +24,9 @@ DEFAULT_CONFIDENCE = 0.1
 
 
 def registry_of(settings: Settings):
-    from models.registry import ModelRegistry
+    from models.registry import open_registry
 
-    return ModelRegistry(Path(settings.model_registry()))
+    return open_registry(settings.model_registry(), settings.home / "cache" / "registry")
 
 
 def import_default_model(settings: Settings) -> str:

@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 
 from camcount.settings import Settings
@@ -20,7 +19,7 @@ from experiments.assignment import should_shadow
 from experiments.config import Experiment
 from experiments.store import ExperimentNotFound, ExperimentStore
 from models.detector import Detector
-from models.registry import ModelRegistry, RegisteredModel
+from models.registry import RegisteredModel, open_registry
 from models.watcher import ModelWatcher
 from stream_apps.inference.frames import BadFrame, FrameErrorCode
 
@@ -142,7 +141,7 @@ class RouteTable:
 
 
 def load_routes(settings: Settings) -> RouteTable:
-    registry = ModelRegistry(Path(settings.model_registry()))
+    registry = open_registry(settings.model_registry(), settings.home / "cache" / "registry")
     cache_dir = settings.home / "cache" / "ort"
 
     def load(model: RegisteredModel) -> Detector:
