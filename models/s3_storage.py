@@ -69,12 +69,12 @@ class S3RegistryStorage:
         self.client: BaseClient = client if client is not None else boto3.session.Session().client("s3")
 
     @classmethod
-    def from_url(cls, url: str, cache_dir: Path, client: BaseClient | None = None) -> "S3RegistryStorage":
+    def from_url(cls, url: str, cache_dir: Path) -> "S3RegistryStorage":
         """Storage for ``s3://BUCKET[/PREFIX]``."""
         parts = urlsplit(url)
         if parts.scheme != "s3" or not parts.netloc:
             raise S3RegistryError(f"bad S3 registry URL {url!r}: use s3://BUCKET[/PREFIX], e.g. s3://models/camcount")
-        return cls(parts.netloc, parts.path, cache_dir, client)
+        return cls(parts.netloc, parts.path, cache_dir)
 
     def read_bytes(self, key: str) -> bytes | None:
         with self._errors(f"reading {self._url(key)}"):
