@@ -59,7 +59,8 @@ class StackSettings(BaseModel):
 
 
 class ModelSettings(BaseModel):
-    registry: str | None = Field(None, description="registry root (directory); default <home>/models")
+    registry: str | None = Field(
+        None, description="directory or s3://BUCKET[/PREFIX] (endpoint, credentials: AWS_* env); default <home>/models")
     reference: str = Field("yolov3-tiny@production", description="NAME@VERSION_OR_ALIAS")
     providers: list[str] | None = Field(
         None, description="ONNX Runtime providers in priority order; default: best available"
