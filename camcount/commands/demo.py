@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import redis
 from clickhouse_driver import Client
+from clickhouse_driver.util.helpers import parse_url
 
 from camcount.settings import Settings
 from sinks.redis_live import read_camera
@@ -34,8 +35,19 @@ def _step(number: int, total: int, text: str) -> None:
 def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "wb")
+    env = {**os.environ, "CAMCOUNT_CLICKHOUSE__DATABASE": DEMO_DATABASE}
     return subprocess.Popen([sys.executable, "-m", "camcount.cli", *args], stdout=log, stderr=subprocess.STDOUT,
-                            env=os.environ.copy())
+                            env=env)
+
+
+def _fresh_demo_database(settings: Settings) -> None:
+    """Each demo run starts from an empty database of its own, so its tables show this run only."""
+    from camcount.stack import apply_clickhouse_ddl, quote_identifier
+
+    host, options = parse_url(settings.clickhouse_url())
+    Client(host, **{**options, "database": "default"}).execute(
+        f"DROP DATABASE IF EXISTS {quote_identifier(DEMO_DATABASE)}")
+    apply_clickhouse_ddl(settings.clickhouse_url(), DEMO_DATABASE)
 
 
 def _stop(process: subprocess.Popen, name: str) -> None:
@@ -48,6 +60,7 @@ def _stop(process: subprocess.Popen, name: str) -> None:
             process.wait()
 
 
+DEMO_DATABASE = "camcount_demo"
 AB_CAMERAS = [f"gate-{i}" for i in range(1, 7)]
 AB_FRAMES = 100
 # Paced like live cameras: 6 x 2 fps stays within what two CPU cores ingest, infer and count at once, so the
@@ -66,6 +79,8 @@ def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: 
     if not footage.is_file():
         raise DemoError(f"footage {footage} not found: run `make footage` (or pass --footage PATH)")
     frames_per_camera = int(cv2.VideoCapture(str(footage)).get(cv2.CAP_PROP_FRAME_COUNT))
+    settings = settings.model_copy(
+        update={"clickhouse": settings.clickhouse.model_copy(update={"database": DEMO_DATABASE})})
     total = 8 if experiment else 6
     logs = settings.home / "logs"
     stack = LocalStack(settings)
@@ -75,6 +90,7 @@ def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: 
         stack.up(progress=lambda line: print(f"      {line}", flush=True))
         if not keep_stack:
             cleanup.callback(stack.down)
+        _fresh_demo_database(settings)
         _step(2, total, f"default model: {import_default_model(settings)}")
         _step(3, total, f"starting the inference worker and the counting app (logs in {logs})")
         workers = {"infer": _spawn(["infer"], logs / "infer.log"), "count": _spawn(["count"], logs / "count.log")}
