@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
 from camcount.logs import configure_logging
 from camcount.settings import Settings, load_settings
-
-log = logging.getLogger("camcount")
-
 
 class UserError(Exception):
     """A problem the user can fix (bad input, bad config, unreachable service); printed without a traceback."""
@@ -38,7 +34,6 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 # --- ingest --------------------------------------------------------------------------------------------------
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-
     from experiments.store import ExperimentStore
     from producers.experiment_assignment import ExperimentAssigner
     from producers.ingest import CameraIngestor
@@ -84,15 +79,28 @@ def cmd_infer(settings: Settings, args: argparse.Namespace) -> int:
 
 # --- count / sink --------------------------------------------------------------------------------------------
 def cmd_count(settings: Settings, args: argparse.Namespace) -> int:
+    import logging
+    import os
+    import signal
     import threading
 
     from stream_apps.counting_app import run_worker
 
+    sink_failed = threading.Event()
     if not args.no_sink:
         sink = _clickhouse_sink(settings)
-        threading.Thread(target=sink.run, name="clickhouse-sink", daemon=True).start()
+
+        def run_sink() -> None:
+            try:
+                sink.run()
+            except Exception:  # stop the whole process, so an orchestrator restarts it, rather than count unsunk
+                logging.getLogger("camcount.sink").exception("ClickHouse sink failed; stopping the counting app")
+                sink_failed.set()
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=run_sink, name="clickhouse-sink", daemon=True).start()
     run_worker(settings)
-    return 0
+    return 1 if sink_failed.is_set() else 0
 
 
 def cmd_sink(settings: Settings, args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from counting.config import LineConfig
+from counting.snapshot import restore_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -196,13 +197,7 @@ class LineCounter:
         counter = cls(line, class_names)
         if state.get("line") != line.name:
             raise LineStateError(f"state is for line {state.get('line')!r}, not {line.name!r}: discard the snapshot")
-        try:
-            for name, (dtype, shape) in _STATE_ARRAYS.items():
-                setattr(counter, name, np.asarray(state[name.lstrip("_")], dtype).reshape(shape))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LineStateError(f"line {line.name!r} state is malformed ({exc}): discard the snapshot") from exc
-        if len({len(getattr(counter, name)) for name in _STATE_ARRAYS}) != 1:
-            raise LineStateError(f"line {line.name!r} state arrays differ in length: discard the snapshot")
+        restore_arrays(counter, state, _STATE_ARRAYS, LineStateError, f"line {line.name!r}")
         return counter
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from counting.config import ZoneConfig
+from counting.snapshot import restore_arrays
 
 
 class ZoneStateError(ValueError):
@@ -156,13 +157,7 @@ class ZoneCounter:
         if state.get("zone") != zone.name:
             raise ZoneStateError(f"state is for zone {state.get('zone')!r}, not {zone.name!r}: discard the snapshot")
         counter = cls(zone, class_names, zone_class_ids)
-        try:
-            for name, (dtype, shape) in _STATE_ARRAYS.items():
-                setattr(counter, name, np.asarray(state[name.lstrip("_")], dtype).reshape(shape))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ZoneStateError(f"zone {zone.name!r} state is malformed ({exc}): discard the snapshot") from exc
-        if len({len(getattr(counter, name)) for name in _STATE_ARRAYS}) != 1:
-            raise ZoneStateError(f"zone {zone.name!r} state arrays differ in length: discard the snapshot")
+        restore_arrays(counter, state, _STATE_ARRAYS, ZoneStateError, f"zone {zone.name!r}")
         return counter
 
 

@@ -11,20 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from models.atomic_files import write_atomically
 from models.errors import ChecksumMismatch, ModelLoadError, ModelNotFound, ModelVersionExists
 from models.manifest import SLUG_PATTERN, ModelManifest, is_semver
 from models.postprocess import check_output_shape
@@ -80,28 +78,14 @@ class LocalRegistryStorage:
             return None
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        self._atomic(key, lambda handle: handle.write(data))
+        write_atomically(self._path(key), lambda handle: handle.write(data))
 
     def put_file(self, key: str, source: Path) -> None:
         def copy(handle: BinaryIO) -> None:
             with open(source, "rb") as src:
                 shutil.copyfileobj(src, handle, _CHUNK)
 
-        self._atomic(key, copy)
-
-    def _atomic(self, key: str, write: Callable[[BinaryIO], object]) -> None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self._path(key), copy)
 
     def list_children(self, prefix: str) -> list[str]:
         directory = self._path(prefix) if prefix else self.root

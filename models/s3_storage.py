@@ -10,10 +10,8 @@ Model files are downloaded on demand into a local cache, because ONNX Runtime op
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +21,7 @@ import boto3
 from botocore.client import BaseClient
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
+from models.atomic_files import write_atomically
 from models.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -125,17 +124,7 @@ class S3RegistryStorage:
             response = self.client.get_object(Bucket=self.bucket, Key=self._object(key))
             # Name the copy by the ETag of what was actually served: the object may have changed since the HEAD.
             target = self._cache_path(key, response["ETag"])
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    shutil.copyfileobj(response["Body"], handle, _CHUNK)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomically(target, lambda handle: shutil.copyfileobj(response["Body"], handle, _CHUNK))
         logger.info("downloaded %s to %s", self._url(key), target)
         return target
 

@@ -214,6 +214,11 @@ def build_app(settings: Settings) -> faust.App:
 
 
 def run_worker(settings: Settings) -> None:
+    """Runs the Faust worker until it is stopped (SIGINT/SIGTERM); returns after a clean stop."""
     app = build_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.lower())
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:  # Faust exits the process itself; let the caller choose the exit code
+        if exc.code not in (0, None):
+            raise

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import uuid
@@ -185,6 +186,21 @@ def model_registry() -> str:
     settings = Settings(home=Path(__file__).resolve().parents[1] / ".camcount")
     import_default_model(settings)
     return settings.model_registry()
+
+
+@pytest.fixture
+def two_version_registry(model_registry: str, tmp_path: Path) -> tuple[Path, str]:
+    """``(root, production version)``: a private copy of the test registry where yolov3-tiny@9.0.0 is the
+    production model's weights registered again under another version, so tests may move aliases."""
+    from models.registry import ModelRegistry
+
+    root = tmp_path / "registry"
+    shutil.copytree(model_registry, root)
+    registry = ModelRegistry(root)
+    current = registry.resolve("yolov3-tiny@production")
+    fields = current.manifest.model_dump(exclude={"version", "sha256", "created_at"})
+    registry.register(current.path, **{**fields, "version": "9.0.0"})
+    return root, current.manifest.version
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from datetime import UTC, datetime
 
@@ -19,19 +18,8 @@ from tests.pipeline import CamcountProcesses
 pytestmark = [pytest.mark.integration]
 
 
-@pytest.fixture
-def registry_root(model_registry, tmp_path):
-    root = tmp_path / "registry"
-    shutil.copytree(model_registry, root)
-    registry = ModelRegistry(root)
-    current = registry.resolve("yolov3-tiny@production")
-    fields = current.manifest.model_dump(exclude={"version", "sha256", "created_at"})
-    registry.register(current.path, **{**fields, "version": "9.0.0"})
-    return root, current.manifest.version
-
-
-def _setup(isolated_settings, registry_root, tmp_path, **extra):
-    root, control_version = registry_root
+def _setup(isolated_settings, two_version_registry, tmp_path, **extra):
+    root, control_version = two_version_registry
     settings = isolated_settings()
     settings = settings.model_copy(update={"model": settings.model.model_copy(update={"registry": str(root)})})
     definition = {"name": f"cli-{tmp_path.name[-6:].replace('_', '-')}",
@@ -61,10 +49,10 @@ def _log_frames(client, experiment, infer_ms: dict[str, float], e2e_ms: dict[str
 
 
 def test_guard_stops_an_experiment_whose_candidate_breaches_the_latency_guardrail(
-    isolated_settings, registry_root, clickhouse_client, tmp_path
+    isolated_settings, two_version_registry, clickhouse_client, tmp_path
 ):
     settings, experiment, processes = _setup(
-        isolated_settings, registry_root, tmp_path,
+        isolated_settings, two_version_registry, tmp_path,
         guardrails={"max_p95_latency_ms": 500, "breach_seconds": 1, "window_seconds": 60, "min_window_frames": 10})
     _log_frames(clickhouse_client(settings), experiment, {"control": 30, "fast": 20}, {"control": 200, "fast": 900})
     guard = processes.start("guard", "ab", "guard", "--interval", "0.5")
@@ -81,11 +69,11 @@ def test_guard_stops_an_experiment_whose_candidate_breaches_the_latency_guardrai
 
 
 def test_promote_moves_the_winning_variants_model_to_production(
-    isolated_settings, registry_root, clickhouse_client, tmp_path
+    isolated_settings, two_version_registry, clickhouse_client, tmp_path
 ):
-    settings, experiment, processes = _setup(isolated_settings, registry_root, tmp_path)
+    settings, experiment, processes = _setup(isolated_settings, two_version_registry, tmp_path)
     _log_frames(clickhouse_client(settings), experiment, {"control": 30, "fast": 20}, {"control": 200, "fast": 190})
     promoted = processes.run("ab", "promote", experiment.name)
     assert promoted.returncode == 0, promoted.stderr
-    assert ModelRegistry(registry_root[0]).aliases("yolov3-tiny")["production"] == "9.0.0"
+    assert ModelRegistry(two_version_registry[0]).aliases("yolov3-tiny")["production"] == "9.0.0"
     processes.run("ab", "stop", experiment.name)

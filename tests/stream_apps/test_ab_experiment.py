@@ -4,7 +4,6 @@ and shadow runs that compare the candidate with the control on identical frames 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections import Counter
 
@@ -13,25 +12,12 @@ import yaml
 
 from experiments.assignment import assign
 from experiments.config import load_experiment
-from models.registry import ModelRegistry
 from tests.pipeline import CamcountProcesses, consume_records, footage_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 CAMERAS = 6
 FRAMES = 15
-
-
-@pytest.fixture
-def two_version_registry(model_registry, tmp_path):
-    """A registry copy where yolov3-tiny@9.0.0 is the production model's weights under another version."""
-    root = tmp_path / "registry"
-    shutil.copytree(model_registry, root)
-    registry = ModelRegistry(root)
-    current = registry.resolve("yolov3-tiny@production")
-    fields = current.manifest.model_dump(exclude={"version", "sha256", "created_at"})
-    registry.register(current.path, **{**fields, "version": "9.0.0"})
-    return root, current.manifest.version
 
 
 def _run_experiment(settings, tmp_path, definition: dict, clickhouse_client, until_rows: str):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
@@ -13,18 +12,6 @@ from tests.pipeline import CamcountProcesses, consume_records, footage_path
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 FRAMES = 60
-
-
-@pytest.fixture
-def private_registry(model_registry, tmp_path):
-    """A copy of the test registry with a second version of the default model, so tests may move aliases."""
-    root = tmp_path / "registry"
-    shutil.copytree(model_registry, root)
-    registry = ModelRegistry(root)
-    current = registry.resolve("yolov3-tiny@production")
-    fields = current.manifest.model_dump(exclude={"version", "sha256", "created_at"})
-    registry.register(current.path, **{**fields, "version": "9.0.0"})
-    return registry, root, current.manifest.version
 
 
 def _with_registry(settings, root):
@@ -49,9 +36,10 @@ def _stream_and_promote(settings, tmp_path, registry, promote_version: str, came
 
 
 def test_promoting_a_version_swaps_it_in_with_every_frame_inferred_exactly_once(
-    pipeline_settings, private_registry, tmp_path
+    pipeline_settings, two_version_registry, tmp_path
 ):
-    registry, root, old_version = private_registry
+    root, old_version = two_version_registry
+    registry = ModelRegistry(root)
     settings = _with_registry(pipeline_settings(partitions=2, model_poll_s=0.5), root)
     records, log = _stream_and_promote(settings, tmp_path, registry, "9.0.0", f"swap-{tmp_path.name[-4:]}")
     assert sorted(r["frame_seq"] for r in records) == list(range(FRAMES)), log[-3000:]
@@ -61,9 +49,10 @@ def test_promoting_a_version_swaps_it_in_with_every_frame_inferred_exactly_once(
 
 
 def test_a_corrupt_promoted_version_is_refused_and_the_old_one_keeps_serving(
-    pipeline_settings, private_registry, tmp_path
+    pipeline_settings, two_version_registry, tmp_path
 ):
-    registry, root, old_version = private_registry
+    root, old_version = two_version_registry
+    registry = ModelRegistry(root)
     registry.resolve("yolov3-tiny@9.0.0").path.write_bytes(b"not an onnx model")
     settings = _with_registry(pipeline_settings(partitions=2, model_poll_s=0.5), root)
     records, log = _stream_and_promote(settings, tmp_path, registry, "9.0.0", f"bad-{tmp_path.name[-4:]}")
