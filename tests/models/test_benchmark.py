@@ -8,9 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from camcount.commands import bench
 from camcount.settings import Settings
@@ -18,36 +16,15 @@ from models.benchmark import BatchFigures, StageFigures, bench_model
 from models.detector import Detector
 from models.registry import ModelRegistry
 from models.runtime import CPU
+from tests.onnx_models import write_fixed_box_model
 
 INPUT = 32
-
-
-def write_model(path: Path) -> Path:
-    """yolov5-format model with one fixed box whatever the image."""
-    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, INPUT, INPUT])
-    output = helper.make_tensor_value_info("output", TensorProto.FLOAT, None)
-    nodes = [
-        helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=1),
-        helper.make_node("Reshape", ["mean", "shape"], ["mean3d"]),
-        helper.make_node("Mul", ["mean3d", "zero"], ["zeros"]),
-        helper.make_node("Add", ["zeros", "box"], ["output"]),
-    ]
-    initializers = [
-        numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "shape"),
-        numpy_helper.from_array(np.zeros((1, 1, 6), np.float32), "zero"),
-        numpy_helper.from_array(np.array([[[16, 16, 8, 8, 1, 1]]], np.float32), "box"),
-    ]
-    model = helper.make_model(helper.make_graph(nodes, "fixed", [images], [output], initializers),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> ModelRegistry:
     registry = ModelRegistry(tmp_path / "registry")
-    registry.register(write_model(tmp_path / "fixed.onnx"), name="fixed", version="1.0.0", format="yolov5",
+    registry.register(write_fixed_box_model(tmp_path / "fixed.onnx"), name="fixed", version="1.0.0", format="yolov5",
                       input_width=INPUT, input_height=INPUT, class_names=["person"])
     registry.promote("fixed", "1.0.0")
     return registry

@@ -8,15 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from models.detector import Detector
 from models.errors import ChecksumMismatch, ModelLoadError, ModelNotFound
 from models.manifest import ModelManifest
 from models.registry import ModelRegistry, RegisteredModel, sha256_file
 from models.runtime import CPU, create_session
+from tests.onnx_models import model_fields, write_mean_model
 
 INPUT = 64
 CPU_ONLY = [CPU]
@@ -31,43 +30,14 @@ def write_brightness_model(path: Path, batch: int | str = "N", objectness_shape:
     Scores thus differ per image, so mixing up images of a batch changes results. ``objectness_shape`` forces a
     Reshape of the per-image means to a fixed shape (breaking batches of other sizes).
     """
-    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, INPUT, INPUT])
-    output = helper.make_tensor_value_info("output", TensorProto.FLOAT, None)
     objectness_column = np.zeros((1, 1, 6), np.float32)
     objectness_column[..., 4] = 1
-    reshape = objectness_shape or [-1, 1, 1]
-    nodes = [
-        helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=1),
-        helper.make_node("Reshape", ["mean", "shape"], ["mean3d"]),
-        helper.make_node("Mul", ["mean3d", "objectness_column"], ["objectness"]),
-        helper.make_node("Add", ["objectness", "boxes"], ["output"]),
-    ]
-    initializers = [
-        numpy_helper.from_array(np.array(reshape, np.int64), "shape"),
-        numpy_helper.from_array(objectness_column, "objectness_column"),
-        numpy_helper.from_array(BOXES, "boxes"),
-    ]
-    model = helper.make_model(
-        helper.make_graph(nodes, "brightness", [images], [output], initializers),
-        opset_imports=[helper.make_opsetid("", 17)],
-    )
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+    return write_mean_model(path, BOXES, objectness_column, input_hw=(INPUT, INPUT), batch=batch,
+                            mean_shape=objectness_shape or [-1, 1, 1], name="brightness")
 
 
 def manifest_fields(**overrides: Any) -> dict[str, Any]:
-    return {
-        "name": "bright",
-        "version": "1.0.0",
-        "format": "yolov5",
-        "input_width": INPUT,
-        "input_height": INPUT,
-        "class_names": ["person"],
-        "letterbox_fill": 0,
-        "confidence_threshold": 0.1,
-        "source": {"kind": "test"},
-    } | overrides
+    return model_fields("bright", INPUT, ["person"], letterbox_fill=0, confidence_threshold=0.1) | overrides
 
 
 @pytest.fixture

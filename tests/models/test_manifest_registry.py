@@ -9,55 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from pydantic import ValidationError
 
 from models.errors import ChecksumMismatch, ModelNotFound, ModelVersionExists, OutputFormatMismatch
 from models.manifest import ModelManifest
 from models.registry import ModelReference, ModelRegistry
+from tests.onnx_models import model_fields, write_constant_model
 
 INPUT = 64
 
 
-def write_model(path: Path, output: np.ndarray, input_hw: tuple[int, int] = (INPUT, INPUT)) -> Path:
-    """ONNX file whose ``output`` is the constant ``output`` [1, A, D] repeated for every image of the batch."""
-    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, *input_hw])
-    result = helper.make_tensor_value_info("output", TensorProto.FLOAT, None)
-    nodes = [
-        helper.make_node("ReduceMean", ["images"], ["mean4d"], axes=[1, 2, 3], keepdims=1),
-        helper.make_node("Squeeze", ["mean4d", "last_axis"], ["mean"]),
-        helper.make_node("Mul", ["mean", "zero"], ["zeros"]),
-        helper.make_node("Add", ["zeros", "base"], ["output"]),
-    ]
-    initializers = [
-        numpy_helper.from_array(np.array([3], np.int64), "last_axis"),
-        numpy_helper.from_array(np.zeros((1, 1, 1), np.float32), "zero"),
-        numpy_helper.from_array(output.astype(np.float32), "base"),
-    ]
-    graph = helper.make_graph(nodes, "toy", [images], [result], initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
-
-
 def yolov5_model(path: Path, num_classes: int = 2) -> Path:
-    return write_model(path, np.zeros((1, 6, 5 + num_classes), np.float32))
+    return write_constant_model(path, np.zeros((1, 6, 5 + num_classes), np.float32), (INPUT, INPUT))
 
 
 def fields(**overrides: Any) -> dict[str, Any]:
-    return {
-        "name": "toy",
-        "version": "1.0.0",
-        "format": "yolov5",
-        "input_width": INPUT,
-        "input_height": INPUT,
-        "class_names": ["person", "car"],
-        "precision": "fp32",
-        "source": {"kind": "test"},
-    } | overrides
+    return model_fields("toy", INPUT, ["person", "car"], precision="fp32") | overrides
 
 
 def manifest_fields(**overrides: Any) -> dict[str, Any]:
@@ -235,7 +203,7 @@ def test_register_refuses_a_declared_sha256_that_the_file_does_not_have(
 def test_register_refuses_a_file_whose_output_contradicts_the_declared_format(
     registry: ModelRegistry, tmp_path: Path, declared: str, output_shape: tuple[int, ...]
 ) -> None:
-    path = write_model(tmp_path / "wrong.onnx", np.zeros(output_shape, np.float32))
+    path = write_constant_model(tmp_path / "wrong.onnx", np.zeros(output_shape, np.float32), (INPUT, INPUT))
 
     with pytest.raises(OutputFormatMismatch):
         registry.register(path, **fields(format=declared))
@@ -246,7 +214,7 @@ def test_register_refuses_a_file_whose_output_contradicts_the_declared_format(
 def test_register_refuses_a_file_whose_static_input_size_differs_from_the_manifest(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    path = write_model(tmp_path / "big.onnx", np.zeros((1, 6, 7), np.float32), input_hw=(96, 96))
+    path = write_constant_model(tmp_path / "big.onnx", np.zeros((1, 6, 7), np.float32), (96, 96))
 
     with pytest.raises(OutputFormatMismatch, match="input_width"):
         registry.register(path, **fields())

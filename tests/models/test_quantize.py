@@ -15,6 +15,7 @@ from models.errors import ModelVersionExists
 from models.agreement import average_precision, match_detections
 from models.quantize import agreement, decode_tail_nodes, interleave_split, name_nodes, quantize_static_int8
 from models.registry import ModelRegistry
+from tests.onnx_models import images_input, make_model, model_fields
 
 INPUT = 32
 GRID = 8
@@ -33,7 +34,6 @@ def conv_model(named: bool = True) -> onnx.ModelProto:
     64 anchors (an 8x8 grid); deterministic random weights, so boxes and scores depend on image content.
     """
     rng = np.random.default_rng(0)
-    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, INPUT, INPUT])
     output = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", GRID * GRID, 6])
     nodes = [
         helper.make_node("Conv", ["images", "w1", "b1"], ["c1"], name="conv1", kernel_shape=[3, 3], strides=[4, 4],
@@ -58,10 +58,7 @@ def conv_model(named: bool = True) -> onnx.ModelProto:
         numpy_helper.from_array(SCALE, "scale"),
         numpy_helper.from_array(OFFSET, "offset"),
     ]
-    model = helper.make_model(helper.make_graph(nodes, "conv", [images], [output], initializers),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return make_model(nodes, "conv", [images_input((INPUT, INPUT))], [output], initializers)
 
 
 def write_conv_model(path: Path) -> Path:
@@ -70,16 +67,7 @@ def write_conv_model(path: Path) -> Path:
 
 
 def manifest_fields(**overrides: Any) -> dict[str, Any]:
-    return {
-        "name": "conv",
-        "version": "1.0.0",
-        "format": "yolov5",
-        "input_width": INPUT,
-        "input_height": INPUT,
-        "class_names": ["person"],
-        "confidence_threshold": 0.5,
-        "source": {"kind": "test"},
-    } | overrides
+    return model_fields("conv", INPUT, ["person"], confidence_threshold=0.5) | overrides
 
 
 def frames(count: int, seed: int) -> list[np.ndarray]:

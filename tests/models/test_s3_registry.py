@@ -9,18 +9,17 @@ from typing import Any
 
 import boto3
 import numpy as np
-import onnx
 import pytest
 from botocore.client import BaseClient
 from moto import settings as moto_settings
 from moto.server import ThreadedMotoServer
-from onnx import TensorProto, helper, numpy_helper
 
 from models.detector import Detector
 from models.errors import ChecksumMismatch
 from models.registry import LocalRegistryStorage, ModelRegistry, open_registry
 from models.runtime import CPU
 from models.s3_storage import S3RegistryError, S3RegistryStorage
+from tests.onnx_models import model_fields, write_constant_model
 
 INPUT = 64
 BOX = np.array([[[32, 32, 16, 16, 0.9, 1]]], np.float32)  # yolov5 layout, one class: cx, cy, w, h, obj, prob
@@ -28,38 +27,11 @@ BOX = np.array([[[32, 32, 16, 16, 0.9, 1]]], np.float32)  # yolov5 layout, one c
 
 def write_model(path: Path, output: np.ndarray = BOX) -> Path:
     """yolov5-format ONNX file whose output is the constant ``output`` [1, A, 5 + classes] for every image."""
-    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, INPUT, INPUT])
-    result = helper.make_tensor_value_info("output", TensorProto.FLOAT, None)
-    nodes = [
-        helper.make_node("ReduceMean", ["images"], ["mean4d"], axes=[1, 2, 3], keepdims=1),
-        helper.make_node("Squeeze", ["mean4d", "last_axis"], ["mean"]),
-        helper.make_node("Mul", ["mean", "zero"], ["zeros"]),
-        helper.make_node("Add", ["zeros", "base"], ["output"]),
-    ]
-    initializers = [
-        numpy_helper.from_array(np.array([3], np.int64), "last_axis"),
-        numpy_helper.from_array(np.zeros((1, 1, 1), np.float32), "zero"),
-        numpy_helper.from_array(output.astype(np.float32), "base"),
-    ]
-    model = helper.make_model(helper.make_graph(nodes, "toy", [images], [result], initializers),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+    return write_constant_model(path, output, (INPUT, INPUT))
 
 
 def fields(**overrides: Any) -> dict[str, Any]:
-    return {
-        "name": "toy",
-        "version": "1.0.0",
-        "format": "yolov5",
-        "input_width": INPUT,
-        "input_height": INPUT,
-        "class_names": ["person"],
-        "letterbox_fill": 0,
-        "confidence_threshold": 0.1,
-        "source": {"kind": "test"},
-    } | overrides
+    return model_fields("toy", INPUT, ["person"], letterbox_fill=0, confidence_threshold=0.1) | overrides
 
 
 @pytest.fixture(scope="module")
