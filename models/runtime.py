@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+# Where a provider keeps tensors, for IO binding.
+GPU_DEVICES = {TENSORRT: "cuda", CUDA: "cuda"}
 DEFAULT_PROVIDERS: tuple[str, ...] = (TENSORRT, CUDA, CPU)
 
 # Provider plugins ONNX Runtime loads with dlopen; loading them ourselves first tells us whether their CUDA/TensorRT

@@ -79,6 +79,19 @@ def test_a_batch_of_three_gives_the_same_per_image_results_as_three_single_calls
         np.testing.assert_array_equal(together.class_id, alone.class_id)
 
 
+def test_io_binding_gives_the_same_detections_as_a_plain_run(registry: ModelRegistry) -> None:
+    plain = Detector.load(registry, "bright", providers=CPU_ONLY, max_batch=3)
+    model = registry.resolve("bright")
+    bound = Detector(model, create_session(model.path, CPU_ONLY), max_batch=3, io_binding=True)
+    bound.warmup()
+
+    for with_binding, without in zip(bound.detect(FRAMES), plain.detect(FRAMES), strict=True):
+        np.testing.assert_array_equal(with_binding.xyxy, without.xyxy)
+        np.testing.assert_array_equal(with_binding.confidence, without.confidence)
+        np.testing.assert_array_equal(with_binding.class_id, without.class_id)
+    assert bound.detect(FRAMES[:1])[0].confidence.size == 1  # a smaller batch rebinds cleanly
+
+
 def test_more_images_than_max_batch_are_processed_in_chunks_in_order(registry: ModelRegistry) -> None:
     detector = Detector.load(registry, "bright", providers=CPU_ONLY, max_batch=2)
 
