@@ -139,6 +139,8 @@ class CountingMetrics:
 
 def build_app(settings: Settings) -> faust.App:
     kafka = settings.kafka
+    datadir = settings.home / "faust" / settings.counting.app_id  # Faust's own files, out of the working directory
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.counting.app_id,
         broker=";".join(f"kafka://{host}" for host in settings.kafka_bootstrap().split(",")),
@@ -152,6 +154,7 @@ def build_app(settings: Settings) -> faust.App:
         web_enabled=True,
         web_port=settings.counting.web_port,
         autodiscover=False,
+        datadir=str(datadir),
     )
     cameras = load_camera_configs(settings.counting.cameras)
     detections = app.topic(kafka.detections_topic, key_serializer="raw", value_serializer="raw")
