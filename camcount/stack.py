@@ -98,6 +98,16 @@ def clickhouse_database(settings: Settings) -> str:
     return parse_url(settings.clickhouse_url())[1].get("database") or settings.clickhouse.database
 
 
+def clickhouse_client(settings: Settings, database: str | None = None) -> Client:
+    """A client on camcount's database (``clickhouse_database``), or on ``database`` when given.
+
+    Use this rather than ``Client.from_url``: a CLICKHOUSE_URL without a database path would otherwise land in
+    ``default`` while the DDL went into ``clickhouse.database``.
+    """
+    host, kwargs = parse_url(settings.clickhouse_url())
+    return Client(host, **{**kwargs, "database": database or clickhouse_database(settings)})
+
+
 def split_sql_statements(script: str) -> list[str]:
     """The ``;``-separated statements of ``script``, comments removed.
 

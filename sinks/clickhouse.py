@@ -65,9 +65,8 @@ def inference_row(record: dict[str, Any]) -> tuple:
 class ClickHouseWriter:
     """Inserts row batches; one call per table per batch."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.client = Client.from_url(url)
+    def __init__(self, client: Client) -> None:
+        self.client = client
 
     def insert(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
         if rows:

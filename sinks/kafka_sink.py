@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from camcount.kafka_config import consumer_config, next_offsets, wait_for_broker
 from camcount.settings import Settings
+from camcount.stack import clickhouse_client
 from schemas import CROSSING, DETECTIONS, SHADOW_PAIR, WINDOW_COUNT, ZONE_OCCUPANCY, SchemaError, headers_dict
 from sinks.clickhouse import (
     CROSSING_COLUMNS,
@@ -60,7 +61,7 @@ class ClickHouseSink:
     def run(self) -> None:
         kafka = self.settings.kafka
         wait_for_broker(self.settings.kafka_bootstrap(), timeout_s=15, client_config=self.settings.kafka.client_config)
-        writer = ClickHouseWriter(self.settings.clickhouse_url())
+        writer = ClickHouseWriter(clickhouse_client(self.settings))
         consumer = Consumer(consumer_config(self.settings, self.group_id))
         consumer.subscribe([kafka.crossings_topic, kafka.window_counts_topic, kafka.detections_topic,
                             kafka.shadow_topic, kafka.zone_occupancy_topic])

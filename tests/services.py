@@ -30,12 +30,12 @@ from pathlib import Path
 import pytest
 import redis
 from clickhouse_driver import Client
-from clickhouse_driver.util.helpers import parse_url
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from camcount.kafka_config import admin_config
 from camcount.settings import Settings
+from camcount.stack import clickhouse_client as connect_clickhouse
 from camcount.stack import (
     LocalStack,
     apply_clickhouse_ddl,
@@ -81,8 +81,7 @@ def local_stack_settings(home: Path) -> Settings:
 
 def clickhouse_client_for(settings: Settings) -> Client:
     """A clickhouse-driver client on the database ``settings`` point at."""
-    host, kwargs = parse_url(settings.clickhouse_url())
-    return Client(host, **{**kwargs, "database": clickhouse_database(settings)})
+    return connect_clickhouse(settings)
 
 
 @pytest.fixture(scope="session")
@@ -149,8 +148,7 @@ def _drop_namespace(settings: Settings) -> None:
             future.result()
         except KafkaException as exc:  # cleanup goes on: the next namespace is unique anyway
             log.warning("could not delete test topic %s: %s", topic, exc)
-    host, kwargs = parse_url(settings.clickhouse_url())
-    client = Client(host, **{**kwargs, "database": "default"})
+    client = connect_clickhouse(settings, database="default")
     try:
         client.execute(f"DROP DATABASE IF EXISTS {quote_identifier(clickhouse_database(settings))}")
     finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from camcount.settings import Settings
+from camcount.stack import clickhouse_client
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,6 @@ def _experiment(settings: Settings, name: str | None):
 
         raise UserError("no experiment is running: name one (`camcount ab status` lists them)")
     return active
-
-
-def _clickhouse(settings: Settings):
-    from clickhouse_driver import Client
-    from clickhouse_driver.util.helpers import parse_url
-
-    from camcount.stack import clickhouse_database
-
-    host, kwargs = parse_url(settings.clickhouse_url())
-    return Client(host, **{**kwargs, "database": clickhouse_database(settings)})
 
 
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
@@ -92,7 +83,7 @@ def build_report_for(settings: Settings, name: str | None):
     from experiments.store import load_samples, load_shadow_samples
 
     experiment = _experiment(settings, name)
-    client = _clickhouse(settings)
+    client = clickhouse_client(settings)
     return build_report(experiment, load_samples(client, experiment), load_shadow_samples(client, experiment))
 
 
@@ -136,7 +127,7 @@ def cmd_guard(settings: Settings, args: argparse.Namespace) -> int:
     from experiments.guardrails import GuardrailMonitor
 
     store = _store(settings)
-    client = _clickhouse(settings)
+    client = clickhouse_client(settings)
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

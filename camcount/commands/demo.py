@@ -17,10 +17,9 @@ from pathlib import Path
 
 import cv2
 import redis
-from clickhouse_driver import Client
-from clickhouse_driver.util.helpers import parse_url
 
 from camcount.settings import Settings
+from camcount.stack import clickhouse_client
 from sinks.redis_live import read_camera
 
 
@@ -44,8 +43,7 @@ def _fresh_demo_database(settings: Settings) -> None:
     """Each demo run starts from an empty database of its own, so its tables show this run only."""
     from camcount.stack import apply_clickhouse_ddl, quote_identifier
 
-    host, options = parse_url(settings.clickhouse_url())
-    Client(host, **{**options, "database": "default"}).execute(
+    clickhouse_client(settings, database="default").execute(
         f"DROP DATABASE IF EXISTS {quote_identifier(DEMO_DATABASE)}")
     apply_clickhouse_ddl(settings.clickhouse_url(), DEMO_DATABASE)
 
@@ -151,7 +149,7 @@ def _run_experiment(settings: Settings, footage: Path, logs: Path, workers: dict
     time.sleep(1)  # ingestors read the active experiment when they start
     ingestors = [_spawn(["ingest", "--camera-id", camera, "--source", str(footage), "--fps", str(AB_FPS),
                          "--max-frames", str(AB_FRAMES)], logs / f"ingest-{camera}.log") for camera in AB_CAMERAS]
-    client = Client.from_url(settings.clickhouse_url())
+    client = clickhouse_client(settings)
     goal = len(AB_CAMERAS) * AB_FRAMES
     deadline = time.monotonic() + timeout_s
     try:
@@ -191,7 +189,7 @@ def _print_report(settings: Settings, name: str) -> None:
 def _wait_for_pipeline(settings: Settings, cameras: list[str], frames_per_camera: int,
                        workers: dict[str, subprocess.Popen], ingestors: list[subprocess.Popen],
                        timeout_s: float) -> None:
-    client = Client.from_url(settings.clickhouse_url())
+    client = clickhouse_client(settings)
     live = redis.Redis.from_url(settings.redis_url())
     deadline = time.monotonic() + timeout_s
     last_line = ""
@@ -225,7 +223,7 @@ def _wait_for_pipeline(settings: Settings, cameras: list[str], frames_per_camera
 
 
 def _print_counts(settings: Settings) -> None:
-    client = Client.from_url(settings.clickhouse_url())
+    client = clickhouse_client(settings)
     rows = client.execute(
         "SELECT minute, camera_id, line, class_name, direction, model_version, sum(crossings) "
         "FROM counts_per_minute GROUP BY minute, camera_id, line, class_name, direction, model_version "

