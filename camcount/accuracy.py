@@ -48,10 +48,10 @@ def run_accuracy(
     ``tracker`` holds TrackerConfig field overrides, ``min_distance_px`` overrides the line's hysteresis;
     ``conf`` defaults to the tracker's ``low_threshold``, ``iou`` to the model manifest's NMS threshold.
     """
-    from camcount.offline import INGEST_JPEG_QUALITY, analyze, load_detector_for_analysis
+    from camcount.model_loading import load_detector
+    from camcount.offline import INGEST_JPEG_QUALITY, analyze
     from counting.config import CameraConfig, LineConfig, TrackerConfig
     from counting.evaluation import evaluate, load_line_truth
-    from models.registry import open_registry
     from producers.sources import FrameSource
 
     truth = load_line_truth(truth_path, line)
@@ -62,8 +62,7 @@ def run_accuracy(
     config = CameraConfig(camera_id="accuracy", lines=[line_config], tracker=TrackerConfig(**(tracker or {})))
     detection_conf = config.tracker.low_threshold if conf is None else conf
     reference = model_ref or settings.model.reference
-    registry = open_registry(settings.model_registry(), settings.home / "cache" / "registry")
-    detector = load_detector_for_analysis(registry, reference, settings.model.providers, batch_size)
+    detector = load_detector(settings, reference, max_batch=batch_size)
     started = time.monotonic()
     result = analyze(FrameSource(str(footage)), config, detector, batch_size=batch_size,
                      jpeg_quality=INGEST_JPEG_QUALITY, conf=detection_conf, iou=iou)

@@ -21,7 +21,6 @@ from counting.config import CameraConfig
 from counting.engine import CameraCounter
 from counting.lines import CrossingEvent
 from models.detector import Detector
-from models.registry import ModelRegistry
 from producers.sources import FrameSource, SourceFrame
 
 log = logging.getLogger(__name__)
@@ -135,8 +134,3 @@ def analyze(
         if progress is not None:
             progress(result.frames, time.monotonic() - started)
     return result
-
-
-def load_detector_for_analysis(registry: ModelRegistry, reference: str, providers: list[str] | None,
-                               batch_size: int) -> Detector:
-    return Detector.load(registry, reference, providers=providers, max_batch=batch_size)

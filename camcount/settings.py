@@ -142,6 +142,14 @@ class Settings(BaseSettings):
     def model_registry(self) -> str:
         return self.model.registry or str(self.home / "models")
 
+    def registry_cache_dir(self) -> Path:
+        """Where models fetched from an s3:// registry are kept."""
+        return self.home / "cache" / "registry"
+
+    def runtime_cache_dir(self) -> Path:
+        """Where ONNX Runtime keeps TensorRT engines and optimised CPU graphs between model loads."""
+        return self.home / "cache" / "ort"
+
     def namespaced(self, suffix: str, partitions: int | None = None) -> "Settings":
         """A copy whose topics, consumer group, Faust app id, ClickHouse database and Redis keys carry ``suffix``.
 

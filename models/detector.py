@@ -95,9 +95,13 @@ class Detector:
         cache_dir: Path | None = None,
         intra_op_threads: int | None = None,
     ) -> "Detector":
-        """Detector for ``model`` (from a registry, or a path + manifest); verifies its sha256 first."""
+        """Detector for ``model`` (from a registry, or a path + manifest); verifies its sha256 first.
+
+        ``cache_dir`` keeps TensorRT engines and optimised CPU graphs between loads (see models.runtime).
+        """
         verify_checksum(model)
-        session = create_session(model.path, providers, cache_dir, intra_op_threads)
+        session = create_session(model.path, providers, cache_dir, intra_op_threads,
+                                 weights_sha256=model.manifest.sha256)
         detector = cls(model, session, max_batch)
         if warmup:
             detector.warmup()
@@ -137,6 +141,7 @@ class Detector:
             "name": self.name,
             "version": self.version,
             "provider": self.provider,
+            "graph_cache": self._session.graph_cache,
             "warmup_ms": self._warmup_ms,
         }
         if self._error is not None:

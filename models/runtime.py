@@ -12,6 +12,7 @@ from typing import Any
 import onnxruntime as ort
 
 from models.errors import ModelLoadError, OutputFormatMismatch
+from models.graph_cache import OptimizedGraphCache
 from models.manifest import ModelManifest
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class SessionInfo:
 
     ``provider`` is ``session.get_providers()[0]``, the provider that was really initialised, not the one asked for.
     ``input_shape`` holds ints for static dimensions and strings/None for dynamic ones.
+    ``graph_cache`` says where the optimised CPU graph came from: ``hit``, ``stored``, ``uncached`` (cache directory
+    not writable) or ``off`` (no cache asked for, or a GPU provider, which keeps its own TensorRT engine cache).
     """
 
     session: ort.InferenceSession
@@ -45,6 +48,7 @@ class SessionInfo:
     input_name: str
     input_shape: tuple[int | str | None, ...]
     output_names: tuple[str, ...]
+    graph_cache: str = "off"
 
 
 def physical_cores() -> int:
@@ -110,10 +114,13 @@ def create_session(
     providers: list[str] | None = None,
     cache_dir: Path | None = None,
     intra_op_threads: int | None = None,
+    weights_sha256: str | None = None,
 ) -> SessionInfo:
     """Create an inference session on the first usable provider of ``providers``.
 
-    ``providers`` defaults to TensorRT (fp16, engines cached under ``cache_dir``) -> CUDA -> CPU. Providers that
+    ``providers`` defaults to TensorRT (fp16, engines cached under ``cache_dir``) -> CUDA -> CPU. A CPU-only
+    session with ``cache_dir`` and ``weights_sha256`` given reuses (or stores) its optimised graph under
+    ``cache_dir/cpu-graphs``. Providers that
     ONNX Runtime does not list, or whose libraries cannot load, are skipped; CPU is always the last resort. The
     provider really used is read back from the session and logged in one line (WARNING when it is not the first
     choice, with the reasons). Raises ModelLoadError when no session can be created.
@@ -132,7 +139,9 @@ def create_session(
     if CPU not in candidates:
         candidates.append(CPU)
 
-    session = _try_session(onnx_path, candidates, cache_dir, intra_op_threads, skipped)
+    graph_cache = OptimizedGraphCache(cache_dir / "cpu-graphs") if cache_dir and weights_sha256 else None
+    session, graph_cache_use = _try_session(onnx_path, candidates, cache_dir, intra_op_threads, skipped,
+                                            graph_cache, weights_sha256)
     used = session.get_providers()[0]
     if used != wanted[0]:
         failed = [p for p in candidates if p not in session.get_providers() and p != CPU]
@@ -150,6 +159,7 @@ def create_session(
         input_name=model_input.name,
         input_shape=tuple(model_input.shape),
         output_names=tuple(o.name for o in session.get_outputs()),
+        graph_cache=graph_cache_use,
     )
 
 
@@ -159,13 +169,21 @@ def _try_session(
     cache_dir: Path | None,
     intra_op_threads: int | None,
     skipped: list[str],
-) -> ort.InferenceSession:
-    """Session on ``candidates``; if a GPU provider makes creation throw, retry on CPU alone and record why."""
+    graph_cache: OptimizedGraphCache | None,
+    weights_sha256: str | None,
+) -> tuple[ort.InferenceSession, str]:
+    """Session on ``candidates`` and its graph-cache use; if a GPU provider makes creation throw, retry on CPU
+    alone and record why."""
     provider_list = [(p, _provider_options(p, cache_dir)) for p in candidates]
+
+    def make_session(path: str, options: ort.SessionOptions) -> ort.InferenceSession:
+        return ort.InferenceSession(path, sess_options=options, providers=provider_list)
+
+    options = _session_options(intra_op_threads)
     try:
-        return ort.InferenceSession(
-            str(onnx_path), sess_options=_session_options(intra_op_threads), providers=provider_list
-        )
+        if candidates == [CPU] and graph_cache is not None and weights_sha256 is not None:
+            return graph_cache.session(onnx_path, weights_sha256, make_session, options)
+        return make_session(str(onnx_path), options), "off"
     except Exception as exc:  # onnxruntime raises several unrelated exception types
         if candidates == [CPU]:
             raise ModelLoadError(
@@ -173,7 +191,7 @@ def _try_session(
                 "(re-export or re-register it)"
             ) from exc
         skipped.append(f"{', '.join(p for p in candidates if p != CPU)}: {exc}")
-        return _try_session(onnx_path, [CPU], cache_dir, intra_op_threads, skipped)
+        return _try_session(onnx_path, [CPU], cache_dir, intra_op_threads, skipped, graph_cache, weights_sha256)
 
 
 def check_input_shape(info: SessionInfo, manifest: ModelManifest) -> None:

@@ -36,11 +36,11 @@ def _experiment(settings: Settings, name: str | None):
 
 
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
-    from camcount.commands.models import registry_of
+    from camcount.model_loading import open_model_registry
     from experiments.config import load_experiment
 
     experiment = load_experiment(yaml.safe_load(Path(args.file).read_text()))
-    registry = registry_of(settings)
+    registry = open_model_registry(settings)
     for variant in experiment.variants:  # refuse before any camera is switched to a model that isn't there
         registry.verify(variant.model)
     started = _store(settings).start(experiment)
@@ -101,7 +101,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
     from camcount.cli import UserError
-    from camcount.commands.models import registry_of
+    from camcount.model_loading import open_model_registry
 
     report = build_report_for(settings, args.name)
     variant_name = args.variant or report.promote
@@ -110,8 +110,9 @@ def cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
                         "(use --variant NAME --force to promote anyway)")
     experiment = _experiment(settings, args.name)
     variant = experiment.variant(variant_name)
-    model = registry_of(settings).verify(variant.model)
-    registry_of(settings).promote(model.manifest.name, model.manifest.version)
+    registry = open_model_registry(settings)
+    model = registry.verify(variant.model)
+    registry.promote(model.manifest.name, model.manifest.version)
     print(f"{model.manifest.name}@production -> {model.manifest.version} (variant {variant.name} of "
           f"{experiment.name}); running workers swap it in within {settings.inference.model_poll_s:g} s")
     if variant.confidence_threshold is not None or variant.nms_threshold is not None:

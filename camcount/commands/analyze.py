@@ -11,16 +11,14 @@ from camcount.settings import Settings
 
 
 def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
-    from camcount.offline import INGEST_JPEG_QUALITY, analyze, load_detector_for_analysis
+    from camcount.model_loading import load_detector
+    from camcount.offline import INGEST_JPEG_QUALITY, analyze
     from counting.config import load_camera_configs
-    from models.registry import open_registry
     from producers.sources import FrameSource
 
     source = FrameSource(args.source)
     config = load_camera_configs(args.config).for_camera(args.camera_id)
-    registry = open_registry(settings.model_registry(), settings.home / "cache" / "registry")
-    detector = load_detector_for_analysis(registry, args.model or settings.model.reference,
-                                          settings.model.providers, args.batch)
+    detector = load_detector(settings, args.model, max_batch=args.batch)
     total = source.frame_count()
 
     def progress(done: int, elapsed: float) -> None:

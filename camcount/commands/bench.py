@@ -63,15 +63,11 @@ def positive_int(text: str) -> int:
 
 # --- bench model ----------------------------------------------------------------------------------------------
 def cmd_bench_model(settings: Settings, args: argparse.Namespace) -> int:
+    from camcount.model_loading import load_detector
     from models.benchmark import bench_model
-    from models.detector import Detector
-    from models.registry import open_registry
 
     frames = sample_frames(args.source or default_video(settings), args.frames)
-    detector = Detector.load(open_registry(settings.model_registry(), settings.home / "cache" / "registry"),
-                             args.model or settings.model.reference,
-                             providers=settings.model.providers, max_batch=max(args.batch),
-                             intra_op_threads=args.threads)
+    detector = load_detector(settings, args.model, max_batch=max(args.batch), intra_op_threads=args.threads)
     figures = bench_model(detector, frames, args.batch, args.iterations)
     if args.json:
         print(json.dumps({"model": f"{detector.name}@{detector.version}", "precision": detector.manifest.precision,

@@ -118,12 +118,13 @@ def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: 
 def _run_experiment(settings: Settings, footage: Path, logs: Path, workers: dict[str, subprocess.Popen],
                     timeout_s: float) -> str:
     """Quantizes the default model (once), runs an fp32-vs-int8 experiment on six cameras and stops it."""
-    from camcount.commands.models import DEFAULT_MODEL, DEFAULT_VERSION, registry_of
+    from camcount.commands.models import DEFAULT_MODEL, DEFAULT_VERSION
+    from camcount.model_loading import open_model_registry
     from experiments.config import load_experiment
     from experiments.store import ExperimentStore
     from models.errors import ModelNotFound
 
-    registry = registry_of(settings)
+    registry = open_model_registry(settings)
     try:
         registry.verify(f"{DEFAULT_MODEL}@{INT8_VERSION}")
     except ModelNotFound:

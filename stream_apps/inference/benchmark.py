@@ -25,10 +25,10 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from camcount.kafka_config import consumer_config, producer_config
+from camcount.model_loading import load_detector
 from camcount.settings import Settings
 from camcount.stack import LocalStack, create_topics
 from models.detector import Detector
-from models.registry import open_registry
 from producers.sources import FrameSource, Pacer
 from schemas import DETECTIONS, FRAME, headers_dict
 from stream_apps.inference.routing import RouteTable
@@ -129,8 +129,7 @@ def _run_worker(
 
 def bench_pipeline(settings: Settings, footage: Path, frames: int, batch: int, load: float = 0.8) -> PipelineFigures:
     LocalStack(settings).up()
-    registry = open_registry(settings.model_registry(), settings.home / "cache" / "registry")
-    detector = Detector.load(registry, settings.model.reference, providers=settings.model.providers, max_batch=batch)
+    detector = load_detector(settings, max_batch=batch)
     jpegs = _jpeg_frames(footage, frames)
     threads = settings.inference.decode_threads
     _in_process_fps(detector, jpegs[: batch * 2], batch, threads)  # warm caches like the worker's warm-up

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
+from camcount.model_loading import load_registered_model, open_model_registry
 from camcount.settings import Settings
 from experiments.assignment import should_shadow
 from experiments.config import Experiment
 from experiments.store import ExperimentNotFound, ExperimentStore
 from models.detector import Detector
-from models.registry import RegisteredModel, open_registry
+from models.registry import RegisteredModel
 from models.watcher import ModelWatcher
 from stream_apps.inference.frames import BadFrame, FrameErrorCode
 
@@ -141,12 +142,10 @@ class RouteTable:
 
 
 def load_routes(settings: Settings) -> RouteTable:
-    registry = open_registry(settings.model_registry(), settings.home / "cache" / "registry")
-    cache_dir = settings.home / "cache" / "ort"
+    registry = open_model_registry(settings)
 
     def load(model: RegisteredModel) -> Detector:
-        return Detector.from_model(model, providers=settings.model.providers,
-                                   max_batch=settings.inference.max_batch, cache_dir=cache_dir)
+        return load_registered_model(settings, model, settings.inference.max_batch)
 
     production = load(registry.resolve(settings.model.reference))
     log.info("serving %s@%s on %s for frames without an experiment", production.name, production.version,

@@ -1,0 +1,98 @@
+"""On-disk cache of ONNX Runtime's optimised CPU graphs, so a worker restart or hot swap skips graph optimisation."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import onnxruntime as ort
+
+logger = logging.getLogger(__name__)
+
+
+def cpu_signature() -> str:
+    """Short hash of what ORT's CPU optimisations depend on: architecture, CPU model and instruction-set flags."""
+    parts = [platform.machine()]
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        parts.append(platform.processor())
+    else:
+        seen: set[str] = set()
+        for line in cpuinfo.splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "flags", "Features", "CPU part") and key not in seen:
+                seen.add(key)
+                parts.append(f"{key}={value.strip()}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+class OptimizedGraphCache:
+    """Optimised CPU graphs under ``directory``, one file per (weights sha256, ONNX Runtime version, CPU).
+
+    Invariant: a cached graph is only ever loaded for the exact weights it was built from, by the ONNX Runtime
+    version that built it, on a CPU with the same model and instruction-set flags (ORT_ENABLE_ALL bakes layout
+    choices such as NCHWc blocking for the host's vector width into the graph). Files appear atomically (written
+    under a temporary name, then renamed), so concurrent workers never read a partial graph; a cached file that
+    fails to load is deleted, and the session is built from the original model and cached again.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def path_for(self, weights_sha256: str) -> Path:
+        return self.directory / f"{weights_sha256[:32]}-ort{ort.__version__}-cpu{cpu_signature()}.onnx"
+
+    def session(
+        self,
+        onnx_path: Path,
+        weights_sha256: str,
+        make_session: Callable[[str, ort.SessionOptions], ort.InferenceSession],
+        options: ort.SessionOptions,
+    ) -> tuple[ort.InferenceSession, str]:
+        """A session for ``onnx_path`` and how it was made: ``hit`` (cached graph), ``stored`` or ``uncached``.
+
+        ``make_session(path, options)`` creates the session; ``options`` carry the caller's threads and logging.
+        ``uncached`` means the cache directory could not be written: the session is fine, only slower to create.
+        """
+        cached = self.path_for(weights_sha256)
+        if cached.is_file():
+            try:
+                session = make_session(str(cached), _without_optimisation(options))
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated exception types
+                logger.warning("cached optimised graph %s does not load (%s); rebuilding it", cached, exc)
+                cached.unlink(missing_ok=True)
+            else:
+                return session, "hit"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(prefix=f".{cached.name}.", suffix=".onnx", dir=self.directory)
+            os.close(fd)
+        except OSError as exc:
+            logger.warning("cannot cache optimised graphs in %s (%s); sessions will optimise on every load",
+                           self.directory, exc)
+            return make_session(str(onnx_path), options), "uncached"
+        try:
+            options.optimized_model_filepath = temporary
+            session = make_session(str(onnx_path), options)
+            os.replace(temporary, cached)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+        return session, "stored"
+
+
+def _without_optimisation(options: ort.SessionOptions) -> ort.SessionOptions:
+    """Copy of the threading/logging options with graph optimisation off: the cached graph is already optimised."""
+    copy = ort.SessionOptions()
+    copy.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    copy.execution_mode = options.execution_mode
+    copy.intra_op_num_threads = options.intra_op_num_threads
+    copy.inter_op_num_threads = options.inter_op_num_threads
+    copy.log_severity_level = options.log_severity_level
+    return copy
