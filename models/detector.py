@@ -101,7 +101,7 @@ class Detector:
         """
         verify_checksum(model)
         session = create_session(model.path, providers, cache_dir, intra_op_threads,
-                                 weights_sha256=model.manifest.sha256)
+                                 weights_sha256=model.manifest.sha256, max_batch=max_batch)
         detector = cls(model, session, max_batch)
         if warmup:
             detector.warmup()

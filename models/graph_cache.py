@@ -64,7 +64,7 @@ class OptimizedGraphCache:
         cached = self.path_for(weights_sha256)
         if cached.is_file():
             try:
-                session = make_session(str(cached), _without_optimisation(options))
+                session = make_session(str(cached), _copy(options, ort.GraphOptimizationLevel.ORT_DISABLE_ALL))
             except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated exception types
                 logger.warning("cached optimised graph %s does not load (%s); rebuilding it", cached, exc)
                 cached.unlink(missing_ok=True)
@@ -79,18 +79,19 @@ class OptimizedGraphCache:
                            self.directory, exc)
             return make_session(str(onnx_path), options), "uncached"
         try:
-            options.optimized_model_filepath = temporary
-            session = make_session(str(onnx_path), options)
+            storing = _copy(options, options.graph_optimization_level)
+            storing.optimized_model_filepath = temporary
+            session = make_session(str(onnx_path), storing)
             os.replace(temporary, cached)
         finally:
             Path(temporary).unlink(missing_ok=True)
         return session, "stored"
 
 
-def _without_optimisation(options: ort.SessionOptions) -> ort.SessionOptions:
-    """Copy of the threading/logging options with graph optimisation off: the cached graph is already optimised."""
+def _copy(options: ort.SessionOptions, level: ort.GraphOptimizationLevel) -> ort.SessionOptions:
+    """The threading and logging choices of ``options`` with optimisation ``level`` (off for a cached graph)."""
     copy = ort.SessionOptions()
-    copy.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    copy.graph_optimization_level = level
     copy.execution_mode = options.execution_mode
     copy.intra_op_num_threads = options.intra_op_num_threads
     copy.inter_op_num_threads = options.inter_op_num_threads

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnx
 import onnxruntime as ort
 
 from models.errors import ModelLoadError, OutputFormatMismatch
@@ -83,9 +84,30 @@ def _provider_library_error(provider: str) -> str | None:
     return None
 
 
-def _provider_options(provider: str, cache_dir: Path | None) -> dict[str, Any]:
+def tensorrt_batch_profile(onnx_path: Path, max_batch: int) -> dict[str, str]:
+    """TensorRT optimisation profile options covering batch sizes 1..``max_batch`` (optimised for ``max_batch``).
+
+    Without an explicit profile TensorRT builds its engine for the shapes it has seen and builds again, which takes
+    seconds to minutes on a GPU, whenever the dynamic batcher forms a batch outside that range. Empty when the
+    model's batch dimension is static or another input dimension is dynamic (TensorRT then sizes engines itself).
+    """
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    initializers = {tensor.name for tensor in graph.initializer}
+    model_input = next(value for value in graph.input if value.name not in initializers)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in model_input.type.tensor_type.shape.dim]
+    if len(dims) < 2 or dims[0] is not None or None in dims[1:]:
+        return {}
+    rest = "x".join(str(d) for d in dims[1:])
+    return {
+        "trt_profile_min_shapes": f"{model_input.name}:1x{rest}",
+        "trt_profile_opt_shapes": f"{model_input.name}:{max_batch}x{rest}",
+        "trt_profile_max_shapes": f"{model_input.name}:{max_batch}x{rest}",
+    }
+
+
+def _provider_options(provider: str, cache_dir: Path | None, tensorrt_profile: dict[str, str]) -> dict[str, Any]:
     if provider == TENSORRT:
-        options: dict[str, Any] = {"trt_fp16_enable": True}
+        options: dict[str, Any] = {"trt_fp16_enable": True, **tensorrt_profile}
         if cache_dir is not None:
             trt_cache = cache_dir / "tensorrt"
             trt_cache.mkdir(parents=True, exist_ok=True)
@@ -115,15 +137,16 @@ def create_session(
     cache_dir: Path | None = None,
     intra_op_threads: int | None = None,
     weights_sha256: str | None = None,
+    max_batch: int | None = None,
 ) -> SessionInfo:
     """Create an inference session on the first usable provider of ``providers``.
 
-    ``providers`` defaults to TensorRT (fp16, engines cached under ``cache_dir``) -> CUDA -> CPU. A CPU-only
-    session with ``cache_dir`` and ``weights_sha256`` given reuses (or stores) its optimised graph under
-    ``cache_dir/cpu-graphs``. Providers that
-    ONNX Runtime does not list, or whose libraries cannot load, are skipped; CPU is always the last resort. The
-    provider really used is read back from the session and logged in one line (WARNING when it is not the first
-    choice, with the reasons). Raises ModelLoadError when no session can be created.
+    ``providers`` defaults to TensorRT (fp16, engines cached under ``cache_dir``, one optimisation profile for
+    batches 1..``max_batch``) -> CUDA -> CPU. A CPU-only session with ``cache_dir`` and ``weights_sha256`` given
+    reuses (or stores) its optimised graph under ``cache_dir/cpu-graphs``. Providers that ONNX Runtime does not
+    list, or whose libraries cannot load, are skipped; CPU is always the last resort. The provider really used is
+    read back from the session and logged in one line (WARNING when it is not the first choice, with the reasons).
+    Raises ModelLoadError when no session can be created.
     """
     wanted = list(providers) if providers else list(DEFAULT_PROVIDERS)
     available = set(ort.get_available_providers())
@@ -139,9 +162,20 @@ def create_session(
     if CPU not in candidates:
         candidates.append(CPU)
 
-    graph_cache = OptimizedGraphCache(cache_dir / "cpu-graphs") if cache_dir and weights_sha256 else None
-    session, graph_cache_use = _try_session(onnx_path, candidates, cache_dir, intra_op_threads, skipped,
-                                            graph_cache, weights_sha256)
+    profile = tensorrt_batch_profile(onnx_path, max_batch) if TENSORRT in candidates and max_batch else {}
+    cpu_graphs = OptimizedGraphCache(cache_dir / "cpu-graphs") if cache_dir and weights_sha256 else None
+    attempt = _SessionAttempt(onnx_path, _session_options(intra_op_threads), cache_dir, profile, cpu_graphs,
+                              weights_sha256)
+    try:
+        session, graph_cache = attempt.on(candidates)
+    except Exception as exc:  # onnxruntime raises several unrelated exception types
+        if candidates == [CPU]:
+            raise _load_error(onnx_path, exc) from exc
+        skipped.append(f"{', '.join(p for p in candidates if p != CPU)}: {exc}")
+        try:
+            session, graph_cache = attempt.on([CPU])
+        except Exception as cpu_exc:  # noqa: BLE001 - as above
+            raise _load_error(onnx_path, cpu_exc) from cpu_exc
     used = session.get_providers()[0]
     if used != wanted[0]:
         failed = [p for p in candidates if p not in session.get_providers() and p != CPU]
@@ -159,39 +193,38 @@ def create_session(
         input_name=model_input.name,
         input_shape=tuple(model_input.shape),
         output_names=tuple(o.name for o in session.get_outputs()),
-        graph_cache=graph_cache_use,
+        graph_cache=graph_cache,
     )
 
 
-def _try_session(
-    onnx_path: Path,
-    candidates: list[str],
-    cache_dir: Path | None,
-    intra_op_threads: int | None,
-    skipped: list[str],
-    graph_cache: OptimizedGraphCache | None,
-    weights_sha256: str | None,
-) -> tuple[ort.InferenceSession, str]:
-    """Session on ``candidates`` and its graph-cache use; if a GPU provider makes creation throw, retry on CPU
-    alone and record why."""
-    provider_list = [(p, _provider_options(p, cache_dir)) for p in candidates]
+@dataclass(frozen=True)
+class _SessionAttempt:
+    """Everything but the provider list that creating one model's session needs."""
 
-    def make_session(path: str, options: ort.SessionOptions) -> ort.InferenceSession:
-        return ort.InferenceSession(path, sess_options=options, providers=provider_list)
+    onnx_path: Path
+    options: ort.SessionOptions
+    cache_dir: Path | None
+    tensorrt_profile: dict[str, str]
+    cpu_graphs: OptimizedGraphCache | None
+    weights_sha256: str | None
 
-    options = _session_options(intra_op_threads)
-    try:
-        if candidates == [CPU] and graph_cache is not None and weights_sha256 is not None:
-            return graph_cache.session(onnx_path, weights_sha256, make_session, options)
-        return make_session(str(onnx_path), options), "off"
-    except Exception as exc:  # onnxruntime raises several unrelated exception types
-        if candidates == [CPU]:
-            raise ModelLoadError(
-                f"ONNX Runtime cannot load {onnx_path}: {exc}. Check that the file is a valid ONNX model "
-                "(re-export or re-register it)"
-            ) from exc
-        skipped.append(f"{', '.join(p for p in candidates if p != CPU)}: {exc}")
-        return _try_session(onnx_path, [CPU], cache_dir, intra_op_threads, skipped, graph_cache, weights_sha256)
+    def on(self, candidates: list[str]) -> tuple[ort.InferenceSession, str]:
+        """Session on ``candidates`` and where its optimised graph came from (see SessionInfo.graph_cache)."""
+        provider_list = [(p, _provider_options(p, self.cache_dir, self.tensorrt_profile)) for p in candidates]
+
+        def make_session(path: str, options: ort.SessionOptions) -> ort.InferenceSession:
+            return ort.InferenceSession(path, sess_options=options, providers=provider_list)
+
+        if candidates == [CPU] and self.cpu_graphs is not None and self.weights_sha256 is not None:
+            return self.cpu_graphs.session(self.onnx_path, self.weights_sha256, make_session, self.options)
+        return make_session(str(self.onnx_path), self.options), "off"
+
+
+def _load_error(onnx_path: Path, exc: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"ONNX Runtime cannot load {onnx_path}: {exc}. Check that the file is a valid ONNX model "
+        "(re-export or re-register it)"
+    )
 
 
 def check_input_shape(info: SessionInfo, manifest: ModelManifest) -> None:

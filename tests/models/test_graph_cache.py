@@ -25,6 +25,10 @@ def toy_model(path: Path, offset: float) -> tuple[Path, str]:
     return path, sha256_file(path)
 
 
+def expected_output(offset: float) -> np.ndarray:
+    return np.broadcast_to(IMAGES.mean(axis=(1, 2, 3))[:, None, None] * 2 + offset, (2, 2, 6))
+
+
 def run(path: Path, sha256: str, cache_dir: Path) -> tuple[str, np.ndarray]:
     info = create_session(path, [CPU], cache_dir=cache_dir, weights_sha256=sha256)
     return info.graph_cache, info.session.run(None, {info.input_name: IMAGES})[0]
@@ -59,7 +63,7 @@ def test_models_with_other_weights_never_share_a_cached_graph(tmp_path: Path) ->
     use, output = run(other, other_sha, tmp_path / "cache")
 
     assert use == "stored"
-    np.testing.assert_allclose(output[..., 0], np.broadcast_to(IMAGES.mean(axis=(1, 2, 3))[:, None], (2, 2)) * 2 + 3.0, rtol=1e-5)
+    np.testing.assert_allclose(output, expected_output(3.0), rtol=1e-5)
 
 
 def test_a_corrupt_cached_graph_is_replaced_by_a_fresh_one(tmp_path: Path) -> None:
@@ -72,7 +76,7 @@ def test_a_corrupt_cached_graph_is_replaced_by_a_fresh_one(tmp_path: Path) -> No
 
     assert use == "stored"
     assert run(path, sha256, tmp_path / "cache")[0] == "hit"
-    np.testing.assert_allclose(output[..., 0], np.broadcast_to(IMAGES.mean(axis=(1, 2, 3))[:, None], (2, 2)) * 2 + 0.5, rtol=1e-5)
+    np.testing.assert_allclose(output, expected_output(0.5), rtol=1e-5)
 
 
 def test_an_unwritable_cache_directory_still_gives_a_working_session(tmp_path: Path) -> None:
