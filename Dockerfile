@@ -8,7 +8,7 @@
 #                --build-arg CUDA_WHEELS=0 -t camcount:cuda .
 #
 # Default base python:3.11-slim: the CUDA and cuDNN user-space libraries come from NVIDIA's pip wheels
-# (onnxruntime-gpu[cuda,cudnn]), the driver from the NVIDIA container toolkit at run time (the host
+# (onnxruntime-gpu[cuda,cudnn]; models.runtime preloads them), the driver from the NVIDIA container toolkit at run time (the host
 # driver must support the CUDA major version onnxruntime-gpu was built for). A nvidia/cuda *-cudnn-runtime
 # base brings those libraries from the OS instead (CUDA_WHEELS=0); it must ship python3 >= 3.11
 # (Ubuntu 24.04 does; python3-venv is installed here when missing).

@@ -109,8 +109,23 @@ class Detector:
             detector._state = "ready"
         return detector
 
+    def warmup_batch_sizes(self) -> list[int]:
+        """Batch sizes the warm-up runs, largest first so memory arenas grow once.
+
+        A full batch and a single frame on CPU, which catches models that only run at one batch size at load time,
+        not mid-stream. Every size from ``max_batch`` down to 1 on a GPU, where the first run of each input shape
+        pays for cuDNN's convolution algorithm search (or TensorRT's context set-up) and would otherwise stall
+        the first partial batch the dynamic batcher forms. Only the static size for a static-batch model.
+        """
+        if self._static_batch is not None:
+            return [self._static_batch]
+        if self._device != "cpu":
+            return list(range(self.max_batch, 0, -1))
+        return sorted({self.max_batch, 1}, reverse=True)
+
     def warmup(self) -> float:
-        """Run a synthetic full batch, check the output layout, mark ready; returns milliseconds taken.
+        """Run synthetic batches (``warmup_batch_sizes``), check the output layout, mark ready; returns milliseconds
+        taken.
 
         On failure the state becomes ``error`` and the exception is raised (ModelLoadError unless it is already a
         ModelError such as OutputFormatMismatch).
@@ -120,8 +135,9 @@ class Detector:
             frame = synthetic_frame()
             for index in range(self.max_batch):
                 self._preprocessor.fill(index, frame)
-            outputs = self._run(self.max_batch)
-            check_output_shape(outputs[0], self.manifest.format, self.manifest.num_classes, self.max_batch)
+            for batch_size in self.warmup_batch_sizes():
+                outputs = self._run(batch_size)
+                check_output_shape(outputs[0], self.manifest.format, self.manifest.num_classes, batch_size)
         except Exception as exc:
             self._state, self._error = "error", str(exc)
             if isinstance(exc, ModelError):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
+import importlib.util
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -69,6 +73,28 @@ def physical_cores() -> int:
             core_id = value
             cores.add((physical_id, core_id))
     return len(cores) or os.cpu_count() or 1
+
+
+@functools.cache
+def preload_cuda_wheels() -> bool:
+    """Load CUDA and cuDNN from NVIDIA's pip wheels (``onnxruntime-gpu[cuda,cudnn]``) when they are installed.
+
+    Without this the CUDA and TensorRT providers only find those libraries on the system loader path, so a
+    container built on a plain Python image with the wheels would silently run on CPU. Runs once per process
+    (loaded libraries are process-wide); returns whether the wheels were there. ONNX Runtime's helper prints its
+    findings, so they are sent to the debug log instead of stdout.
+    """
+    if importlib.util.find_spec("nvidia") is None:
+        return False
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # noqa: BLE001 - a failed preload only means the providers get skipped
+            logger.warning("could not preload CUDA libraries from the nvidia pip wheels: %s", exc)
+    for line in printed.getvalue().splitlines():
+        logger.debug("onnxruntime.preload_dlls: %s", line)
+    return True
 
 
 def _provider_library_error(provider: str) -> str | None:
@@ -149,6 +175,8 @@ def create_session(
     Raises ModelLoadError when no session can be created.
     """
     wanted = list(providers) if providers else list(DEFAULT_PROVIDERS)
+    if any(GPU_DEVICES.get(provider) for provider in wanted):
+        preload_cuda_wheels()
     available = set(ort.get_available_providers())
     skipped: list[str] = []
     candidates: list[str] = []

@@ -139,6 +139,20 @@ def test_load_of_an_unknown_model_is_not_found(registry: ModelRegistry) -> None:
         Detector.load(registry, "missing@1.0.0", providers=CPU_ONLY)
 
 
+def test_a_model_that_only_runs_full_batches_is_refused_at_load_not_mid_stream(tmp_path: Path) -> None:
+    path = write_brightness_model(tmp_path / "batch4.onnx", objectness_shape=[4, 1, 1])  # declares batch "N"
+    manifest = ModelManifest(**manifest_fields(), sha256=sha256_file(path), created_at=datetime.now(UTC))
+
+    with pytest.raises(ModelLoadError, match="warm-up"):
+        Detector.from_model(RegisteredModel(path, manifest), providers=CPU_ONLY, max_batch=4)
+
+
+def test_warm_up_on_cpu_runs_a_full_batch_and_a_single_frame(registry: ModelRegistry) -> None:
+    detector = Detector.load(registry, "bright", providers=CPU_ONLY, max_batch=6)
+
+    assert detector.warmup_batch_sizes() == [6, 1]
+
+
 def test_a_model_that_fails_its_full_batch_warm_up_is_a_load_error(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "registry")
     path = write_brightness_model(tmp_path / "batch1.onnx", objectness_shape=[1, 1, 1])
