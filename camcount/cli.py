@@ -54,18 +54,20 @@ def cmd_infer(settings: Settings, args: argparse.Namespace) -> int:
     import signal
 
     from camcount.ops_http import OpsServer
-    from stream_apps.inference.metrics import InferenceMetrics
+    from stream_apps.inference.metrics import InferenceMetrics, LoadedModelsCollector
     from stream_apps.inference.routing import load_routes
     from stream_apps.inference.worker import InferenceWorker
 
     metrics = InferenceMetrics()
     routes = load_routes(settings)
+    metrics.registry.register(LoadedModelsCollector(routes.detectors))
     worker = InferenceWorker(settings, routes, metrics)
     signal.signal(signal.SIGINT, worker.stop)
     signal.signal(signal.SIGTERM, worker.stop)
     ops = None
     if settings.inference.metrics_port:
-        ops = OpsServer(settings.inference.metrics_port, metrics.registry, worker.ready.is_set)
+        ops = OpsServer(settings.inference.metrics_port, metrics.registry, worker.ready.is_set,
+                        {"/models": routes.status})
         ops.start()
     try:
         stats = worker.run()

@@ -49,6 +49,8 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "camcount_inference_batch_size": ("histogram", set()),
     "camcount_consumer_lag": ("gauge", {"topic", "partition"}),
     "camcount_dead_letters_total": ("counter", {"code"}),
+    "camcount_model_info": ("gauge", {"model", "version", "provider", "state", "graph_cache"}),
+    "camcount_model_warmup_seconds": ("gauge", {"model", "version"}),
     "camcount_crossings_total": ("counter", {"camera", "line", "direction", "class"}),
     "camcount_count_frames_total": ("counter", {"camera"}),
     "camcount_count_late_frames_total": ("counter", {"camera"}),
@@ -595,6 +597,20 @@ def test_grafana_dashboard_queries_only_exported_metrics(dashboard):
     assert not errors, errors
 
 
+def test_metric_names_the_configs_are_checked_against_are_the_ones_the_processes_export():
+    from stream_apps.counting_app import CountingMetrics
+    from stream_apps.inference.metrics import InferenceMetrics, LoadedModelsCollector
+
+    inference = InferenceMetrics()
+    inference.registry.register(LoadedModelsCollector(lambda: []))
+    exported = {}
+    for registry in (inference.registry, CountingMetrics().registry):
+        for family in registry.collect():
+            exported[family.name + ("_total" if family.type == "counter" else "")] = family.type
+
+    assert exported == {name: kind for name, (kind, _) in METRICS.items()}
+
+
 def test_grafana_dashboard_has_required_panels(dashboard):
     exprs = " ".join(_prom_exprs(dashboard))
     required = {
@@ -602,6 +618,7 @@ def test_grafana_dashboard_has_required_panels(dashboard):
         "batch size": "camcount_inference_batch_size_",
         "consumer lag": "camcount_consumer_lag",
         "DLQ rate": "rate(camcount_dead_letters_total",
+        "loaded models": "camcount_model_info",
     }
     for stage in ("queue", "preprocess", "compute", "postprocess", "publish", "e2e"):
         required[f"{stage} latency"] = f"camcount_inference_{stage}_seconds_bucket"

@@ -5,7 +5,13 @@ Average batch size = rate(camcount_inference_frames_total{status="ok"}) / rate(c
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from models.detector import Detector
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -35,3 +41,28 @@ class InferenceMetrics:
                                     ("code",), registry=r)
         self.lag = Gauge("camcount_consumer_lag", "Messages behind the partition's high watermark",
                          ("topic", "partition"), registry=r)
+
+
+class LoadedModelsCollector(Collector):
+    """Scrape-time view of the models a worker has loaded, so dashboards show which version runs on which provider.
+
+    ``camcount_model_info`` is 1 per loaded model with its provider, state and graph-cache use as labels (a worker
+    that fell back to CPU shows it here); ``camcount_model_warmup_seconds`` is its last warm-up time.
+    """
+
+    def __init__(self, detectors: Callable[[], Sequence[Detector]]) -> None:
+        self._detectors = detectors
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        info = GaugeMetricFamily("camcount_model_info", "Loaded model versions (1 each), with provider and state",
+                                 labels=("model", "version", "provider", "state", "graph_cache"))
+        warmup = GaugeMetricFamily("camcount_model_warmup_seconds", "Last warm-up time of a loaded model",
+                                   labels=("model", "version"))
+        for detector in self._detectors():
+            status = detector.status()
+            info.add_metric([status["name"], status["version"], status["provider"], status["state"],
+                             status["graph_cache"]], 1)
+            if status["warmup_ms"] is not None:
+                warmup.add_metric([status["name"], status["version"]], status["warmup_ms"] / 1000)
+        yield info
+        yield warmup

@@ -86,7 +86,10 @@ class RouteTable:
             self._production = Route(swap.detector, *self._thresholds)
 
     def status(self) -> dict:
+        """What the worker's ``/models`` endpoint shows: the production model, every loaded model (production and
+        experiment variants), and the hot-swap watcher's state (the failure that keeps a version out, if any)."""
         return {"production": self.production.status(),
+                "loaded": [detector.status() for detector in self.detectors()],
                 "watcher": self._watcher.status() if self._watcher is not None else None}
 
     def route(self, experiment: str, variant: str) -> Route:
