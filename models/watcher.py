@@ -1,7 +1,9 @@
 """Hot swap: notice that a registry alias moved, load and warm the new version, hand it over between batches.
 
-Pure of Kafka and threads: the inference worker calls ``poll()`` between batches (every few seconds) and, when it
-returns a SwapResult, replaces its detector with ``result.detector`` before the next batch.
+Pure of Kafka: the inference worker calls ``poll()`` between batches (every few seconds) and, when it returns a
+SwapResult, replaces its detector with ``result.detector`` before the next batch. With ``background=True`` the
+load runs on its own thread, so a long one (a TensorRT engine build, a GPU warm-up of every batch size) never
+stalls the consumer loop past Kafka's ``max.poll.interval.ms``; the swap is handed over by a later ``poll``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +56,8 @@ class ModelWatcher:
     Invariants: the served version only changes through a successful ``load``; a failed version is not loaded
     again until the alias points elsewhere and back, or its backoff expires (``retry_after_s``, doubling per
     consecutive failure up to ``max_retry_after_s``); at most one failure is recorded, the current target's.
-    ``poll`` is meant for one caller; ``status`` may be read from any thread.
+    ``poll`` is meant for one caller; ``status`` may be read from any thread. In background mode at most one load
+    runs at a time; a swap is only returned once its load finished, for the version the alias named when it began.
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class ModelWatcher:
         retry_after_s: float = DEFAULT_RETRY_AFTER_S,
         max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = False,
     ) -> None:
         """``serving`` is the version already running (None: the first ``poll`` loads the alias's target)."""
         self._registry = registry
@@ -78,13 +83,21 @@ class ModelWatcher:
         self._target: str | None = serving
         self._failure: WatchFailure | None = None
         self._swaps = 0
+        self._background = background
+        self._loading: tuple[str, Future[Detector], float] | None = None
 
     @property
     def serving(self) -> str | None:
         return self._serving
 
     def poll(self) -> SwapResult | None:
-        """A new detector when the reference now resolves to another, loadable version; None otherwise."""
+        """A new detector when the reference now resolves to another, loadable version; None otherwise.
+
+        In background mode the poll that notices a new version starts its load and returns None; the first poll
+        after the load finished returns its result.
+        """
+        if self._loading is not None:
+            return self._collect_background_load()
         try:
             model = self._registry.resolve(self._reference)
         except ModelError as exc:
@@ -100,12 +113,43 @@ class ModelWatcher:
             if failure is not None and failure.version == version and self._clock() < failure.retry_at:
                 return None
         start = time.perf_counter()
+        if self._background:
+            future: Future[Detector] = Future()
+            threading.Thread(target=self._load_into, args=(model, future), name=f"model-load-{version}",
+                             daemon=True).start()
+            self._loading = (version, future, start)
+            logger.info("%s now resolves to %s: loading it in the background", self._reference, version)
+            return None
         try:
             detector = self._load(model)
         except Exception as exc:  # any load failure must leave the served model untouched
-            code, message = (exc.code, exc.message) if isinstance(exc, ModelError) else (ModelLoadError.code, str(exc))
-            self._fail(version, code, message)
+            self._fail_load(version, exc)
             return None
+        return self._swapped(detector, version, start)
+
+    def _load_into(self, model: RegisteredModel, future: Future[Detector]) -> None:
+        try:
+            future.set_result(self._load(model))
+        except Exception as exc:  # handed to the polling thread, which records it
+            future.set_exception(exc)
+
+    def _collect_background_load(self) -> SwapResult | None:
+        assert self._loading is not None
+        version, future, start = self._loading
+        if not future.done():
+            return None
+        self._loading = None
+        exc = future.exception()
+        if exc is not None:
+            self._fail_load(version, exc)
+            return None
+        return self._swapped(future.result(), version, start)
+
+    def _fail_load(self, version: str, exc: BaseException) -> None:
+        code, message = (exc.code, exc.message) if isinstance(exc, ModelError) else (ModelLoadError.code, str(exc))
+        self._fail(version, code, message)
+
+    def _swapped(self, detector: Detector, version: str, start: float) -> SwapResult:
         load_ms = (time.perf_counter() - start) * 1e3
         with self._lock:
             previous, self._serving = self._serving, version
@@ -124,6 +168,7 @@ class ModelWatcher:
                 "serving": self._serving,
                 "target": self._target,
                 "swaps": self._swaps,
+                "loading": self._loading[0] if self._loading is not None else None,
                 "error": None if failure is None else {
                     "version": failure.version,
                     "code": failure.code,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +218,71 @@ def test_an_alias_that_does_not_resolve_keeps_the_served_version_and_reports_mod
     assert watcher.poll() is None
     assert watcher.serving == "1.0.0" and watcher.status()["error"]["code"] == "MODEL_001"
     assert loader.versions == []
+
+
+class GatedLoader(CountingLoader):
+    """CountingLoader whose loads wait until ``release`` is set: a slow load (TensorRT engine build) on demand."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.fail = fail
+
+    def __call__(self, model: RegisteredModel) -> Detector:
+        self.release.wait(10)
+        if self.fail:
+            raise RuntimeError("engine build failed")
+        return super().__call__(model)
+
+
+def poll_until_settled(watcher: ModelWatcher, timeout_s: float = 10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = watcher.poll()
+        if result is not None or watcher.status()["loading"] is None:
+            return result
+        time.sleep(0.01)
+    raise AssertionError("background load did not finish")
+
+
+def test_in_background_mode_polls_return_at_once_while_the_new_version_loads(registry: ModelRegistry) -> None:
+    loader = GatedLoader()
+    watcher = ModelWatcher(registry, "fixed@production", loader, serving="1.0.0", background=True)
+    registry.promote("fixed", "1.1.0")
+
+    polls = [watcher.poll() for _ in range(3)]
+
+    assert polls == [None, None, None]
+    assert watcher.serving == "1.0.0" and watcher.status()["loading"] == "1.1.0"
+    loader.release.set()
+
+
+def test_in_background_mode_the_swap_is_handed_over_by_the_first_poll_after_the_load(
+    registry: ModelRegistry,
+) -> None:
+    loader = GatedLoader()
+    watcher = ModelWatcher(registry, "fixed@production", loader, serving="1.0.0", background=True)
+    registry.promote("fixed", "1.1.0")
+    watcher.poll()
+
+    loader.release.set()
+    result = poll_until_settled(watcher)
+
+    assert result is not None and (result.version, result.previous_version) == ("1.1.0", "1.0.0")
+    assert loader.versions == ["1.1.0"] and watcher.serving == "1.1.0"
+
+
+def test_in_background_mode_a_failed_load_keeps_the_served_version_and_reports_model_004(
+    registry: ModelRegistry,
+) -> None:
+    loader = GatedLoader(fail=True)
+    watcher = ModelWatcher(registry, "fixed@production", loader, serving="1.0.0", background=True)
+    registry.promote("fixed", "1.1.0")
+    watcher.poll()
+
+    loader.release.set()
+
+    assert poll_until_settled(watcher) is None
+    status = watcher.status()
+    assert status["serving"] == "1.0.0" and status["error"]["code"] == "MODEL_004"
+    assert "engine build failed" in status["error"]["message"]
