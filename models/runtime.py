@@ -115,11 +115,17 @@ def tensorrt_batch_profile(onnx_path: Path, max_batch: int) -> dict[str, str]:
 
     Without an explicit profile TensorRT builds its engine for the shapes it has seen and builds again, which takes
     seconds to minutes on a GPU, whenever the dynamic batcher forms a batch outside that range. Empty when the
-    model's batch dimension is static or another input dimension is dynamic (TensorRT then sizes engines itself).
+    model's batch dimension is static or another input dimension is dynamic (TensorRT then sizes engines itself),
+    and when the file cannot be read as ONNX (creating the session reports that).
     """
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - protobuf and OS errors alike; the session creation explains them
+        return {}
     initializers = {tensor.name for tensor in graph.initializer}
-    model_input = next(value for value in graph.input if value.name not in initializers)
+    model_input = next((value for value in graph.input if value.name not in initializers), None)
+    if model_input is None:
+        return {}
     dims = [d.dim_value if d.HasField("dim_value") else None for d in model_input.type.tensor_type.shape.dim]
     if len(dims) < 2 or dims[0] is not None or None in dims[1:]:
         return {}

@@ -44,6 +44,13 @@ def test_model_with_dynamic_image_size_is_left_to_tensorrt(tmp_path: Path) -> No
     assert tensorrt_batch_profile(path, max_batch=8) == {}
 
 
+def test_an_unreadable_model_file_gets_no_profile_so_the_session_can_report_it(tmp_path: Path) -> None:
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(b"not an onnx model")
+
+    assert tensorrt_batch_profile(path, max_batch=8) == {}
+
+
 def test_cuda_wheels_are_preloaded_once_with_onnx_runtimes_output_sent_to_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
