@@ -90,6 +90,11 @@ class ModelWatcher:
     def serving(self) -> str | None:
         return self._serving
 
+    @property
+    def loading(self) -> bool:
+        """Whether a background load is under way (its result is handed over by a later ``poll``)."""
+        return self._loading is not None
+
     def poll(self) -> SwapResult | None:
         """A new detector when the reference now resolves to another, loadable version; None otherwise.
 

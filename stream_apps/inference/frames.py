@@ -21,6 +21,8 @@ class FrameErrorCode(str, Enum):
     OVERSIZED_PAYLOAD = "INF_004"
     TOO_MANY_PIXELS = "INF_005"
     UNKNOWN_VARIANT = "INF_006"
+    VARIANT_UNAVAILABLE = "INF_007"
+    """The frame's experiment could not be read, or its variant's model could not be loaded; see the reason."""
 
 
 class BadFrame(Exception):
@@ -60,6 +62,8 @@ def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: Frame
     """Decode one ``frames`` message or raise BadFrame with the code that says why not.
 
     A frame older than ``limits.max_age_ms`` at ``now_ms`` comes back without its image (not even decoded).
+    A JPEG is measured by its frame header first, so none larger than ``limits.max_pixels`` is ever decoded; a
+    decoder failure is a BadFrame (CORRUPT_IMAGE) too, so no frame can make this raise anything else.
     """
     if payload is None:
         raise BadFrame(FrameErrorCode.UNDECODABLE_AVRO, "message has no value (tombstone)")
@@ -78,8 +82,16 @@ def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: Frame
                        f"frame of {record['width']}x{record['height']} exceeds the {limits.max_pixels}-pixel limit")
     if limits.max_age_ms and now_ms is not None and now_ms - record["capture_ts_ms"] > limits.max_age_ms:
         return _frame(record, record["width"], record["height"], None)
+    header = jpeg_dimensions(record["image"])
+    if header is not None and header[0] * header[1] > limits.max_pixels:
+        raise BadFrame(FrameErrorCode.TOO_MANY_PIXELS,
+                       f"JPEG header declares {header[0]}x{header[1]}, more than the {limits.max_pixels}-pixel limit")
     jpeg = np.frombuffer(record["image"], dtype=np.uint8)
-    image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR) if jpeg.size else None
+    try:
+        image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR) if jpeg.size else None
+    except Exception as exc:  # cv2.error, e.g. a size over OpenCV's own limit in a header we could not read
+        raise BadFrame(FrameErrorCode.CORRUPT_IMAGE,
+                       f"image of {jpeg.size} bytes failed to decode: {str(exc).strip()}") from exc
     if image is None:
         raise BadFrame(FrameErrorCode.CORRUPT_IMAGE,
                        f"image of {jpeg.size} bytes is not a decodable {record['encoding']} picture")
@@ -88,6 +100,44 @@ def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: Frame
         raise BadFrame(FrameErrorCode.TOO_MANY_PIXELS,
                        f"decoded frame of {width}x{height} exceeds the {limits.max_pixels}-pixel limit")
     return _frame(record, width, height, image)
+
+
+_NOT_SOF = frozenset({0xC4, 0xC8, 0xCC})
+"""DHT, JPG and DAC: markers in the SOF0..SOF15 range that are not frame headers."""
+
+
+def jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a JPEG's frame header (SOF0..SOF15) declares, read without decoding; None when ``data``
+    is not a JPEG, or its markers end, break off or run out of bounds before a frame header.
+
+    Pure, and reads only SOI and the segment headers before the frame header, so a picture that claims
+    billions of pixels is measured without allocating them.
+    """
+    if data[:2] != b"\xff\xd8":  # SOI
+        return None
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # a fill byte before the marker
+            position += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: markers without a segment
+            position += 2
+            continue
+        if marker in (0xD9, 0xDA):  # EOI, SOS: the image ends or its data starts, and no frame header came
+            return None
+        length = int.from_bytes(data[position + 2:position + 4], "big")  # counts itself, not the marker
+        if 0xC0 <= marker <= 0xCF and marker not in _NOT_SOF:
+            header = data[position + 4:position + 9]  # sample precision, height, width
+            if length < 8 or len(header) < 5:
+                return None
+            return int.from_bytes(header[3:5], "big"), int.from_bytes(header[1:3], "big")
+        if length < 2:
+            return None
+        position += 2 + length
+    return None
 
 
 def _frame(record: dict, width: int, height: int, image: np.ndarray | None) -> DecodedFrame:

@@ -3,7 +3,9 @@
 Frames carry ``experiment`` and ``variant``; frames without an experiment get the production model. An
 experiment is looked up by name the first time one of its frames arrives, also after it stopped, so frames
 still in flight are served by their own variant's model. Models are loaded once per resolved version and
-shared between variants that differ only in thresholds.
+shared between variants that differ only in thresholds. When the experiment store fails, or a variant's model
+does not load, the frames that cannot be served are refused with a BadFrame (dead-lettered with the reason, to
+be replayed once fixed) and the rest keep being served: no frame can take the worker down.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis
 
 from camcount.model_loading import load_registered_model, open_model_registry
 from camcount.settings import Settings
@@ -20,6 +23,7 @@ from experiments.assignment import should_shadow
 from experiments.config import Experiment
 from experiments.store import ExperimentNotFound, ExperimentStore
 from models.detector import Detector
+from models.errors import ModelError
 from models.registry import RegisteredModel
 from models.watcher import ModelWatcher
 from stream_apps.inference.frames import BadFrame, FrameErrorCode
@@ -27,6 +31,8 @@ from stream_apps.inference.frames import BadFrame, FrameErrorCode
 log = logging.getLogger(__name__)
 
 UNKNOWN_EXPERIMENT_RETRY_S = 5.0
+UNAVAILABLE_RETRY_S = 30.0
+"""Pause before an experiment whose lookup or variant model failed is tried again (a load can take seconds)."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,11 @@ class RouteTable:
         production_watcher: ModelWatcher | None = None,
         poll_interval_s: float = 5.0,
         production_thresholds: tuple[float | None, float | None] = (None, None),
+        unavailable_retry_s: float = UNAVAILABLE_RETRY_S,
     ) -> None:
-        """``production_thresholds`` (confidence, NMS) override the production model's manifest when set."""
+        """``production_thresholds`` (confidence, NMS) override the production model's manifest when set;
+        an experiment that could not be read, or one of whose models did not load, is retried after
+        ``unavailable_retry_s``."""
         self._thresholds = production_thresholds
         self._production = Route(production, *production_thresholds)
         self._load_model = load_model
@@ -66,6 +75,9 @@ class RouteTable:
         self._experiments: dict[str, Experiment] = {}
         self._models: dict[str, Detector] = {}
         self._unknown: dict[str, float] = {}
+        self._unavailable: dict[str, tuple[float, str]] = {}
+        """Experiment -> (when, why) for the last attempt that left some of its variants without a route."""
+        self._unavailable_retry_s = unavailable_retry_s
 
     @property
     def production(self) -> Detector:
@@ -74,9 +86,13 @@ class RouteTable:
     def refresh(self) -> None:
         """Hot swap: when the production alias moved to a version that loads and warms up, serve it from now on.
 
-        A version that fails keeps the current one serving (the watcher logs and reports the error code).
+        A version that fails keeps the current one serving (the watcher logs and reports the error code). While the
+        watcher loads a version in the background, every call checks whether it is ready, so it is served from the
+        next batch on.
         """
-        if self._watcher is None or time.monotonic() - self._polled < self._poll_interval_s:
+        if self._watcher is None:
+            return
+        if not self._watcher.loading and time.monotonic() - self._polled < self._poll_interval_s:
             return
         self._polled = time.monotonic()
         swap = self._watcher.poll()
@@ -102,6 +118,10 @@ class RouteTable:
         if route is None:
             self._add_experiment(experiment)
             route = self._routes.get((experiment, variant))
+        if route is None and experiment in self._unavailable:
+            definition = self._experiments.get(experiment)
+            if definition is None or variant in {v.name for v in definition.variants}:
+                raise BadFrame(FrameErrorCode.VARIANT_UNAVAILABLE, self._unavailable[experiment][1])
         if route is None:
             raise BadFrame(FrameErrorCode.UNKNOWN_VARIANT,
                            f"experiment {experiment!r} has no variant {variant!r} here: check the ingestor's "
@@ -118,30 +138,59 @@ class RouteTable:
             return None
         candidate = definition.shadow.candidate
         assert candidate is not None  # validated with shadow.enabled
-        return candidate, self._routes[(experiment, candidate)]
+        route = self._routes.get((experiment, candidate))
+        return None if route is None else (candidate, route)  # None while the candidate's model is unavailable
 
     def detectors(self) -> list[Detector]:
         return list({id(r.detector): r.detector for r in (self._production, *self._routes.values())}.values())
 
     def _add_experiment(self, name: str) -> None:
+        """Look experiment ``name`` up and add a route for each of its variants whose model loads.
+
+        An unknown name is looked up again after UNKNOWN_EXPERIMENT_RETRY_S. A failing lookup (the store is down)
+        or model load (ModelError) is logged once per attempt and remembered in ``_unavailable`` for
+        ``unavailable_retry_s``: meanwhile the variants left without a route are refused, the others served.
+        """
         if self._find_experiment is None or self._load_model is None:
             return
-        if time.monotonic() - self._unknown.get(name, -UNKNOWN_EXPERIMENT_RETRY_S) < UNKNOWN_EXPERIMENT_RETRY_S:
+        now = time.monotonic()
+        if now - self._unknown.get(name, -UNKNOWN_EXPERIMENT_RETRY_S) < UNKNOWN_EXPERIMENT_RETRY_S:
             return
+        if name in self._unavailable and now - self._unavailable[name][0] < self._unavailable_retry_s:
+            return
+        self._unavailable.pop(name, None)
         try:
             experiment = self._find_experiment(name)
         except ExperimentNotFound:
-            self._unknown[name] = time.monotonic()
+            self._unknown[name] = now
+            return
+        except (redis.RedisError, ValueError) as exc:  # store down, or a definition it cannot parse
+            self._unavailable[name] = (time.monotonic(), f"experiment {name!r} cannot be read: {exc!r}")
+            log.error("experiment %s cannot be read (%r); its frames are dead-lettered as %s for %.0f s", name,
+                      exc, FrameErrorCode.VARIANT_UNAVAILABLE.value, self._unavailable_retry_s)
             return
         self._experiments[name] = experiment
+        failures: list[str] = []
         for variant in experiment.variants:
+            if (name, variant.name) in self._routes:  # served since an earlier attempt
+                continue
             detector = self._models.get(variant.model)
             if detector is None:
-                detector = self._models[variant.model] = self._load_model(variant.model)
+                try:
+                    detector = self._models[variant.model] = self._load_model(variant.model)
+                except ModelError as exc:  # str(exc) starts with its code, e.g. [MODEL_002]
+                    failures.append(f"variant model unavailable: {variant.model} of variant {variant.name!r} "
+                                    f"of experiment {name!r}: {exc}")
+                    continue
             self._routes[(name, variant.name)] = Route(detector, variant.confidence_threshold,
                                                        variant.nms_threshold)
             log.info("experiment %s: variant %s served by %s@%s (conf %s, nms %s)", name, variant.name,
                      detector.name, detector.version, variant.confidence_threshold, variant.nms_threshold)
+        if failures:
+            self._unavailable[name] = (time.monotonic(), "; ".join(failures))
+            log.error("%s; the frames of %s are dead-lettered as %s for %.0f s before a retry", "; ".join(failures),
+                      "that variant" if len(failures) == 1 else "those variants",
+                      FrameErrorCode.VARIANT_UNAVAILABLE.value, self._unavailable_retry_s)
 
 
 def load_routes(settings: Settings) -> RouteTable:
@@ -154,7 +203,8 @@ def load_routes(settings: Settings) -> RouteTable:
     log.info("serving %s@%s on %s for frames without an experiment", production.name, production.version,
              production.provider)
     store = ExperimentStore.for_settings(settings)
-    watcher = ModelWatcher(registry, settings.model.reference, load, serving=production.version)
+    watcher = ModelWatcher(registry, settings.model.reference, load, serving=production.version,
+                           background=True)
     return RouteTable(production, lambda reference: load(registry.resolve(reference)), store.get, watcher,
                       settings.inference.model_poll_s,
                       (settings.model.confidence_threshold, settings.model.nms_threshold))

@@ -14,7 +14,9 @@ crashed worker loses no frame; what it did not commit is redone by the next owne
 transactions enabled, redone records replace aborted ones (exactly-once for read_committed readers).
 Batches complete in fetch order, one at a time, so each partition's output keeps its input order. At most one
 fetched batch waits while another completes, and librdkafka's prefetch is bounded, so memory stays bounded
-however slow the model is. On revoke, the waiting batch is completed and committed before the partitions go.
+however slow the model is. On revoke, the waiting batch is completed and committed before the partitions go; on
+loss (session timeout), it and every offset not yet committed for the lost partitions are dropped, since the
+partitions may already be someone else's.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ from stream_apps.inference.routing import Route, RouteTable
 log = logging.getLogger(__name__)
 
 LAG_REFRESH_S = 5.0
+
+
+class StoppedWhileQueueFull(Exception):
+    """The worker gave up waiting for room in the producer queue because it was asked to stop. Nothing is lost:
+    the batch it was producing is never committed, so the group redoes it."""
 
 
 @dataclass
@@ -113,20 +120,27 @@ class InferenceWorker:
             self._complete(batch)
         if self._committer is not None:
             self._committer.drain()
+        self._forget(partitions)
+        log.info("revoked partitions %s", sorted(p.partition for p in partitions))
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The group moved on without us: the waiting batch and the offsets not yet committed may now be someone
+        # else's, so drop them uncommitted.
+        self._waiting = None
+        if self._committer is not None:
+            self._committer.discard(partitions)
+        self._forget(partitions)
+        log.warning("lost partitions %s (session timed out); their uncommitted frames will be redone elsewhere",
+                    sorted(p.partition for p in partitions))
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        """Partitions no longer ours: stop tracking them, and remove their lag gauges (another member reports)."""
         self._assigned -= {(p.topic, p.partition) for p in partitions}
         for p in partitions:
             labels = (p.topic, str(p.partition))
             if labels in self._lag_labels:
                 self.metrics.lag.remove(*labels)
                 self._lag_labels.discard(labels)
-        log.info("revoked partitions %s", sorted(p.partition for p in partitions))
-
-    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # The group moved on without us: the waiting batch may now be someone else's, so drop it uncommitted.
-        self._waiting = None
-        self._assigned -= {(p.topic, p.partition) for p in partitions}
-        log.warning("lost partitions %s (session timed out); their uncommitted frames will be redone elsewhere",
-                    sorted(p.partition for p in partitions))
 
     # --- main loop ----------------------------------------------------------------------------------------
     def run(self) -> WorkerStats:
@@ -306,6 +320,8 @@ class InferenceWorker:
         self.stats.dead_letters += 1
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers) -> None:
+        """Queue one record of the current batch, waiting while the producer's queue is full, unless asked to stop:
+        then raise StoppedWhileQueueFull (the batch is never sealed, so none of its offsets is committed)."""
         assert self._producer is not None and self._batch is not None
         while True:
             try:
@@ -313,7 +329,11 @@ class InferenceWorker:
                                        on_delivery=self._batch.on_delivery)
                 self._batch.expect()
                 return
-            except BufferError:
+            except BufferError:  # the producer's queue is full: the broker is slow or unreachable
+                if self._stop.is_set():
+                    raise StoppedWhileQueueFull(
+                        "asked to stop while the producer queue was full; the batch being produced stays "
+                        "uncommitted and will be redone") from None
                 self._producer.poll(0.1)
 
     def _is_consumer_error(self, message: Message) -> bool:

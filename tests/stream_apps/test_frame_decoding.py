@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
 
 from schemas import FRAME
-from stream_apps.inference.frames import BadFrame, FrameErrorCode, FrameLimits, decode_frame
+from stream_apps.inference.frames import BadFrame, FrameErrorCode, FrameLimits, decode_frame, jpeg_dimensions
 
 LIMITS = FrameLimits(max_bytes=100_000, max_pixels=1_000_000)
 
@@ -71,3 +73,32 @@ def test_a_fresh_frame_is_decoded_when_a_max_age_is_set():
     limits = FrameLimits(100_000, 1_000_000, max_age_ms=5_000)
     frame = decode_frame(_message(_jpeg(), capture_ts_ms=1_000), dict(FRAME.headers()), limits, now_ms=2_000)
     assert not frame.stale
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """A real small JPEG whose frame header (SOF0) is patched to claim ``width`` x ``height``."""
+    jpeg = bytearray(_jpeg())
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5:sof + 7] = height.to_bytes(2, "big")
+    jpeg[sof + 7:sof + 9] = width.to_bytes(2, "big")
+    return bytes(jpeg)
+
+
+def test_the_jpeg_header_gives_the_declared_size_without_decoding():
+    assert jpeg_dimensions(_jpeg(32, 24)) == (32, 24)
+    assert jpeg_dimensions(_jpeg_declaring(65000, 40000)) == (65000, 40000)
+
+
+def test_a_jpeg_header_above_the_pixel_limit_is_refused_without_decoding():
+    started = time.monotonic()
+    assert _code(_message(_jpeg_declaring(20000, 20000))) == FrameErrorCode.TOO_MANY_PIXELS
+    assert time.monotonic() - started < 1.0  # decoding it would allocate 1.2 GB and take seconds
+
+
+def test_a_jpeg_header_above_opencvs_own_limit_is_refused_not_raised():
+    assert _code(_message(_jpeg_declaring(65000, 65000))) == FrameErrorCode.TOO_MANY_PIXELS
+
+
+def test_a_decoder_error_is_a_corrupt_image():
+    limits = FrameLimits(max_bytes=100_000, max_pixels=2**32)  # lets the header through to OpenCV, which refuses it
+    assert _code(_message(_jpeg_declaring(65000, 65000)), limits=limits) == FrameErrorCode.CORRUPT_IMAGE

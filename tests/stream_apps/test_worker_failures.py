@@ -1,4 +1,5 @@
-"""A model that fails on a batch does not take the worker down: its frames are recorded as ERROR, not lost."""
+"""Nothing a frame can carry takes the worker down: frames a model fails on are recorded as ERROR, frames that
+cannot be decoded or served go to the dead-letter topic with their code and reason, and good frames flow."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import pytest
 from confluent_kafka import Producer
 
 from camcount.kafka_config import producer_config
+from experiments.config import load_experiment
+from models.detections import Detections
+from models.errors import ModelLoadError
 from schemas import FRAME
 from stream_apps.inference.routing import RouteTable
 from stream_apps.inference.worker import InferenceWorker
@@ -54,3 +58,80 @@ def test_frames_of_a_failing_model_become_error_records_and_the_worker_keeps_goi
         (0, "ERROR", "0.0.1"), (1, "ERROR", "0.0.1"), (2, "ERROR", "0.0.1")]
     failed = worker.metrics.frames.labels("exploding", "0.0.1", "", "failed")._value.get()
     assert failed == 3
+
+
+class EmptySceneDetector:
+    """Stands in for a working model on frames with nobody in them."""
+
+    name, version = "empty", "1.0.0"
+    manifest = SimpleNamespace(class_names=["person"])
+    last_timings = SimpleNamespace(preprocess_ms=0.0, infer_ms=1.0, postprocess_ms=0.0)
+
+    def detect(self, images, conf=None, iou=None):
+        return [Detections.empty() for _ in images]
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """A real 64x48 JPEG whose frame header (SOF0) is patched to claim ``width`` x ``height``."""
+    jpeg = bytearray(cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))[1].tobytes())
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(jpeg)
+
+
+def _serve(settings, routes: RouteTable, frames: list[dict]) -> tuple[list[dict], list[dict], bool]:
+    """Produces ``frames`` (64x48 unless they say otherwise) and runs a worker until each one has come out as a
+    detections record or a dead letter; returns (detections, dead letters, whether the worker was still alive)."""
+    producer = Producer(producer_config(settings))
+    good = cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))[1].tobytes()
+    for seq, frame in enumerate(frames):
+        value = FRAME.encode({"camera_id": "cam", "frame_seq": seq, "capture_ts_ms": int(time.time() * 1000),
+                              "width": 64, "height": 48, "image": good, **frame})
+        producer.produce(settings.kafka.frames_topic, key=b"cam", value=value, headers=FRAME.headers())
+    assert producer.flush(10) == 0
+    worker = InferenceWorker(settings, routes)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        detections = consume_records(settings, settings.kafka.detections_topic,
+                                     lambda rs: len(rs) + worker.stats.dead_letters >= len(frames), timeout_s=60)
+        dead = consume_records(settings, settings.kafka.dead_letter_topic,
+                               lambda rs: len(rs) >= len(frames) - len(detections), timeout_s=30,
+                               decode=lambda value, headers: FRAME.decode(value, headers))
+        alive = thread.is_alive()
+    finally:
+        worker.stop()
+        thread.join(30)
+    return detections, dead, alive
+
+
+def test_a_jpeg_whose_header_claims_more_pixels_than_opencv_allows_is_dead_lettered_and_the_worker_goes_on(
+    isolated_settings
+):
+    settings = isolated_settings(1)
+    settings = settings.model_copy(update={"inference": settings.inference.model_copy(update={"metrics_port": 0})})
+    detections, dead, alive = _serve(settings, RouteTable(EmptySceneDetector()),
+                                     [{"image": _jpeg_declaring(65000, 65000)}, {}])
+    assert alive
+    assert [(d["frame_seq"], d["_headers"]["dlq-error-code"]) for d in dead] == [(0, b"INF_005")]
+    assert [r["frame_seq"] for r in detections] == [1]
+
+
+def test_frames_of_a_variant_whose_model_fails_to_load_are_dead_lettered_and_the_worker_goes_on(isolated_settings):
+    settings = isolated_settings(1)
+    settings = settings.model_copy(update={"inference": settings.inference.model_copy(update={"metrics_port": 0})})
+    experiment = load_experiment({"name": "exp", "variants": [{"name": "control", "model": "empty@1.0.0"},
+                                                              {"name": "candidate", "model": "broken@1.0.0"}]})
+
+    def load(reference: str):
+        if reference == "broken@1.0.0":
+            raise ModelLoadError(f"{reference}: ONNX Runtime cannot load the graph")
+        return EmptySceneDetector()
+
+    routes = RouteTable(EmptySceneDetector(), load, lambda name: experiment)
+    detections, dead, alive = _serve(settings, routes, [{"experiment": "exp", "variant": "candidate"},
+                                                        {"experiment": "exp", "variant": "control"}, {}])
+    assert alive
+    assert [(d["frame_seq"], d["_headers"]["dlq-error-code"]) for d in dead] == [(0, b"INF_007")]
+    assert b"[MODEL_004]" in dead[0]["_headers"]["dlq-reason"]
+    assert [(r["frame_seq"], r["variant"]) for r in detections] == [(1, "control"), (2, "")]

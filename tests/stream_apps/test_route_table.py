@@ -1,0 +1,116 @@
+"""A variant whose model cannot be loaded, or an experiment the store cannot read, never takes the worker down:
+those frames are refused as VARIANT_UNAVAILABLE (dead-lettered with the reason), everything else keeps being
+served, and the experiment is tried again after the retry period.
+
+Models here are plain named objects: a RouteTable only hands them to the worker, it never runs them.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from experiments.config import Experiment, load_experiment
+from experiments.store import ExperimentNotFound, ExperimentStore
+from models.errors import ChecksumMismatch
+from stream_apps.inference.frames import BadFrame, FrameErrorCode
+from stream_apps.inference.routing import RouteTable
+from tests.services import free_ports
+
+CONTROL_MODEL, CANDIDATE_MODEL = "yolov3-tiny@1.0.0", "yolov3-tiny@9.0.0"
+
+
+class ModelShelf:
+    """Loads models by reference, counting loads; a reference in ``broken`` fails as tampered weights do."""
+
+    def __init__(self, *broken: str) -> None:
+        self.broken = set(broken)
+        self.loads: list[str] = []
+
+    def load(self, reference: str) -> SimpleNamespace:
+        self.loads.append(reference)
+        if reference in self.broken:
+            raise ChecksumMismatch(f"{reference}: weights sha256 differs from the manifest")
+        name, _, version = reference.partition("@")
+        return SimpleNamespace(name=name, version=version)
+
+
+def _experiment(**extra) -> Experiment:
+    return load_experiment({"name": "exp", "variants": [{"name": "control", "model": CONTROL_MODEL},
+                                                        {"name": "candidate", "model": CANDIDATE_MODEL}], **extra})
+
+
+def _store(*experiments: Experiment):
+    known = {e.name: e for e in experiments}
+
+    def find(name: str) -> Experiment:
+        if name not in known:
+            raise ExperimentNotFound(name)
+        return known[name]
+    return find
+
+
+PRODUCTION = SimpleNamespace(name="yolov3-tiny", version="0.9.0")
+
+
+def _refusal(routes: RouteTable, experiment: str, variant: str) -> BadFrame:
+    with pytest.raises(BadFrame) as caught:
+        routes.route(experiment, variant)
+    return caught.value
+
+
+def test_frames_of_a_variant_whose_model_fails_to_load_are_refused_as_unavailable_with_the_reason():
+    routes = RouteTable(PRODUCTION, ModelShelf(CANDIDATE_MODEL).load, _store(_experiment()))
+    refusal = _refusal(routes, "exp", "candidate")
+    assert refusal.code == FrameErrorCode.VARIANT_UNAVAILABLE
+    assert CANDIDATE_MODEL in refusal.reason and "[MODEL_002]" in refusal.reason
+
+
+def test_production_and_the_other_variants_are_served_while_a_variant_model_is_unavailable():
+    routes = RouteTable(PRODUCTION, ModelShelf(CANDIDATE_MODEL).load, _store(_experiment()))
+    _refusal(routes, "exp", "candidate")
+    assert routes.route("", "").detector is PRODUCTION
+    assert routes.route("exp", "control").detector.version == "1.0.0"
+
+
+def test_a_variant_model_that_failed_is_not_loaded_again_before_the_retry_period():
+    shelf = ModelShelf(CANDIDATE_MODEL)
+    routes = RouteTable(PRODUCTION, shelf.load, _store(_experiment()), unavailable_retry_s=60)
+    for _ in range(3):
+        _refusal(routes, "exp", "candidate")
+    assert shelf.loads.count(CANDIDATE_MODEL) == 1
+
+
+def test_a_variant_model_fixed_after_a_failure_is_served_after_the_retry_period():
+    shelf = ModelShelf(CANDIDATE_MODEL)
+    routes = RouteTable(PRODUCTION, shelf.load, _store(_experiment()), unavailable_retry_s=0.05)
+    _refusal(routes, "exp", "candidate")
+    shelf.broken.clear()
+    time.sleep(0.1)
+    assert routes.route("exp", "candidate").detector.version == "9.0.0"
+
+
+def test_a_variant_the_experiment_does_not_have_is_still_an_unknown_variant():
+    routes = RouteTable(PRODUCTION, ModelShelf(CANDIDATE_MODEL).load, _store(_experiment()))
+    _refusal(routes, "exp", "candidate")
+    assert _refusal(routes, "exp", "nobody-serves-this").code == FrameErrorCode.UNKNOWN_VARIANT
+
+
+def test_control_frames_get_no_shadow_run_while_the_candidate_model_is_unavailable():
+    experiment = _experiment(shadow={"enabled": True, "candidate": "candidate", "sample_rate": 1.0})
+    routes = RouteTable(PRODUCTION, ModelShelf(CANDIDATE_MODEL).load, _store(experiment))
+    assert routes.route("exp", "control").detector.version == "1.0.0"
+    assert routes.shadow_route("exp", "control", "cam", 1) is None
+
+
+def test_frames_of_an_experiment_the_store_cannot_read_are_refused_as_unavailable_and_production_served():
+    unreachable = redis.Redis(port=free_ports(1)[0], retry=Retry(NoBackoff(), 0))  # nothing listens there
+    routes = RouteTable(PRODUCTION, ModelShelf().load, ExperimentStore(unreachable).get)
+    refusal = _refusal(routes, "exp", "control")
+    assert refusal.code == FrameErrorCode.VARIANT_UNAVAILABLE and "ConnectionError" in refusal.reason
+    assert routes.route("", "").detector is PRODUCTION
