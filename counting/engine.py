@@ -154,6 +154,7 @@ class CameraCounter:
         return {
             "version": _STATE_VERSION,
             "camera_id": self.config.camera_id,
+            "class_names": self.class_names,
             "last_seq": self.last_seq,
             "last_tracked_seq": self._last_tracked_seq,
             "late_frames": self.late_frames,
@@ -165,7 +166,13 @@ class CameraCounter:
     @classmethod
     def from_state(cls, state: dict[str, Any], config: CameraConfig, class_names: Sequence[str]) -> "CameraCounter":
         """Restore a snapshot. Lines and zones are matched by name: one added to the config since the
-        snapshot starts empty, one removed is dropped (both logged)."""
+        snapshot starts empty, one removed is dropped (both logged).
+
+        Classes are matched by name too: the snapshot's class ids are renumbered from the class list it was
+        taken with to ``class_names`` (a model version may list its classes in another order), so a track
+        keeps its class across a model swap. A snapshot without its class list (written before lists were
+        saved) is taken to use ``class_names``. A tracked class missing from ``class_names`` raises a state
+        error (TrackerStateError or ZoneStateError)."""
         if state.get("version") != _STATE_VERSION:
             raise CameraStateError(
                 f"camera state version {state.get('version')!r} is not {_STATE_VERSION}: discard the snapshot"
@@ -178,7 +185,11 @@ class CameraCounter:
         if missing:
             raise CameraStateError(f"camera state lacks {missing}: discard the snapshot")
         counter = cls(config, class_names)
+        saved_names = list(state.get("class_names", counter.class_names))
+        new_ids = np.asarray([counter.class_names.index(n) if n in counter.class_names else -1 for n in saved_names],
+                             np.int64)
         counter.tracker = Tracker.from_state(state["tracker"], config.tracker)
+        counter.tracker.renumber_classes(new_ids)
         counter.last_seq = state["last_seq"]
         counter._last_tracked_seq = state["last_tracked_seq"]
         counter.late_frames = int(state["late_frames"])
@@ -196,4 +207,5 @@ class CameraCounter:
             counter.zones[name] = ZoneCounter.from_state(
                 state["zones"][name], zone, class_names, np.flatnonzero(counter._zone_filter[name][1]).tolist()
             )
+            counter.zones[name].renumber_classes(new_ids)
         return counter

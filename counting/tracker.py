@@ -28,6 +28,7 @@ from scipy.optimize import linear_sum_assignment
 
 from counting import kalman
 from counting.config import TrackerConfig
+from counting.snapshot import renumber_classes
 from models.detections import Detections
 
 logger = logging.getLogger(__name__)
@@ -225,6 +226,12 @@ class Tracker:
         if len(lengths) != 1:
             raise TrackerStateError("tracker state arrays differ in length: discard the snapshot")
         return tracker
+
+    def renumber_classes(self, new_ids: np.ndarray) -> None:
+        """Follow a change of the model's class list: a track of class id ``c`` becomes class ``new_ids[c]``.
+
+        Raises TrackerStateError if a track's class is not in the new list (``new_ids[c] == -1``)."""
+        self._class_id = renumber_classes(self._class_id, new_ids, TrackerStateError, "tracker")
 
 
 def _buffered(xyxy: np.ndarray, buffer: float) -> np.ndarray:

@@ -8,12 +8,15 @@ re-emits or replays never add up.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from counting.lines import CrossingEvent
 from counting.zones import ZoneEvent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,19 +43,37 @@ def window_start_ms(capture_ts_ms: int, window_seconds: int) -> int:
 
 
 class CrossingWindows:
-    """Crossings per tumbling window, line, class, direction and labels. Windows older than ``open_windows``
-    windows before the newest frame are forgotten (their rows are already published and final)."""
+    """Crossings per tumbling window, line, class, direction and labels.
 
-    def __init__(self, window_seconds: int, open_windows: int = 10, state: dict[str, int] | None = None) -> None:
+    A window is open until ``close_old`` sees a frame ``open_windows`` windows or more after it; then its total
+    is forgotten and its last emitted row is final. Windows close in order and never reopen, even if a later
+    frame's capture time goes backwards (``open_from_ms`` only grows and is part of the state).
+
+    A crossing counts in the window of its own ``capture_ts_ms`` (a crossing confirmed after hysteresis keeps
+    the time it started), unless that window is closed: then it counts in the oldest open window and a warning
+    is logged. Restarting a forgotten window's total at 1 instead would lose the crossing, because sinks keep
+    the largest count of a window.
+    """
+
+    def __init__(self, window_seconds: int, open_windows: int = 10, state: dict[str, Any] | None = None) -> None:
         self.window_seconds = window_seconds
         self.open_windows = open_windows
-        self._totals: dict[str, int] = dict(state or {})
+        state = state or {}
+        if "totals" not in state:  # the previous release's state: totals only, no window closed yet
+            state = {"totals": state, "open_from_ms": None}
+        self._totals: dict[str, int] = dict(state["totals"])
+        self._open_from_ms: int | None = state["open_from_ms"]
 
     def add(self, crossings: Iterable[CrossingEvent], labels: Labels, now_ms: int) -> list[dict[str, Any]]:
         """Count ``crossings``; returns one row per window they changed (Avro ``WindowCount`` fields)."""
         changed: dict[str, dict[str, Any]] = {}
         for c in crossings:
             start = window_start_ms(c.capture_ts_ms, self.window_seconds)
+            if self._open_from_ms is not None and start < self._open_from_ms:
+                log.warning("camera %s: crossing %s %s of frame %d confirmed after its window %d closed; "
+                            "counted in window %d", labels.camera_id, c.line, c.direction, c.frame_seq, start,
+                            self._open_from_ms)
+                start = self._open_from_ms
             key = "|".join(map(str, (start, c.line, c.class_name, c.direction, labels.key())))
             self._totals[key] = self._totals.get(key, 0) + 1
             changed[key] = {**labels.as_fields(), "window_start_ms": start, "window_seconds": self.window_seconds,
@@ -61,12 +82,14 @@ class CrossingWindows:
         return list(changed.values())
 
     def close_old(self, capture_ts_ms: int) -> None:
+        """Close every window ``open_windows`` windows or more before the one of ``capture_ts_ms``."""
         oldest = window_start_ms(capture_ts_ms, self.window_seconds) - self.open_windows * self.window_seconds * 1000
-        for key in [k for k in self._totals if int(k.split("|", 1)[0]) < oldest]:
+        self._open_from_ms = oldest if self._open_from_ms is None else max(self._open_from_ms, oldest)
+        for key in [k for k in self._totals if int(k.split("|", 1)[0]) < self._open_from_ms]:
             del self._totals[key]
 
-    def to_state(self) -> dict[str, int]:
-        return dict(self._totals)
+    def to_state(self) -> dict[str, Any]:
+        return {"totals": dict(self._totals), "open_from_ms": self._open_from_ms}
 
 
 class ZoneMinutes:

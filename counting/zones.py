@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from counting.config import ZoneConfig
-from counting.snapshot import restore_arrays
+from counting.snapshot import renumber_classes, restore_arrays
 
 
 class ZoneStateError(ValueError):
@@ -159,6 +159,12 @@ class ZoneCounter:
         counter = cls(zone, class_names, zone_class_ids)
         restore_arrays(counter, state, _STATE_ARRAYS, ZoneStateError, f"zone {zone.name!r}")
         return counter
+
+    def renumber_classes(self, new_ids: np.ndarray) -> None:
+        """Follow a change of the model's class list: a track of class id ``c`` becomes class ``new_ids[c]``.
+
+        Raises ZoneStateError if a track's class is not in the new list (``new_ids[c] == -1``)."""
+        self._class_id = renumber_classes(self._class_id, new_ids, ZoneStateError, f"zone {self.zone.name!r}")
 
 
 _STATE_ARRAYS: dict[str, tuple[type, tuple[int, ...]]] = {

@@ -6,6 +6,11 @@ Commit protocol, per batch:
   3. commit the offsets just past the batch.
 Invariant: an offset is committed only after its row is in ClickHouse, so a crash loses nothing and a replay
 only rewrites rows that are already there.
+
+A record the sink cannot decode (a schema version it does not know, e.g. a producer upgraded before the sink,
+or a corrupt payload) stops the sink with :class:`UnreadableRecord` before its batch is written or committed,
+as Kafka Connect does by default (``errors.tolerance=none``): it is never skipped silently. Restarted, the sink
+stops at the same record until it is upgraded, or until an operator deliberately moves the group past it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from camcount.kafka_config import consumer_config, next_offsets, wait_for_broker
 from camcount.settings import Settings
 from camcount.stack import clickhouse_client
-from schemas import CROSSING, DETECTIONS, SHADOW_PAIR, WINDOW_COUNT, ZONE_OCCUPANCY, SchemaError, headers_dict
+from schemas import (
+    CROSSING,
+    DETECTIONS,
+    SHADOW_PAIR,
+    WINDOW_COUNT,
+    ZONE_OCCUPANCY,
+    SchemaError,
+    UnknownSchemaVersion,
+    headers_dict,
+)
 from sinks.clickhouse import (
     CROSSING_COLUMNS,
     INFERENCE_COLUMNS,
@@ -36,6 +50,10 @@ from sinks.clickhouse import (
 from sinks.redis_live import LiveCrossingTotals
 
 log = logging.getLogger(__name__)
+
+
+class UnreadableRecord(RuntimeError):
+    """A consumed record cannot be decoded; the sink stopped without writing or committing its batch."""
 
 
 class ClickHouseSink:
@@ -106,7 +124,7 @@ class ClickHouseSink:
                 else:
                     frames.append(DETECTIONS.decode(message.value(), headers))
             except SchemaError as exc:
-                log.error("skipping %s/%d/%d: %s", message.topic(), message.partition(), message.offset(), exc)
+                raise UnreadableRecord(_unreadable(message, self.group_id, exc)) from exc
         writer.insert("crossing_events", CROSSING_COLUMNS, [crossing_row(r) for r in crossings])
         writer.insert("window_counts", WINDOW_COLUMNS, [window_row(r) for r in windows])
         writer.insert("inference_log", INFERENCE_COLUMNS, [inference_row(r) for r in frames])
@@ -119,3 +137,14 @@ class ClickHouseSink:
                 log.exception("live state update failed; continuing")
         self.rows_written += len(crossings) + len(windows) + len(frames) + len(pairs) + len(zones)
 
+
+def _unreadable(message: Message, group_id: str, exc: SchemaError) -> str:
+    """What stopped the sink, and what the operator can do about it."""
+    where = f"{message.topic()}/{message.partition()}/{message.offset()}"
+    if isinstance(exc, UnknownSchemaVersion):
+        remedy = "upgrade the sink to a version that reads it (upgrade consumers before producers) and restart it"
+    else:
+        remedy = (f"if the record is corrupt, move the group past it deliberately: kafka-consumer-groups "
+                  f"--group {group_id} --topic {message.topic()}:{message.partition()} --reset-offsets "
+                  f"--to-offset {message.offset() + 1} --execute (with the sink stopped)")
+    return f"sink stopped at {where}, which it cannot decode ({exc}); nothing was committed past it: {remedy}"

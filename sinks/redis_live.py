@@ -5,6 +5,10 @@ Keys (``camcount`` is settings.redis.key_prefix):
   camcount:zone:{camera}:{zone}             hash  class -> current occupancy                          (1 hour)
   camcount:line:{camera}:{line}:{YYYYMMDD}  hash  in, out, in:{class}, out:{class} -> today's count    (2 days)
   camcount:event:{event_id}                 marks a crossing already added, so replays add nothing  (2 days)
+
+A crossing is marked and added to its line's totals in one Lua script, which Redis runs atomically: an event
+is marked if and only if it was added, whatever fails or is retried. Clients time out after
+``TIMEOUT_S`` on connecting and on each reply, so a hung Redis cannot stall the counting agent or the sink.
 """
 
 from __future__ import annotations
@@ -14,10 +18,24 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 CAMERA_TTL_S = 24 * 3600
 ZONE_TTL_S = 3600
 LINE_TTL_S = 2 * 24 * 3600
+TIMEOUT_S = 2.0
+
+# KEYS: event marker, line totals; ARGV: direction, direction:class, TTL. Returns 1 if added, 0 if already added.
+_ADD_ONCE = """
+if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[3]) then
+  return 0
+end
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
 
 
 def camera_key(prefix: str, camera_id: str) -> str:
@@ -34,10 +52,12 @@ def line_key(prefix: str, camera_id: str, line: str, capture_ts_ms: int) -> str:
 
 
 class AsyncLiveState:
-    """Written by the counting app after each frame."""
+    """Written by the counting app after each frame. Best effort: a call that fails is not retried, since the
+    next frame overwrites the same keys."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        self._redis = aioredis.from_url(url)
+        self._redis = aioredis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S,
+                                        retry=AsyncRetry(NoBackoff(), retries=0))
         self._prefix = prefix
 
     async def frame_counted(
@@ -64,25 +84,20 @@ class LiveCrossingTotals:
     """Adds crossings to today's per-line totals, each event at most once (the sink calls it per batch)."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        self._redis = redis.Redis.from_url(url)
+        self._redis = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
         self._prefix = prefix
+        self._add_once = self._redis.register_script(_ADD_ONCE)
 
-    def add(self, crossings: list[dict[str, Any]]) -> None:
+    def add(self, crossings: list[dict[str, Any]]) -> int:
+        """Add each crossing not added before; returns how many were new. Safe to repeat after any failure."""
         if not crossings:
-            return
+            return 0
         with self._redis.pipeline(transaction=False) as pipe:
             for c in crossings:
-                pipe.set(f"{self._prefix}:event:{c['event_id']}", 1, nx=True, ex=LINE_TTL_S)
-            first_time = pipe.execute()
-        with self._redis.pipeline(transaction=False) as pipe:
-            for c, new in zip(crossings, first_time):
-                if not new:
-                    continue
-                key = line_key(self._prefix, c["camera_id"], c["line"], c["capture_ts_ms"])
-                pipe.hincrby(key, c["direction"], 1)
-                pipe.hincrby(key, f"{c['direction']}:{c['class_name']}", 1)
-                pipe.expire(key, LINE_TTL_S)
-            pipe.execute()
+                keys = [f"{self._prefix}:event:{c['event_id']}",
+                        line_key(self._prefix, c["camera_id"], c["line"], c["capture_ts_ms"])]
+                self._add_once(keys, [c["direction"], f"{c['direction']}:{c['class_name']}", LINE_TTL_S], client=pipe)
+            return sum(pipe.execute())
 
 
 def read_camera(client: redis.Redis, prefix: str, camera_id: str) -> dict[str, int]:

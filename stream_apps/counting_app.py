@@ -6,17 +6,22 @@ streams and tables.
 
 Restart and replay safety:
   * the whole per-camera counter (tracks, per-line sides, what was already counted, last frame seq) and its
-    open windows' totals live in ONE value of the ``camera-state`` table, written after every frame, so a
-    restarted or rebalanced worker resumes from a consistent snapshot exactly where the changelog says;
+    open windows' totals live in ONE value of the ``camera-state`` table, so a restarted or rebalanced worker
+    resumes from a consistent snapshot exactly where the changelog says;
+  * a frame's state is written to the table only after the broker acknowledged every output of that frame,
+    so the changelog never runs ahead of the outputs: a worker killed in between leaves the table at the
+    previous frame, and the redelivered frame is counted again and re-emits the same outputs;
   * frames at or below the stored last frame seq are replays and are ignored, so nothing counts twice;
-  * Faust flushes the producer (outputs and changelogs) before it commits source offsets, so nothing is lost;
+  * Faust flushes the producer (changelogs included) before it commits source offsets, so nothing is lost;
   * crossing ids are deterministic and window counts are re-emitted as absolute values, so sinks are idempotent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -66,8 +71,15 @@ class CameraState:
                 "zone_minutes": self.zone_minutes.to_state()}
 
 
+Publish = Callable[[CountedFrame], Awaitable[None]]
+
+
 class CountingService:
-    """Runs one CameraCounter per camera against state kept in a Faust table (any mapping works)."""
+    """Runs one CameraCounter per camera against state kept in a Faust table (any mapping works).
+
+    Invariant: the table holds, per camera, the state after the last frame whose outputs were published; the
+    cache holds the same state, or a state ahead of it after a failed publish (then it is rebuilt from the table).
+    """
 
     def __init__(self, cameras: CameraConfigs, window_seconds: int, camera_state: StateTable,
                  open_windows: int = 10) -> None:
@@ -78,10 +90,12 @@ class CountingService:
         self._cached: dict[str, CameraState] = {}
 
     def _restore(self, camera_id: str, class_names: list[str]) -> CameraState:
-        """The camera's state, rebuilt from the table when the cache is not at the table's position."""
+        """The camera's state for a record of a model with ``class_names``, rebuilt from the table unless the
+        cache is at the table's position and counts with the same class list."""
         stored = self.camera_state.get(camera_id)
         cached = self._cached.get(camera_id)
-        if cached is not None and stored is not None and cached.counter.last_seq == stored["counter"]["last_seq"]:
+        if (cached is not None and stored is not None and cached.counter.last_seq == stored["counter"]["last_seq"]
+                and cached.counter.class_names == class_names):
             return cached
         config = self.cameras.for_camera(camera_id)
         restored = CameraState(CameraCounter(config, class_names),
@@ -98,8 +112,13 @@ class CountingService:
         self._cached[camera_id] = restored
         return restored
 
-    def handle(self, record: dict[str, Any]) -> CountedFrame | None:
-        """Count one detections record; None for a skipped frame or a replayed (already counted) one."""
+    async def handle(self, record: dict[str, Any], publish: Publish) -> CountedFrame | None:
+        """Count one detections record, ``await publish(counted)``, then store the camera's new state.
+
+        Returns None for a skipped frame or a replayed (already counted) one; nothing is published for those.
+        The state is stored only after ``publish`` returned: if it raises, the table keeps the previous frame's
+        state and the exception propagates, so a redelivery of this frame counts it again.
+        """
         p = Provenance.of(record)
         state = self._restore(p.camera_id, list(record["class_names"]))
         if record["status"] != "OK":  # SKIPPED or ERROR: a gap the tracker bridges
@@ -122,6 +141,7 @@ class CountingService:
             zone_rows = state.zone_minutes.update(p.capture_ts_ms, result.zones, result.zone_events, labels, now_ms)
             state.windows.close_old(p.capture_ts_ms)
             counted = CountedFrame(p, result.zones, crossings, windows, zone_rows)
+            await publish(counted)
         self.camera_state[p.camera_id] = state.to_state()
         return counted
 
@@ -180,6 +200,20 @@ def build_app(settings: Settings) -> faust.App:
 
     service = CountingService(cameras, settings.counting.window_seconds, camera_state)
 
+    async def publish(counted: CountedFrame) -> None:
+        """Send every output of the frame, then wait until the broker acknowledged all of them.
+
+        ``Topic.send`` only queues the record in the producer and returns a future of its RecordMetadata
+        (``stream_publish_on_commit`` is off); a failed delivery raises here, so the frame's state is not stored.
+        """
+        key = counted.provenance.camera_id.encode()
+        outputs = ([(crossings_topic, CROSSING, row) for row in counted.crossings]
+                   + [(window_counts_topic, WINDOW_COUNT, row) for row in counted.windows]
+                   + [(zone_topic, ZONE_OCCUPANCY, row) for row in counted.zone_minutes])
+        deliveries = [await topic.send(key=key, value=codec.encode(row), headers=codec.headers())
+                      for topic, codec, row in outputs]
+        await asyncio.gather(*deliveries)
+
     @app.agent(detections)
     async def count(stream: faust.Stream) -> None:
         async for event in stream.events():
@@ -192,21 +226,14 @@ def build_app(settings: Settings) -> faust.App:
                           event.message.offset, exc)
                 continue
             camera = record["camera_id"]
-            counted = service.handle(record)
+            counted = await service.handle(record, publish)
             metrics.frames.labels(camera).inc()
             if counted is None:
                 if record["status"] == "OK":
                     metrics.late_frames.labels(camera).inc()
                 continue
-            key = record["camera_id"].encode()
             for crossing in counted.crossings:
                 metrics.crossings.labels(camera, crossing["line"], crossing["direction"], crossing["class_name"]).inc()
-                await crossings_topic.send(key=key, value=CROSSING.encode(crossing), headers=CROSSING.headers())
-            for window in counted.windows:
-                await window_counts_topic.send(key=key, value=WINDOW_COUNT.encode(window),
-                                               headers=WINDOW_COUNT.headers())
-            for row in counted.zone_minutes:
-                await zone_topic.send(key=key, value=ZONE_OCCUPANCY.encode(row), headers=ZONE_OCCUPANCY.headers())
             p = counted.provenance
             try:
                 await live.frame_counted(p.camera_id, p.frame_seq, p.capture_ts_ms, counted.zones)

@@ -108,6 +108,18 @@ def test_restored_camera_continues_with_the_same_events():
     assert ids == [r.tracked.tracker_id.tolist() for r in expected[50:]]
 
 
+
+def test_a_snapshot_restored_under_a_reordered_class_list_keeps_each_track_in_its_class():
+    # A car walks across L1 and out of zone Z; the snapshot is taken mid-walk and restored for a model
+    # version that lists the same classes in reverse order (car is id 2 before, id 0 after).
+    before = camera(classes=["person", "car"])
+    run(before, {i: people((300 + 5 * i, 400), class_id=2) for i in range(10)})
+    reordered = list(reversed(CLASSES))
+    restored = CameraCounter.from_state(json.loads(json.dumps(before.to_state())), before.config, reordered)
+    results = run(restored, {i: people((300 + 5 * i, 400), class_id=0) for i in range(10, 40)})
+    assert crossings(results) == [(1, "out", 17, "car")]
+    assert [(e.kind, e.track_id, e.class_name) for r in results for e in r.zone_events] == [("exit", 1, "car")]
+
 def test_config_class_unknown_to_the_model_is_rejected():
     config = CameraConfig(camera_id="cam-1", classes=["person", "unicorn"])
     with pytest.raises(CameraConfigError, match=r"classes \['unicorn'\] are not classes of the model"):

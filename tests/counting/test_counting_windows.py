@@ -33,7 +33,32 @@ def test_windows_too_old_to_change_are_forgotten():
     windows = CrossingWindows(60, open_windows=1)
     windows.add([_crossing(1_000)], LABELS, now_ms=0)
     windows.close_old(capture_ts_ms=200_000)
-    assert windows.to_state() == {}
+    assert windows.to_state()["totals"] == {}
+
+
+def test_a_crossing_confirmed_after_its_window_closed_counts_in_the_oldest_open_window():
+    windows = CrossingWindows(60, open_windows=1)
+    windows.add([_crossing(1_000)], LABELS, now_ms=0)
+    windows.close_old(capture_ts_ms=130_000)  # window 0 closes with count 1; windows from 60 s on stay open
+    late = windows.add([_crossing(59_000)], LABELS, now_ms=1)
+    assert [(r["window_start_ms"], r["count"]) for r in late] == [(60_000, 1)]
+
+
+def test_closed_windows_stay_closed_after_a_restore_and_a_frame_whose_clock_went_back():
+    windows = CrossingWindows(60, open_windows=1)
+    windows.close_old(capture_ts_ms=130_000)
+    restored = CrossingWindows(60, open_windows=1, state=windows.to_state())
+    restored.close_old(capture_ts_ms=70_000)
+    late = restored.add([_crossing(1_000)], LABELS, now_ms=0)
+    assert [r["window_start_ms"] for r in late] == [60_000]
+
+
+def test_window_totals_saved_by_the_previous_release_are_restored():
+    counted = CrossingWindows(60)
+    counted.add([_crossing(1_000)], LABELS, now_ms=0)
+    previous_release_state = counted.to_state()["totals"]  # it saved the totals mapping alone
+    restored = CrossingWindows(60, state=previous_release_state)
+    assert restored.add([_crossing(2_000)], LABELS, now_ms=0)[0]["count"] == 2
 
 
 def test_zone_minutes_count_frames_occupancy_and_dwell_and_close_the_minute_on_rollover():

@@ -1,28 +1,40 @@
-"""The counting service over a state table: replays never count twice, old state never crashes a worker."""
+"""The counting service over a state table: replays never count twice, old state never crashes a worker, and a
+frame's state is stored only after its outputs were published."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
+import pytest
 
 from counting.config import parse_camera_configs
-from stream_apps.counting_app import CountingService
+from stream_apps.counting_app import CountedFrame, CountingService, Publish
 
 CLASSES = ["person"]
 CONFIG = parse_camera_configs({"defaults": {"lines": [{"name": "L", "start": [100, 0], "end": [100, 200]}],
                                             "tracker": {"min_hits": 1}}})
 
 
-def _record(seq: int, x: float) -> dict:
+def _record(seq: int, x: float, class_names: list[str] = CLASSES, class_id: int = 0) -> dict:
     return {"camera_id": "cam", "frame_seq": seq, "capture_ts_ms": 60_000 + seq * 100, "width": 200,
             "height": 200, "status": "OK", "model_name": "m", "model_version": "1.0.0", "variant": "",
-            "experiment": "", "xyxy": [x - 10, 50, x + 10, 150], "confidence": [0.9], "class_id": [0],
-            "class_names": CLASSES, "infer_ms": 1.0, "source_partition": 0, "source_offset": seq}
+            "experiment": "", "xyxy": [x - 10, 50, x + 10, 150], "confidence": [0.9], "class_id": [class_id],
+            "class_names": class_names, "infer_ms": 1.0, "source_partition": 0, "source_offset": seq}
+
+
+async def _delivered(counted: CountedFrame) -> None:
+    """A broker that acknowledges every output."""
+
+
+def _handle(service: CountingService, record: dict, publish: Publish = _delivered) -> CountedFrame | None:
+    return asyncio.run(service.handle(record, publish))
 
 
 def _walk(service: CountingService, seqs) -> list:
     crossings = []
     for seq in seqs:
-        counted = service.handle(_record(seq, 40 + 10 * seq))
+        counted = _handle(service, _record(seq, 40 + 10 * seq))
         crossings += counted.crossings if counted else []
     return crossings
 
@@ -51,3 +63,42 @@ def test_state_from_an_incompatible_version_starts_the_camera_afresh_instead_of_
     table = {"cam": {"counter": {"version": -1}, "windows": {}}}
     assert len(_walk(CountingService(CONFIG, 60, table), range(12))) == 1
     assert np.isfinite(table["cam"]["counter"]["last_seq"])
+
+
+def test_the_table_holds_the_previous_frame_while_a_frame_s_outputs_are_published():
+    table: dict = {}
+    service = CountingService(CONFIG, 60, table)
+    _walk(service, range(5))
+    seen_while_publishing = []
+
+    async def publish(counted: CountedFrame) -> None:
+        seen_while_publishing.append(table["cam"]["counter"]["last_seq"])
+
+    _handle(service, _record(5, 90), publish)
+    assert seen_while_publishing == [4] and table["cam"]["counter"]["last_seq"] == 5
+
+
+def test_a_frame_whose_outputs_were_not_delivered_is_counted_again_when_redelivered():
+    service = CountingService(CONFIG, 60, {})
+    delivered = _walk(service, range(7))
+
+    async def broker_down(counted: CountedFrame) -> None:
+        raise ConnectionError("broker unreachable")
+
+    with pytest.raises(ConnectionError):
+        _handle(service, _record(7, 110), broker_down)  # the frame on which the crossing is confirmed
+    redelivered = _handle(service, _record(7, 110))
+    assert delivered == [] and [(c["frame_seq"], c["direction"]) for c in redelivered.crossings] == [(7, "out")]
+
+
+def test_a_hot_swap_to_a_model_listing_its_classes_in_another_order_keeps_a_car_a_car():
+    config = parse_camera_configs({"defaults": {"classes": ["person", "car"], "tracker": {"min_hits": 1},
+                                                "lines": [{"name": "L", "start": [100, 0], "end": [100, 200]}]}})
+    service = CountingService(config, 60, {})
+    old, new = ["person", "car"], ["car", "person"]
+    crossings = []
+    for seq in range(12):
+        names = old if seq < 3 else new  # the swap happens mid-walk, before the car reaches the line
+        counted = _handle(service, _record(seq, 40 + 10 * seq, names, class_id=names.index("car")))
+        crossings += counted.crossings if counted else []
+    assert [(c["class_name"], c["track_id"]) for c in crossings] == [("car", 1)]
