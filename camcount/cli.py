@@ -6,11 +6,29 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from pydantic import ValidationError
+
+from camcount.commands.argtypes import camera_id, log_level, non_negative_float, positive_int
 from camcount.logs import configure_logging
 from camcount.settings import Settings, load_settings
 
+
 class UserError(Exception):
     """A problem the user can fix (bad input, bad config, unreachable service); printed without a traceback."""
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """One line naming each invalid field of a pydantic error, e.g. ``kafka.partitons: unknown key``."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown key (misspelled?)")
+        else:
+            value = error.get("input")
+            got = f" (got {value!r})" if isinstance(value, str | int | float) and len(repr(value)) <= 60 else ""
+            problems.append(f"{where}: {error['msg']}{got}")
+    return "; ".join(problems)
 
 
 # --- stack ---------------------------------------------------------------------------------------------------
@@ -125,7 +143,8 @@ def _clickhouse_sink(settings: Settings):
 # --- parser --------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="camcount", description=__doc__)
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default: settings.log_level)")
+    parser.add_argument("--log-level", type=log_level,
+                        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: settings.log_level)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     stack = sub.add_parser("stack", help="start, check or stop the local broker, ClickHouse and Redis")
@@ -133,12 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     stack.set_defaults(handler=cmd_stack)
 
     ingest = sub.add_parser("ingest", help="publish a camera's frames (video file, RTSP/HTTP, image folder)")
-    ingest.add_argument("--camera-id", required=True)
+    ingest.add_argument("--camera-id", required=True, type=camera_id, help="non-empty, no whitespace")
     ingest.add_argument("--source", required=True, help="video file, image folder or rtsp/http URL")
-    ingest.add_argument("--fps", type=float, default=None,
-                        help="publish rate; default: the source's own rate; 0: as fast as possible")
+    ingest.add_argument("--fps", type=non_negative_float, default=None,
+                        help="publish rate; default: the source's own rate; 0: as fast as possible "
+                             "(a live stream is read at its own rate and the frames in between are dropped)")
     ingest.add_argument("--loop", action="store_true", help="replay a file source forever")
-    ingest.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    ingest.add_argument("--max-frames", type=positive_int, default=None,
+                        help="stop after publishing this many frames")
     ingest.add_argument("--first-seq", type=int, default=None,
                         help="frame sequence number of the first frame (default: the run's start time in ms, "
                              "so sequences keep increasing across restarts)")
@@ -170,8 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
-    except Exception as exc:  # pydantic's ValidationError names the bad field
-        print(f"camcount: invalid settings: {exc}", file=sys.stderr)
+    except ValidationError as exc:
+        print(f"camcount: invalid settings: {validation_problems(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # e.g. CAMCOUNT_CONFIG naming a missing or unparsable file
+        print(f"camcount: invalid settings: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     configure_logging(args.log_level or settings.log_level)
     try:
@@ -180,25 +204,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         if _is_user_error(exc):
-            print(f"camcount {args.command}: error: {exc}", file=sys.stderr)
+            print(f"camcount {args.command}: error: {_describe(exc)}", file=sys.stderr)
             return 2
         raise
 
 
+def _describe(exc: Exception) -> str:
+    """The message of a user error; an OS error on a file names the file, e.g. ``/tmp: Is a directory``."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
 def _is_user_error(exc: Exception) -> bool:
-    from camcount.kafka_config import BrokerUnreachable
+    from camcount.kafka_config import BrokerUnreachable, KafkaConfigError
     from camcount.stack import StackError
     from counting.config import CameraConfigError
+    from experiments.config import ExperimentConfigError
+    from experiments.store import ExperimentStoreError
     from models.errors import ModelError
     from producers.sources import SourceError
 
-    from experiments.config import ExperimentConfigError
-    from experiments.store import ExperimentStoreError
-
-    user_errors = (UserError, BrokerUnreachable, StackError, CameraConfigError, ModelError, SourceError,
-                   ExperimentConfigError, ExperimentStoreError, FileNotFoundError)
+    user_errors = (UserError, BrokerUnreachable, KafkaConfigError, StackError, CameraConfigError, ModelError,
+                   SourceError, ExperimentConfigError, ExperimentStoreError, OSError)
     return isinstance(exc, user_errors)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main, so that UserError here is the class the commands import and raise.
+    from camcount.cli import main as module_main
+
+    sys.exit(module_main())

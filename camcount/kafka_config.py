@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
@@ -19,6 +19,8 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 from camcount.settings import Settings
 
 log = logging.getLogger(__name__)
+
+ClientT = TypeVar("ClientT")
 
 # Frames are JPEG/PNG payloads of up to settings.inference.max_frame_bytes (8 MB by default); clients keep
 # librdkafka's 1 MB defaults unless raised, and the broker's own limit must be raised to match in production.
@@ -28,6 +30,10 @@ MAX_FETCH_BYTES = 4 * MAX_MESSAGE_BYTES
 
 class BrokerUnreachable(ConnectionError):
     """No Kafka broker answered a Metadata request at the configured bootstrap address."""
+
+
+class KafkaConfigError(ValueError):
+    """librdkafka refuses a client setting (an unknown property or a bad value), e.g. in kafka.client_config."""
 
 
 class TopicCreationError(RuntimeError):
@@ -112,8 +118,27 @@ def ensure_topics(admin: AdminClient, names_with_partitions: Mapping[str, int], 
             )
 
 
+def check_client_config(config: Mapping[str, Any]) -> None:
+    """Raise :class:`KafkaConfigError` naming the property when librdkafka refuses ``config``; connects nowhere."""
+    offline = {key: value for key, value in config.items() if key != "bootstrap.servers"}
+    new_client(AdminClient, {**offline, "log_level": 0})  # no bootstrap servers: no connection, nothing logged
+
+
+def new_client(factory: Callable[[dict[str, Any]], ClientT], config: Mapping[str, Any]) -> ClientT:
+    """``factory(config)`` (Producer, Consumer, AdminClient); a setting librdkafka refuses raises
+    :class:`KafkaConfigError` naming it."""
+    try:
+        return factory(dict(config))
+    except KafkaException as exc:
+        raise KafkaConfigError(
+            f"invalid Kafka client setting: {exc.args[0].str()}; check kafka.client_config "
+            "(CAMCOUNT_KAFKA__CLIENT_CONFIG)"
+        ) from exc
+
+
 def fetch_metadata(config: Mapping[str, Any], timeout_s: float) -> ClusterMetadata:
-    """One Metadata request to the cluster at ``config["bootstrap.servers"]``; raises :class:`BrokerUnreachable`.
+    """One Metadata request to the cluster at ``config["bootstrap.servers"]``; raises :class:`BrokerUnreachable`,
+    or :class:`KafkaConfigError` when librdkafka refuses ``config`` (retrying cannot fix that).
 
     A plain TCP connect is tried first so that a broker that is not listening yet fails fast and quietly
     (librdkafka would log a connection error per attempt).
@@ -121,8 +146,9 @@ def fetch_metadata(config: Mapping[str, Any], timeout_s: float) -> ClusterMetada
     bootstrap = str(config["bootstrap.servers"])
     if not any(_tcp_accepts(address, timeout_s) for address in bootstrap.split(",")):
         raise BrokerUnreachable(f"nothing listening at {bootstrap}")
+    admin = new_client(AdminClient, config)
     try:
-        return AdminClient(dict(config)).list_topics(timeout=timeout_s)
+        return admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         raise BrokerUnreachable(f"Metadata request to {bootstrap} failed: {exc.args[0]}") from exc
 
@@ -130,8 +156,12 @@ def fetch_metadata(config: Mapping[str, Any], timeout_s: float) -> ClusterMetada
 def wait_for_broker(
     bootstrap: str, timeout_s: float, client_config: Mapping[str, Any] | None = None
 ) -> ClusterMetadata:
-    """Block until a Metadata request to ``bootstrap`` succeeds; ``client_config`` adds e.g. security settings."""
+    """Block until a Metadata request to ``bootstrap`` succeeds; ``client_config`` adds e.g. security settings.
+
+    A ``client_config`` librdkafka refuses raises :class:`KafkaConfigError` at once, broker or not.
+    """
     config = {**(client_config or {}), "bootstrap.servers": bootstrap}
+    check_client_config(config)
     deadline = time.monotonic() + timeout_s
     while True:
         remaining = deadline - time.monotonic()

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,8 +23,17 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
-class KafkaSettings(BaseModel):
+
+class _Section(BaseModel):
+    """A settings section: a misspelled key is an error naming it, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
     bootstrap_servers: str | None = None
     frames_topic: str = "frames"
     detections_topic: str = "detections"
@@ -40,17 +49,17 @@ class KafkaSettings(BaseModel):
     )
 
 
-class ClickHouseSettings(BaseModel):
+class ClickHouseSettings(_Section):
     url: str | None = None
     database: str = "camcount"
 
 
-class RedisSettings(BaseModel):
+class RedisSettings(_Section):
     url: str | None = None
     key_prefix: str = Field("camcount", min_length=1, description="first part of every key camcount writes")
 
 
-class StackSettings(BaseModel):
+class StackSettings(_Section):
     kafka_port: int = 19092
     clickhouse_tcp_port: int = 19000
     clickhouse_http_port: int = 18123
@@ -58,7 +67,7 @@ class StackSettings(BaseModel):
     redis_port: int = 16379
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(_Section):
     registry: str | None = Field(
         None, description="directory or s3://BUCKET[/PREFIX] (endpoint, credentials: AWS_* env); default <home>/models")
     reference: str = Field("yolov3-tiny@production", description="NAME@VERSION_OR_ALIAS")
@@ -71,7 +80,7 @@ class ModelSettings(BaseModel):
         None, ge=0.0, le=1.0, description="override the production model's manifest NMS IoU in workers")
 
 
-class InferenceSettings(BaseModel):
+class InferenceSettings(_Section):
     group_id: str = "camcount-infer"
     group_instance_id: str | None = Field(
         None, description="static membership (group.instance.id), e.g. the Kubernetes pod name"
@@ -88,7 +97,7 @@ class InferenceSettings(BaseModel):
     model_poll_s: float = Field(5.0, gt=0, description="how often workers check the production alias for a new version")
 
 
-class CountingSettings(BaseModel):
+class CountingSettings(_Section):
     app_id: str = "camcount-count"
     cameras: str = Field("config/cameras.yaml", description="camera config YAML (lines, zones, classes)")
     window_seconds: int = Field(60, ge=1)
@@ -103,7 +112,7 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(Path(".camcount"), description="state directory: stack data, models, footage")
-    log_level: str = "INFO"
+    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
@@ -111,6 +120,11 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     counting: CountingSettings = Field(default_factory=CountingSettings)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_log_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(
@@ -134,7 +148,8 @@ class Settings(BaseSettings):
         return self.kafka.bootstrap_servers or f"127.0.0.1:{self.stack.kafka_port}"
 
     def clickhouse_url(self) -> str:
-        return self.clickhouse.url or f"clickhouse://127.0.0.1:{self.stack.clickhouse_tcp_port}/{self.clickhouse.database}"
+        local = f"clickhouse://127.0.0.1:{self.stack.clickhouse_tcp_port}/{self.clickhouse.database}"
+        return self.clickhouse.url or local
 
     def redis_url(self) -> str:
         return self.redis.url or f"redis://127.0.0.1:{self.stack.redis_port}/0"

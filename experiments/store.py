@@ -40,6 +40,8 @@ ACTIVE_KEY = "{prefix}:experiment:active"
 EXPERIMENT_KEY = "{prefix}:experiment:{name}"
 HISTORY_KEY = "{prefix}:experiments:history"
 RESERVED_NAMES = frozenset({"active"})
+REDIS_TIMEOUT_S = 3.0
+"""Connect and read/write timeout of the store's Redis client: ingestors consult it on their publish path."""
 
 Clock = Callable[[], datetime]
 
@@ -162,8 +164,13 @@ class ExperimentStore:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> "ExperimentStore":
-        """The store of the deployment ``settings`` describe (their Redis and key prefix)."""
-        return cls(redis.Redis.from_url(settings.redis_url()), prefix=settings.redis.key_prefix)
+        """The store of the deployment ``settings`` describe (their Redis and key prefix).
+
+        A Redis that does not answer fails calls within ``REDIS_TIMEOUT_S`` instead of blocking them.
+        """
+        client = redis.Redis.from_url(settings.redis_url(), socket_timeout=REDIS_TIMEOUT_S,
+                                      socket_connect_timeout=REDIS_TIMEOUT_S)
+        return cls(client, prefix=settings.redis.key_prefix)
 
     @staticmethod
     def _load(raw: bytes | str | None, name: str) -> Experiment:

@@ -1,7 +1,8 @@
 """Stamps each frame with its A/B experiment and variant, following the active experiment in Redis live.
 
 Ingestors never restart for an experiment: the active one is re-read every ``refresh_s`` seconds. When none is
-active, or Redis cannot be reached, frames carry no experiment and get the production model.
+active, or Redis cannot be reached, frames carry no experiment and get the production model. When the stored
+experiment cannot be read (corrupt JSON, a dangling active pointer), frames keep the assignment they had.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import redis
 
 from experiments.assignment import assign
 from experiments.config import Experiment
-from experiments.store import ExperimentStore
+from experiments.store import ExperimentStore, ExperimentStoreError
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class ExperimentAssigner:
         self._active: Experiment | None = None
         self._checked = -refresh_s
         self._redis_down = False
+        self._unreadable = False
 
     def __call__(self, camera_id: str, capture_ts_ms: int) -> tuple[str, str]:
         """(experiment name, variant name) for this camera's frame; ("", "") means production."""
@@ -45,7 +47,14 @@ class ExperimentAssigner:
                 log.warning("cannot read the active experiment from Redis (%s); frames go to production", exc)
             self._redis_down, self._active = True, None
             return
-        self._redis_down = False
+        except (ValueError, ExperimentStoreError) as exc:  # pydantic's ValidationError is a ValueError
+            if not self._unreadable:
+                log.warning("the active experiment stored in Redis is unreadable (%s); frames keep their "
+                            "assignment (%s)",
+                            " ".join(str(exc).split()), self._active.name if self._active else "production")
+            self._redis_down, self._unreadable = False, True
+            return
+        self._redis_down = self._unreadable = False
         if (active and active.name) != (self._active and self._active.name):
             log.info("active experiment: %s", active.name if active else "none (production model)")
         self._active = active

@@ -6,15 +6,15 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import cv2
 from confluent_kafka import KafkaError, Message, Producer
 
-from camcount.kafka_config import producer_config, wait_for_broker
+from camcount.kafka_config import new_client, producer_config, wait_for_broker
 from camcount.settings import Settings
-from producers.sources import FrameSource, Pacer
+from producers.sources import FrameSource, Pacer, SourceFrame
 from schemas import FRAME
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,11 @@ class CameraIngestor:
     milliseconds (so a camera may send up to 1000 frames per second), and counting, which ignores frames at
     or below the last one it saw, never mistakes a restarted camera for a replay.
 
-    Capture time is the wall clock for live streams and paced replays (a paced file behaves like a camera);
-    an unpaced replay (fps 0) stamps frames on the source's own timeline from the start of the run.
+    A live stream is read continuously at the camera's own rate and only the frames due at ``fps`` are published
+    (the others are dropped), so a stream never falls behind; its frames' capture time is the moment they were
+    grabbed. A file or folder is replayed frame by frame at ``fps``, stamped with the wall clock when paced (a paced
+    file behaves like a camera), or, unpaced (fps 0), on the source's own timeline from the start of the run.
+    The first frame is published at once; ``max_frames`` ends the run as soon as that many are published.
     """
 
     def __init__(
@@ -94,24 +97,22 @@ class CameraIngestor:
 
     def run(self, progress_every: int = 100) -> IngestStats:
         wait_for_broker(self.settings.kafka_bootstrap(), timeout_s=15, client_config=self.settings.kafka.client_config)
-        self._producer = Producer(producer_config(self.settings))
+        self._producer = new_client(Producer, producer_config(self.settings))
         topic = self.settings.kafka.frames_topic
         start_ms = time.time() * 1000.0
         first_seq = int(start_ms) if self.first_seq is None else self.first_seq
         published = 0
         pass_offset_ms = 0.0
-        pacer = Pacer(self.fps)
+        pacer = Pacer(self.fps, self._stop)
         log.info("camera %s: publishing %s to %s at %s", self.camera_id, self.source.source, topic,
                  f"{self.fps:g} fps" if self.fps else "full speed")
         try:
             while not self._stop.is_set():
                 last_offset = 0.0
-                for frame in self.source.frames():
-                    if self._stop.is_set() or (self.max_frames is not None and published >= self.max_frames):
-                        self._stop.set()
-                        break
-                    pacer.wait()
-                    if frame.offset_ms is None or self.fps:
+                for frame in self._due_frames(pacer):
+                    if frame.grabbed_ms is not None:
+                        capture_ms = int(frame.grabbed_ms)
+                    elif self.fps or frame.offset_ms is None:
                         capture_ms = int(time.time() * 1000)
                     else:
                         last_offset = frame.offset_ms
@@ -121,6 +122,9 @@ class CameraIngestor:
                     if progress_every and published % progress_every == 0:
                         log.info("camera %s: %d frames published (%.1f/s)", self.camera_id, published,
                                  self.stats.rate())
+                    if self.max_frames is not None and published >= self.max_frames:
+                        self._stop.set()
+                        break
                 if not self.loop:
                     break
                 frame_ms = 1000.0 / (self.source.native_fps or 25.0)
@@ -133,6 +137,17 @@ class CameraIngestor:
         log.info("camera %s: done, %d published, %d delivered, %d failed",
                  self.camera_id, self.stats.published, self.stats.delivered, self.stats.failed)
         return self.stats
+
+    def _due_frames(self, pacer: Pacer) -> Iterator[SourceFrame]:
+        """The frames to publish, each when it is due; ends early once ``stop()`` is called."""
+        if self.source.is_live:
+            yield from self.source.live_frames(keep=pacer.due, stop=self._stop)
+            return
+        for frame in self.source.frames():
+            pacer.wait()
+            if self._stop.is_set():
+                return
+            yield frame
 
     def _publish(self, topic: str, seq: int, capture_ms: int, image) -> None:
         ok, jpeg = cv2.imencode(".jpg", image, self.jpeg_params)

@@ -6,8 +6,9 @@ Pure: no Kafka here, so offline analysis reuses the same readers.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,8 @@ class SourceFrame:
     """BGR uint8, as OpenCV decodes it."""
     offset_ms: float | None
     """Position on the source's own timeline (files, folders); None for live streams."""
+    grabbed_ms: float | None = None
+    """Wall-clock time (ms) the frame was grabbed from a live stream; None for files and folders."""
 
 
 class FrameSource:
@@ -85,7 +88,13 @@ class FrameSource:
         return count if count > 0 else None
 
     def frames(self) -> Iterator[SourceFrame]:
-        """One pass over the source. Unreadable images in a folder are logged and skipped."""
+        """One pass over a file or folder, every frame; the caller paces them. Unreadable images in a folder are
+        logged and skipped. Raises SourceError when a pass yields no frame at all (a truncated file, a folder of
+        unreadable images), so a replay never ends "successfully" having published nothing. A live stream is read
+        as by :meth:`live_frames` keeping every frame."""
+        if self.is_live:
+            yield from self.live_frames(keep=lambda _grabbed_at: True)
+            return
         if self._images is not None:
             yield from self._folder_frames()
             return
@@ -95,11 +104,32 @@ class FrameSource:
             while True:
                 ok, image = capture.read()
                 if not ok:
-                    if self.is_live:
-                        raise SourceError(f"stream {self.source} stopped delivering frames")
-                    return
-                offset = None if self.is_live else index * 1000.0 / (self.native_fps or 25.0)
-                yield SourceFrame(index, image, offset)
+                    break
+                yield SourceFrame(index, image, index * 1000.0 / (self.native_fps or 25.0))
+                index += 1
+        finally:
+            capture.release()
+        if index == 0:
+            raise SourceError(f"video file {self.source} has no frame OpenCV can decode (empty or truncated?)")
+
+    def live_frames(self, keep: Callable[[float], bool], stop: threading.Event | None = None) -> Iterator[SourceFrame]:
+        """A live stream's frames: grabbed continuously, at the camera's rate, so none queue up and go stale in the
+        camera's or FFmpeg's buffers; only those ``keep`` accepts (it gets each grab's ``time.monotonic()``) are
+        decoded and yielded, stamped with their grab time. Ends when ``stop`` is set; raises SourceError when
+        the stream stops delivering frames."""
+        capture = self._open_capture()
+        try:
+            index = 0
+            while stop is None or not stop.is_set():
+                ok = capture.grab()
+                grabbed_at, grabbed_ms = time.monotonic(), time.time() * 1000.0
+                if ok and not keep(grabbed_at):
+                    continue
+                if ok:
+                    ok, image = capture.retrieve()
+                if not ok:
+                    raise SourceError(f"stream {self.source} stopped delivering frames")
+                yield SourceFrame(index, image, None, grabbed_ms)
                 index += 1
         finally:
             capture.release()
@@ -114,21 +144,49 @@ class FrameSource:
                 continue
             yield SourceFrame(index, image, index * 1000.0 / self._folder_fps)
             index += 1
+        if index == 0:
+            raise SourceError(f"image folder {self.source}: none of its {len(self._images)} images can be read")
 
 
 class Pacer:
-    """Sleeps so that successive ``wait()`` calls happen at ``fps`` per second (0 = no pacing)."""
+    """Spaces frames ``1/fps`` seconds apart (fps 0: no pacing); the first frame is due at once.
 
-    def __init__(self, fps: float) -> None:
+    A replay calls :meth:`wait` before each frame (sleeping until it is due); a live stream is never slept on but
+    asks :meth:`due` for each frame grabbed, and the frames in between are dropped.
+    """
+
+    def __init__(self, fps: float, stop: threading.Event | None = None) -> None:
+        """``stop``, once set, ends a :meth:`wait` early, so SIGTERM is not held up by a long frame period."""
         self._period = 1.0 / fps if fps > 0 else 0.0
-        self._next = time.monotonic()
+        self._stop = stop or threading.Event()
+        self._next: float | None = None
+        self._last_grab: float | None = None
 
     def wait(self) -> None:
+        """Sleep until the next frame is due, or ``stop`` is set."""
         if not self._period:
             return
+        now = time.monotonic()
+        if self._next is None or now - self._next > 1.0:  # first frame, or fell far behind: don't burst to catch up
+            self._next = now
+        elif self._next > now:
+            self._stop.wait(self._next - now)
         self._next += self._period
-        delay = self._next - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        elif delay < -1.0:  # fell far behind (slow source): don't burst to catch up
-            self._next = time.monotonic()
+
+    def due(self, now: float) -> bool:
+        """Whether a frame grabbed at ``now`` (``time.monotonic()``) is to be published.
+
+        A frame counts for its slot when it is at most half a camera frame interval (and half a period) early, so a
+        camera as fast as ``fps``, with jitter, keeps every frame. Slots stay on a fixed grid (the rate is ``fps``
+        on average) unless frames stop coming for a whole period; the grid then restarts at the next frame.
+        """
+        if not self._period:
+            return True
+        interval = now - self._last_grab if self._last_grab is not None else 0.0
+        self._last_grab = now
+        if self._next is not None and now < self._next - min(interval, self._period) / 2:
+            return False
+        if self._next is None or now - self._next >= self._period:
+            self._next = now
+        self._next += self._period
+        return True

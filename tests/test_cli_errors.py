@@ -54,3 +54,96 @@ def test_an_unknown_model_reference_is_a_clear_error(ref, model_registry):
     result = _camcount("models", "show", ref, env={"CAMCOUNT_MODEL__REGISTRY": model_registry})
     assert result.returncode == 2
     assert "MODEL_001" in result.stderr
+
+
+@pytest.mark.parametrize("camera_id", ["a b", ""])
+def test_an_invalid_camera_id_is_refused_before_anything_starts(camera_id):
+    result = _camcount("ingest", "--camera-id", camera_id, "--source", str(footage_path()))
+    assert result.returncode == 2
+    assert "must be non-empty and contain no whitespace" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("ingest", "--camera-id", "c1", "--source", "x", "--fps", "-5"), "argument --fps: '-5' must not be negative"),
+    (("ingest", "--camera-id", "c1", "--source", "x", "--fps", "nan"), "argument --fps: 'nan' must be a finite"),
+    (("ingest", "--camera-id", "c1", "--source", "x", "--fps", "inf"), "argument --fps: 'inf' must be a finite"),
+    (("ingest", "--camera-id", "c1", "--source", "x", "--max-frames", "0"), "argument --max-frames: 0 must be"),
+    (("analyze", "x", "--config", "y", "--batch", "0"), "argument --batch: 0 must be at least 1"),
+    (("ab", "guard", "--interval", "0"), "argument --interval: '0' must be greater than 0"),
+    (("ab", "guard", "--interval", "-1"), "argument --interval: '-1' must be greater than 0"),
+    (("--log-level", "bogus", "models", "list"), "argument --log-level: 'bogus' is not a log level"),
+])
+def test_an_out_of_range_option_is_refused_naming_it(args, message):
+    result = _camcount(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_an_unknown_log_level_setting_names_the_field():
+    result = _camcount("models", "list", env={"CAMCOUNT_LOG_LEVEL": "verbose"})
+    assert result.returncode == 2
+    assert "invalid settings: log_level:" in result.stderr
+
+
+def test_a_misspelled_settings_key_is_named():
+    result = _camcount("models", "list", env={"CAMCOUNT_KAFKA__PARTITONS": "3"})
+    assert result.returncode == 2
+    assert "invalid settings: kafka.partitons: unknown key" in result.stderr
+
+
+def test_a_bad_kafka_client_setting_is_named_at_once_not_reported_as_an_unreachable_broker():
+    port = free_ports(1)[0]
+    result = _camcount("ingest", "--camera-id", "c1", "--source", str(footage_path()),
+                       env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+                            "CAMCOUNT_KAFKA__CLIENT_CONFIG": '{"bogus.prop": "1"}'}, timeout=10)
+    assert result.returncode == 2
+    assert 'No such configuration property: "bogus.prop"' in result.stderr
+
+
+def test_a_camera_config_that_is_not_text_is_a_clear_error():
+    result = _camcount("analyze", str(footage_path()), "--config", str(footage_path()))
+    assert result.returncode == 2
+    assert "not a camera config YAML" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_output_path_that_is_a_directory_is_named(tmp_path, model_registry):
+    result = _camcount("analyze", str(footage_path()), "--config", "config/cameras.yaml", "--per-frame",
+                       str(tmp_path), "--quiet", env={"CAMCOUNT_MODEL__REGISTRY": model_registry})
+    assert result.returncode == 2
+    assert f"error: {tmp_path}: Is a directory" in result.stderr
+
+
+def test_an_experiment_file_that_is_not_yaml_is_a_clear_error(tmp_path):
+    definition = tmp_path / "experiment.yaml"
+    definition.write_text("name: [unclosed\n")
+    result = _camcount("ab", "start", str(definition))
+    assert result.returncode == 2
+    assert f"{definition}: not a valid YAML or JSON experiment definition" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ("{not json", "not valid JSON"),
+    ('{"bogus": 1}', "invalid manifest: name: Field required"),
+])
+def test_an_invalid_model_manifest_is_a_clear_error(tmp_path, manifest, message):
+    path = tmp_path / "manifest.json"
+    path.write_text(manifest)
+    result = _camcount("models", "register", "README.md", "--manifest", str(path),
+                       env={"CAMCOUNT_MODEL__REGISTRY": str(tmp_path / "registry")})
+    assert result.returncode == 2
+    assert f"{path}: {message}" in result.stderr
+
+
+def test_import_darknet_without_its_flags_says_which_it_needs(tmp_path):
+    result = _camcount("models", "import-darknet", env={"CAMCOUNT_MODEL__REGISTRY": str(tmp_path)})
+    assert result.returncode == 2
+    assert "import-darknet needs --default, or all of --cfg --weights --names --name --version" in result.stderr
+
+
+def test_demo_with_missing_footage_says_how_to_get_it():
+    result = _camcount("demo", "--footage", "/nonexistent/vtest.avi")
+    assert result.returncode == 2
+    assert "footage /nonexistent/vtest.avi not found: run `make footage`" in result.stderr

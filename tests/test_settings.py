@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -57,3 +59,39 @@ def test_an_unknown_yaml_key_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("CAMCOUNT_CONFIG", str(config))
     with pytest.raises(ValidationError, match="inferense"):
         load_settings()
+
+
+def test_a_misspelled_key_inside_a_yaml_section_is_refused(monkeypatch, tmp_path):
+    config = tmp_path / "camcount.yaml"
+    config.write_text("kafka:\n  partitons: 4\n")
+    monkeypatch.setenv("CAMCOUNT_CONFIG", str(config))
+    with pytest.raises(ValidationError, match="kafka.partitons"):
+        load_settings()
+
+
+def test_a_misspelled_nested_env_var_is_refused(monkeypatch):
+    monkeypatch.setenv("CAMCOUNT_KAFKA__PARTITONS", "3")
+    with pytest.raises(ValidationError, match="kafka.partitons"):
+        load_settings()
+
+
+def test_client_config_takes_any_librdkafka_property_name(monkeypatch):
+    monkeypatch.setenv("CAMCOUNT_KAFKA__CLIENT_CONFIG", '{"security.protocol": "SSL"}')
+    assert load_settings().kafka.client_config == {"security.protocol": "SSL"}
+
+
+def test_the_log_level_is_case_insensitive(monkeypatch):
+    monkeypatch.setenv("CAMCOUNT_LOG_LEVEL", "debug")
+    assert load_settings().log_level == "DEBUG"
+
+
+def test_an_unknown_log_level_is_refused(monkeypatch):
+    monkeypatch.setenv("CAMCOUNT_LOG_LEVEL", "verbose")
+    with pytest.raises(ValidationError, match="log_level"):
+        load_settings()
+
+
+def test_camcount_env_vars_that_name_no_setting_are_ignored(monkeypatch):
+    monkeypatch.setenv("CAMCOUNT_VIDEO_DIR", "/data/videos")  # docker-compose's, not a setting
+    monkeypatch.delenv("CAMCOUNT_HOME", raising=False)
+    assert load_settings().home == Path(".camcount")

@@ -8,11 +8,16 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
+from camcount.commands.argtypes import positive_float
 from camcount.settings import Settings
 from camcount.stack import clickhouse_client
+
+if TYPE_CHECKING:
+    from experiments.report import Report
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +41,16 @@ def _experiment(settings: Settings, name: str | None):
 
 
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
+    from camcount.cli import UserError
     from camcount.model_loading import open_model_registry
     from experiments.config import load_experiment
 
-    experiment = load_experiment(yaml.safe_load(Path(args.file).read_text()))
+    try:
+        document = yaml.safe_load(Path(args.file).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"{args.file}: not a valid YAML or JSON experiment definition: "
+                        f"{' '.join(str(exc).split())}") from exc
+    experiment = load_experiment(document)
     registry = open_model_registry(settings)
     for variant in experiment.variants:  # refuse before any camera is switched to a model that isn't there
         registry.verify(variant.model)
@@ -100,16 +111,11 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
-    from camcount.cli import UserError
     from camcount.model_loading import open_model_registry
 
     report = build_report_for(settings, args.name)
-    variant_name = args.variant or report.promote
-    if variant_name is None or (report.decision != "promote" and not args.force):
-        raise UserError(f"the report says {report.decision!r}: {report.reason} "
-                        "(use --variant NAME --force to promote anyway)")
     experiment = _experiment(settings, args.name)
-    variant = experiment.variant(variant_name)
+    variant = experiment.variant(variant_to_promote(report, experiment.variant_names, args.variant, args.force))
     registry = open_model_registry(settings)
     model = registry.verify(variant.model)
     registry.promote(model.manifest.name, model.manifest.version)
@@ -118,6 +124,29 @@ def cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
     if variant.confidence_threshold is not None or variant.nms_threshold is not None:
         print("note: the variant's threshold overrides are not part of the model; set them in its manifest")
     return 0
+
+
+def variant_to_promote(report: Report, variant_names: list[str], requested: str | None, force: bool) -> str:
+    """The variant ``ab promote`` moves to production: the report's winner, or ``requested``.
+
+    Without ``force`` the report must say "promote" and ``requested``, if given, must be its winner; with it,
+    any variant of the experiment goes. Raises UserError saying why not.
+    """
+    from camcount.cli import UserError
+
+    if requested is not None and requested not in variant_names:
+        raise UserError(f"experiment {report.experiment!r} has no variant {requested!r}; "
+                        f"it has {', '.join(variant_names)}")
+    chosen = requested or report.promote
+    if force and chosen is not None:
+        return chosen
+    if chosen is None or report.decision != "promote":
+        raise UserError(f"the report says {report.decision!r}: {report.reason} "
+                        "(use --variant NAME --force to promote anyway)")
+    if chosen != report.promote:
+        raise UserError(f"the report's winner is {report.promote!r}, not {chosen!r} "
+                        f"(add --force to promote {chosen!r} anyway)")
+    return chosen
 
 
 def cmd_guard(settings: Settings, args: argparse.Namespace) -> int:
@@ -184,5 +213,5 @@ def register_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="promote even though the report does not say so")
     p.set_defaults(handler=cmd_promote)
     p = actions.add_parser("guard", help="stop the running experiment when a candidate breaches its guardrails")
-    p.add_argument("--interval", type=float, default=10.0, help="seconds between checks (default 10)")
+    p.add_argument("--interval", type=positive_float, default=10.0, help="seconds between checks (default 10)")
     p.set_defaults(handler=cmd_guard)

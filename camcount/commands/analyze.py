@@ -7,17 +7,23 @@ import json
 import sys
 from contextlib import ExitStack
 
+from camcount.commands.argtypes import positive_int
 from camcount.settings import Settings
 
 
 def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
+    from camcount.cli import UserError
     from camcount.model_loading import load_detector
     from camcount.offline import INGEST_JPEG_QUALITY, analyze
     from counting.config import load_camera_configs
     from producers.sources import FrameSource
 
     source = FrameSource(args.source)
-    config = load_camera_configs(args.config).for_camera(args.camera_id)
+    try:
+        configs = load_camera_configs(args.config)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{args.config}: not a camera config YAML (not UTF-8 text)") from exc
+    config = configs.for_camera(args.camera_id)
     detector = load_detector(settings, args.model, max_batch=args.batch)
     total = source.frame_count()
 
@@ -57,7 +63,7 @@ def register_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="camera config YAML (lines, zones, classes)")
     p.add_argument("--camera-id", default="offline", help="which camera of the config to use (default: defaults)")
     p.add_argument("--model", help="NAME[@VERSION|@ALIAS] (default: settings.model.reference)")
-    p.add_argument("--batch", type=int, default=8, help="frames per model execution")
+    p.add_argument("--batch", type=positive_int, default=8, help="frames per model execution")
     p.add_argument("--no-jpeg", action="store_true",
                    help="skip the JPEG round trip that makes offline input identical to streaming input")
     p.add_argument("--json", action="store_true", help="print one JSON object")

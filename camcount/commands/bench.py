@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from camcount.commands.argtypes import positive_float, positive_int
 from camcount.settings import Settings
 
 DEFAULT_BATCH_SIZES = "1,8,32"
@@ -48,17 +49,6 @@ def batch_sizes(text: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated positive integers, e.g. 1,8,32")
     return list(dict.fromkeys(sizes))
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 # --- bench model ----------------------------------------------------------------------------------------------
@@ -120,7 +110,7 @@ def _add_pipeline_parser(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser("pipeline", help="worker through the broker vs the same work in-process, same run")
     p.add_argument("--frames", type=positive_int, default=400, help="frames to push through (default 400)")
     p.add_argument("--batch", type=positive_int, default=8, help="max batch (default 8)")
-    p.add_argument("--load", type=float, default=0.8,
+    p.add_argument("--load", type=positive_float, default=0.8,
                    help="latency phase: publish rate as a share of the in-process rate (default 0.8)")
     p.add_argument("--source", help="video file (default <home>/data/vtest.avi)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import redis
 
+from camcount.commands.argtypes import camera_ids, positive_float
 from camcount.settings import Settings
 from camcount.stack import clickhouse_client
 from sinks.redis_live import read_camera
@@ -75,7 +76,9 @@ def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: 
     from camcount.stack import LocalStack
 
     if not footage.is_file():
-        raise DemoError(f"footage {footage} not found: run `make footage` (or pass --footage PATH)")
+        from camcount.cli import UserError
+
+        raise UserError(f"footage {footage} not found: run `make footage` (or pass --footage PATH)")
     frames_per_camera = int(cv2.VideoCapture(str(footage)).get(cv2.CAP_PROP_FRAME_COUNT))
     settings = settings.model_copy(
         update={"clickhouse": settings.clickhouse.model_copy(update={"database": DEMO_DATABASE})})
@@ -95,15 +98,18 @@ def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: 
         for name, process in workers.items():
             cleanup.callback(_stop, process, name)
         _step(4, total, f"replaying {footage.name} ({frames_per_camera} frames) as cameras {', '.join(cameras)}")
+        # One explicit first sequence number for every camera, so "counted" below is last_seq - first_seq + 1. It is
+        # the time in ms, as ingest's own default, so a rerun on a kept stack is not ignored as a replay.
+        first_seq = int(time.time() * 1000)
         ingestors = [
-            _spawn(["ingest", "--camera-id", camera, "--source", str(footage), "--fps", "0"],
-                   logs / f"ingest-{camera}.log")
+            _spawn(["ingest", "--camera-id", camera, "--source", str(footage), "--fps", "0",
+                    "--first-seq", str(first_seq)], logs / f"ingest-{camera}.log")
             for camera in cameras
         ]
         for process, camera in zip(ingestors, cameras):
             cleanup.callback(_stop, process, f"ingest-{camera}")
         _step(5, total, "waiting until every frame is inferred, counted and stored")
-        _wait_for_pipeline(settings, cameras, frames_per_camera, workers, ingestors, timeout_s)
+        _wait_for_pipeline(settings, cameras, first_seq, frames_per_camera, workers, ingestors, timeout_s)
         _step(6, total, "per-minute counts from ClickHouse (counts_per_minute view)")
         _print_counts(settings)
         if experiment:
@@ -187,7 +193,12 @@ def _print_report(settings: Settings, name: str) -> None:
     print(f"      charts: {html}", flush=True)
 
 
-def _wait_for_pipeline(settings: Settings, cameras: list[str], frames_per_camera: int,
+def frames_counted(last_seq: int, first_seq: int, frames_per_camera: int) -> int:
+    """How many of a camera's frames, numbered from ``first_seq``, counting has seen, given the last it saw."""
+    return max(0, min(last_seq - first_seq + 1, frames_per_camera))
+
+
+def _wait_for_pipeline(settings: Settings, cameras: list[str], first_seq: int, frames_per_camera: int,
                        workers: dict[str, subprocess.Popen], ingestors: list[subprocess.Popen],
                        timeout_s: float) -> None:
     client = clickhouse_client(settings)
@@ -206,7 +217,7 @@ def _wait_for_pipeline(settings: Settings, cameras: list[str], frames_per_camera
                 raise DemoError(f"an ingestor failed (exit {process.returncode}): see {settings.home / 'logs'}")
         inferred = client.execute("SELECT count() FROM inference_log FINAL")[0][0]
         last_seqs = [read_camera(live, settings.redis.key_prefix, c).get("last_frame_seq", -1) for c in cameras]
-        counted = sum(min(seq + 1, frames_per_camera) for seq in last_seqs)
+        counted = sum(frames_counted(seq, first_seq, frames_per_camera) for seq in last_seqs)
         stored = client.execute("SELECT count() FROM crossing_events FINAL")[0][0]
         goal = frames_per_camera * len(cameras)
         line = f"      inferred {inferred}/{goal}  counted {counted}/{goal}  crossings stored {stored}"
@@ -247,7 +258,7 @@ def _print_counts(settings: Settings) -> None:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     footage = Path(args.footage) if args.footage else settings.home / "data" / "vtest.avi"
     try:
-        return run_demo(settings, footage, args.cameras.split(","), args.keep_stack, args.timeout,
+        return run_demo(settings, footage, args.cameras, args.keep_stack, args.timeout,
                         experiment=not args.no_experiment)
     except DemoError as exc:
         print(f"camcount demo: error: {exc}", file=sys.stderr)
@@ -257,8 +268,9 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 def register_parser(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="run the whole pipeline on the sample footage and print the counts")
     demo.add_argument("--footage", help="video file (default: <home>/data/vtest.avi)")
-    demo.add_argument("--cameras", default="cam-1,cam-2", help="comma-separated camera ids to replay it as")
+    demo.add_argument("--cameras", type=camera_ids, default="cam-1,cam-2",
+                      help="comma-separated camera ids to replay it as")
     demo.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
     demo.add_argument("--no-experiment", action="store_true", help="skip the fp32-vs-int8 A/B experiment")
-    demo.add_argument("--timeout", type=float, default=900, help="seconds to wait for the pipeline")
+    demo.add_argument("--timeout", type=positive_float, default=900, help="seconds to wait for the pipeline")
     demo.set_defaults(handler=cmd_demo)

@@ -8,10 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from camcount.commands.bench import positive_int
+from camcount.commands.argtypes import positive_int
 from camcount.settings import Settings
 
 if TYPE_CHECKING:
+    from models.manifest import ModelManifest
     from models.registry import ModelRegistry
 
 DEFAULT_MODEL = "yolov3-tiny"
@@ -88,8 +89,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     elif action == "rollback":
         print(f"{args.ref}@production -> {registry.rollback(args.ref)}")
     elif action == "register":
-        fields = json.loads(Path(args.manifest).read_text())
-        manifest = registry.register(Path(args.onnx), **fields)
+        manifest = _register(registry, Path(args.onnx), Path(args.manifest))
         print(f"registered {manifest.name}@{manifest.version} (sha256 {manifest.sha256})")
     elif action == "import-darknet":
         if args.default:
@@ -98,13 +98,33 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
             print(f"default model {reference} registered; {DEFAULT_MODEL}@production is {production}")
         else:
             if not (args.cfg and args.weights and args.names and args.name and args.version):
-                raise ValueError("import-darknet needs --default, or all of --cfg --weights --names --name --version")
+                from camcount.cli import UserError
+
+                raise UserError("import-darknet needs --default, or all of --cfg --weights --names --name --version")
             import_darknet(registry, Path(args.cfg), Path(args.weights), Path(args.names), args.name, args.version,
                            source={"kind": "darknet", "cfg": str(args.cfg), "weights": str(args.weights)})
             print(f"registered {args.name}@{args.version}")
     elif action == "quantize":
         return quantize(settings, registry, args)
     return 0
+
+
+def _register(registry: ModelRegistry, onnx: Path, manifest_path: Path) -> ModelManifest:
+    """``models register``: a manifest file that is not a JSON object of valid manifest fields is a UserError."""
+    from pydantic import ValidationError
+
+    from camcount.cli import UserError, validation_problems
+
+    try:
+        fields = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{manifest_path}: not valid JSON: {exc}") from exc
+    if not isinstance(fields, dict):
+        raise UserError(f"{manifest_path}: must be a JSON object of manifest fields (name, version, format, ...)")
+    try:
+        return registry.register(onnx, **fields)
+    except ValidationError as exc:
+        raise UserError(f"{manifest_path}: invalid manifest: {validation_problems(exc)}") from exc
 
 
 def quantize(settings: Settings, registry: ModelRegistry, args: argparse.Namespace) -> int:

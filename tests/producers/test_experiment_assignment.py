@@ -1,0 +1,53 @@
+"""The ingestor's view of the active experiment: it never blocks or crashes the publish path."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import redis
+
+from camcount.settings import Settings
+from experiments.config import Experiment
+from experiments.store import REDIS_TIMEOUT_S, ExperimentStore
+from producers.experiment_assignment import ExperimentAssigner
+
+
+class _DictRedis:
+    """Just enough of redis.Redis for ExperimentStore.active(): GET from a dict."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+
+def _started(store: ExperimentStore, client: _DictRedis, name: str) -> None:
+    experiment = Experiment.model_validate({
+        "name": name, "variants": [{"name": "a", "model": "yolo@1.0.0"}, {"name": "b", "model": "yolo@2.0.0"}],
+    })
+    client.values[f"{store.prefix}:experiment:active"] = name
+    client.values[f"{store.prefix}:experiment:{name}"] = experiment.model_dump_json()
+
+
+def test_a_corrupt_stored_experiment_keeps_the_previous_assignment(caplog):
+    client = _DictRedis()
+    store = ExperimentStore(client, prefix="t")  # type: ignore[arg-type]
+    _started(store, client, "fast-model")
+    assigner = ExperimentAssigner(store, refresh_s=0)
+    before = assigner("cam-1", 0)
+    assert before[0] == "fast-model"
+    client.values["t:experiment:fast-model"] = '{"name": "fast-model", "variants": ['
+    assert assigner("cam-1", 0) == before
+    assert "unreadable" in caplog.text
+
+
+def test_the_store_ingestors_use_gives_up_on_a_redis_that_does_not_answer():
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        settings = Settings(redis={"url": f"redis://127.0.0.1:{silent.getsockname()[1]}/0"})
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            ExperimentStore.for_settings(settings).active()
+    assert time.monotonic() - started < REDIS_TIMEOUT_S + 2

@@ -1,0 +1,94 @@
+"""When the ingestor publishes and when it stops, with the broker replaced by an in-memory producer."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import producers.ingest as ingest
+from camcount.settings import Settings
+from producers.ingest import CameraIngestor
+from producers.sources import FrameSource
+from schemas import FRAME
+from tests.pipeline import footage_path
+
+
+class _MemoryProducer:
+    """confluent_kafka.Producer's place: every produced frame is delivered at once and kept."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict] = []
+        self.produced_at: list[float] = []
+
+    def produce(self, topic, value, key, headers, on_delivery) -> None:
+        self.frames.append(FRAME.decode(value, dict(headers)))
+        self.produced_at.append(time.monotonic())
+        on_delivery(None, None)
+
+    def poll(self, _timeout: float) -> int:
+        return 0
+
+    def flush(self, _timeout: float) -> int:
+        return 0
+
+
+@pytest.fixture
+def producer(monkeypatch) -> _MemoryProducer:
+    memory = _MemoryProducer()
+    monkeypatch.setattr(ingest, "wait_for_broker", lambda *args, **kwargs: None)
+    monkeypatch.setattr(ingest, "new_client", lambda factory, config: memory)
+    return memory
+
+
+class _EndingStream:
+    """A live camera (cv2.VideoCapture's place) that delivers ``frames`` frames, then stops."""
+
+    def __init__(self, frames: int) -> None:
+        self.left = frames
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return True
+
+    def get(self, _prop: int) -> float:
+        return 25.0
+
+    def grab(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
+
+    def retrieve(self) -> tuple[bool, np.ndarray]:
+        return True, np.zeros((8, 8, 3), np.uint8)
+
+    def release(self) -> None:
+        pass
+
+
+def test_max_frames_ends_the_run_when_the_last_frame_is_published_not_at_the_next_read(monkeypatch, producer):
+    monkeypatch.setattr(FrameSource, "_open_capture", lambda self: _EndingStream(frames=3))
+    source = FrameSource("rtsp://camera.invalid/stream")
+    stats = CameraIngestor(Settings(), "door-1", source, fps=0, max_frames=3).run()
+    assert (stats.published, stats.delivered) == (3, 3)
+
+
+def test_live_frames_carry_the_time_they_were_grabbed(monkeypatch, producer):
+    monkeypatch.setattr(FrameSource, "_open_capture", lambda self: _EndingStream(frames=2))
+    before_ms = time.time() * 1000
+    CameraIngestor(Settings(), "door-1", FrameSource("rtsp://camera.invalid/stream"), fps=0, max_frames=2).run()
+    assert all(before_ms - 1 <= f["capture_ts_ms"] <= time.time() * 1000 for f in producer.frames)
+
+
+def test_the_first_frame_is_published_without_waiting_a_frame_period(producer):
+    started = time.monotonic()
+    CameraIngestor(Settings(), "door-1", FrameSource(str(footage_path())), fps=0.02, max_frames=1).run()
+    assert len(producer.frames) == 1 and producer.produced_at[0] - started < 5
+
+
+def test_stop_during_a_long_frame_period_ends_the_run_at_once(producer):
+    ingestor = CameraIngestor(Settings(), "door-1", FrameSource(str(footage_path())), fps=0.02)
+    threading.Timer(0.5, ingestor.stop).start()
+    started = time.monotonic()
+    stats = ingestor.run()
+    assert stats.published == 1 and time.monotonic() - started < 5
