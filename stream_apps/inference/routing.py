@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 UNKNOWN_EXPERIMENT_RETRY_S = 5.0
 UNAVAILABLE_RETRY_S = 30.0
 """Pause before an experiment whose lookup or variant model failed is tried again (a load can take seconds)."""
+IDLE_EXPERIMENT_RELEASE_S = 600.0
+"""An experiment none of whose frames arrived for this long is forgotten and its variants' models released (device
+memory); a later frame of it looks it up again."""
 
 
 @dataclass(frozen=True)
@@ -60,17 +63,20 @@ class RouteTable:
         poll_interval_s: float = 5.0,
         production_thresholds: tuple[float | None, float | None] = (None, None),
         unavailable_retry_s: float = UNAVAILABLE_RETRY_S,
+        idle_release_s: float = IDLE_EXPERIMENT_RELEASE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``production_thresholds`` (confidence, NMS) override the production model's manifest when set;
         an experiment that could not be read, or one of whose models did not load, is retried after
-        ``unavailable_retry_s``."""
+        ``unavailable_retry_s``; one without frames for ``idle_release_s`` is released."""
+        self._clock = clock
         self._thresholds = production_thresholds
         self._production = Route(production, *production_thresholds)
         self._load_model = load_model
         self._find_experiment = find_experiment
         self._watcher = production_watcher
         self._poll_interval_s = poll_interval_s
-        self._polled = time.monotonic()
+        self._polled = self._clock()
         self._routes: dict[tuple[str, str], Route] = {}
         self._experiments: dict[str, Experiment] = {}
         self._models: dict[str, Detector] = {}
@@ -78,6 +84,9 @@ class RouteTable:
         self._unavailable: dict[str, tuple[float, str]] = {}
         """Experiment -> (when, why) for the last attempt that left some of its variants without a route."""
         self._unavailable_retry_s = unavailable_retry_s
+        self._idle_release_s = idle_release_s
+        self._last_frame: dict[str, float] = {}
+        """Experiment -> when its last frame was routed, for releasing idle ones."""
 
     @property
     def production(self) -> Detector:
@@ -88,13 +97,14 @@ class RouteTable:
 
         A version that fails keeps the current one serving (the watcher logs and reports the error code). While the
         watcher loads a version in the background, every call checks whether it is ready, so it is served from the
-        next batch on.
+        next batch on. Experiments idle for ``idle_release_s`` are released here too.
         """
+        self._release_idle_experiments()
         if self._watcher is None:
             return
-        if not self._watcher.loading and time.monotonic() - self._polled < self._poll_interval_s:
+        if not self._watcher.loading and self._clock() - self._polled < self._poll_interval_s:
             return
-        self._polled = time.monotonic()
+        self._polled = self._clock()
         swap = self._watcher.poll()
         if swap is not None:
             log.info("production model swapped: %s -> %s (loaded and warmed up in %.0f ms)",
@@ -117,6 +127,8 @@ class RouteTable:
         route = self._routes.get((experiment, variant))
         if route is None:
             self._add_experiment(experiment)
+        if experiment in self._experiments or experiment in self._unavailable:
+            self._last_frame[experiment] = self._clock()
             route = self._routes.get((experiment, variant))
         if route is None and experiment in self._unavailable:
             definition = self._experiments.get(experiment)
@@ -141,6 +153,28 @@ class RouteTable:
         route = self._routes.get((experiment, candidate))
         return None if route is None else (candidate, route)  # None while the candidate's model is unavailable
 
+    def _release_idle_experiments(self) -> None:
+        """Forget experiments without frames for ``idle_release_s``, with the models no other route uses, and the
+        names that were unknown longer ago than their retry period, so a long-running worker's memory does not
+        grow with every experiment (or mistyped experiment header) it has seen."""
+        now = self._clock()
+        self._unknown = {name: at for name, at in self._unknown.items() if now - at < UNKNOWN_EXPERIMENT_RETRY_S}
+        idle = [name for name, at in self._last_frame.items() if now - at >= self._idle_release_s]
+        if not idle:
+            return
+        for name in idle:
+            del self._last_frame[name]
+            self._experiments.pop(name, None)
+            self._unavailable.pop(name, None)
+            for key in [key for key in self._routes if key[0] == name]:
+                del self._routes[key]
+        in_use = {id(route.detector) for route in (self._production, *self._routes.values())}
+        released = [reference for reference, detector in self._models.items() if id(detector) not in in_use]
+        for reference in released:
+            del self._models[reference]
+        log.info("released experiment(s) %s after %.0f s without frames; unloaded %s", ", ".join(idle),
+                 self._idle_release_s, ", ".join(released) or "no model (still in use)")
+
     def detectors(self) -> list[Detector]:
         return list({id(r.detector): r.detector for r in (self._production, *self._routes.values())}.values())
 
@@ -153,7 +187,7 @@ class RouteTable:
         """
         if self._find_experiment is None or self._load_model is None:
             return
-        now = time.monotonic()
+        now = self._clock()
         if now - self._unknown.get(name, -UNKNOWN_EXPERIMENT_RETRY_S) < UNKNOWN_EXPERIMENT_RETRY_S:
             return
         if name in self._unavailable and now - self._unavailable[name][0] < self._unavailable_retry_s:
@@ -165,7 +199,7 @@ class RouteTable:
             self._unknown[name] = now
             return
         except (redis.RedisError, ValueError) as exc:  # store down, or a definition it cannot parse
-            self._unavailable[name] = (time.monotonic(), f"experiment {name!r} cannot be read: {exc!r}")
+            self._unavailable[name] = (self._clock(), f"experiment {name!r} cannot be read: {exc!r}")
             log.error("experiment %s cannot be read (%r); its frames are dead-lettered as %s for %.0f s", name,
                       exc, FrameErrorCode.VARIANT_UNAVAILABLE.value, self._unavailable_retry_s)
             return
@@ -187,7 +221,7 @@ class RouteTable:
             log.info("experiment %s: variant %s served by %s@%s (conf %s, nms %s)", name, variant.name,
                      detector.name, detector.version, variant.confidence_threshold, variant.nms_threshold)
         if failures:
-            self._unavailable[name] = (time.monotonic(), "; ".join(failures))
+            self._unavailable[name] = (self._clock(), "; ".join(failures))
             log.error("%s; the frames of %s are dead-lettered as %s for %.0f s before a retry", "; ".join(failures),
                       "that variant" if len(failures) == 1 else "those variants",
                       FrameErrorCode.VARIANT_UNAVAILABLE.value, self._unavailable_retry_s)

@@ -11,7 +11,7 @@ from tests.pipeline import CamcountProcesses, consume_records, footage_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-FRAMES = 60
+FRAMES = 100  # at 10 frames/s: several seconds left after the promotion for the background load
 
 
 def _with_registry(settings, root):

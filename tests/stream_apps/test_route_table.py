@@ -114,3 +114,59 @@ def test_frames_of_an_experiment_the_store_cannot_read_are_refused_as_unavailabl
     refusal = _refusal(routes, "exp", "control")
     assert refusal.code == FrameErrorCode.VARIANT_UNAVAILABLE and "ConnectionError" in refusal.reason
     assert routes.route("", "").detector is PRODUCTION
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _second_experiment() -> Experiment:
+    return load_experiment({"name": "thresholds", "variants": [
+        {"name": "control", "model": CONTROL_MODEL},
+        {"name": "strict", "model": CONTROL_MODEL, "confidence_threshold": 0.5}]})
+
+
+def test_an_experiment_without_frames_for_the_idle_period_is_released_with_its_models():
+    clock = ManualClock()
+    shelf = ModelShelf()
+    routes = RouteTable(PRODUCTION, shelf.load, _store(_experiment()), idle_release_s=600, clock=clock)
+    routes.route("exp", "control")
+
+    clock.now += 600
+    routes.refresh()
+
+    assert routes.detectors() == [PRODUCTION]
+    routes.route("exp", "control")  # a later frame looks the experiment up and loads its models again
+    assert shelf.loads == [CONTROL_MODEL, CANDIDATE_MODEL] * 2
+
+
+def test_an_experiment_with_recent_frames_keeps_its_models():
+    clock = ManualClock()
+    routes = RouteTable(PRODUCTION, ModelShelf().load, _store(_experiment()), idle_release_s=600, clock=clock)
+    routes.route("exp", "control")
+
+    clock.now += 599
+    routes.route("exp", "candidate")
+    clock.now += 599
+    routes.refresh()
+
+    assert len(routes.detectors()) == 3
+
+
+def test_releasing_an_idle_experiment_keeps_a_model_another_experiment_still_serves():
+    clock = ManualClock()
+    routes = RouteTable(PRODUCTION, ModelShelf().load, _store(_experiment(), _second_experiment()),
+                        idle_release_s=600, clock=clock)
+    routes.route("exp", "candidate")
+    clock.now += 300
+    routes.route("thresholds", "strict")
+
+    clock.now += 300
+    routes.refresh()
+
+    assert sorted(d.version for d in routes.detectors()) == ["0.9.0", "1.0.0"]
+    assert routes.route("thresholds", "control").detector.version == "1.0.0"
