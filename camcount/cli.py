@@ -217,6 +217,8 @@ def _describe(exc: Exception) -> str:
 
 
 def _is_user_error(exc: Exception) -> bool:
+    import redis
+
     from camcount.kafka_config import BrokerUnreachable, KafkaConfigError
     from camcount.stack import StackError
     from counting.config import CameraConfigError
@@ -226,7 +228,8 @@ def _is_user_error(exc: Exception) -> bool:
     from producers.sources import SourceError
 
     user_errors = (UserError, BrokerUnreachable, KafkaConfigError, StackError, CameraConfigError, ModelError,
-                   SourceError, ExperimentConfigError, ExperimentStoreError, OSError)
+                   SourceError, ExperimentConfigError, ExperimentStoreError, OSError,
+                   redis.ConnectionError, redis.TimeoutError)
     return isinstance(exc, user_errors)
 
 

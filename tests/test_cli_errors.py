@@ -147,3 +147,11 @@ def test_demo_with_missing_footage_says_how_to_get_it():
     result = _camcount("demo", "--footage", "/nonexistent/vtest.avi")
     assert result.returncode == 2
     assert "footage /nonexistent/vtest.avi not found: run `make footage`" in result.stderr
+
+
+def test_ab_status_with_redis_unreachable_names_the_address():
+    port = free_ports(1)[0]
+    result = _camcount("ab", "status", env={"REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+    assert result.returncode == 2, result.stderr
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
