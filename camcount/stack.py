@@ -141,12 +141,56 @@ def split_sql_statements(script: str) -> list[str]:
     return [statement.strip() for statement in statements if statement.strip()]
 
 
+_ALTER = re.compile(r"ALTER\b", re.IGNORECASE)
+_ADD_COLUMN = re.compile(r"ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(?!IF\b)(\w+)\s+\S", re.IGNORECASE)
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'")
+_PARENTHESISED = re.compile(r"\([^()]*\)")
+
+
+def added_column(statement: str) -> tuple[str, str] | None:
+    """``(table, column)`` of an ``ALTER TABLE <table> ADD COLUMN <column> <type> ...`` statement; None for a
+    statement that is not an ALTER.
+
+    ClickHouse 18.16 has no ``ADD COLUMN IF NOT EXISTS``, so this is the one ALTER the DDL may hold, and
+    ``apply_clickhouse_ddl`` runs it only when the column is missing. Strict, so that check is always right: one
+    column per statement, unqualified table and column names (letters, digits, ``_``); any other ALTER (or a
+    second action after a comma) raises StackError, because it could not be made idempotent.
+    """
+    if not _ALTER.match(statement):
+        return None
+    match = _ADD_COLUMN.match(statement)
+    rest = _QUOTED.sub("''", statement)
+    while _PARENTHESISED.search(rest):  # commas inside a type or default, e.g. Decimal(9, 2), are no second action
+        rest = _PARENTHESISED.sub("", rest)
+    if match is None or "," in rest:
+        raise StackError(f"unsupported DDL statement {statement!r}: the only ALTER allowed is "
+                         "`ALTER TABLE <table> ADD COLUMN <column> <type> [DEFAULT ...] [AFTER ...]`, one column each")
+    return match.group(1), match.group(2)
+
+
+def ddl_statements(ddl_dir: Path, has_column: Callable[[str, str], bool]) -> Iterator[tuple[Path, int, str]]:
+    """The statements of ``ddl_dir/*.sql`` still to run, in file-name order, as (file, number in file, statement).
+
+    An ``ALTER TABLE t ADD COLUMN c`` (see ``added_column``) is left out when ``has_column(t, c)``. Lazy: that
+    question is asked only when its statement is reached, i.e. after the caller ran every statement before it,
+    so a table created earlier in the DDL already has its columns. Every other statement is yielded: the DDL
+    files make them idempotent with ``IF NOT EXISTS``.
+    """
+    for path in sorted(ddl_dir.glob("*.sql")):
+        for number, statement in enumerate(split_sql_statements(path.read_text()), start=1):
+            added = added_column(statement)
+            if added is None or not has_column(*added):
+                yield path, number, statement
+
+
 def apply_clickhouse_ddl(url: str, database: str, ddl_dir: Path = CLICKHOUSE_DDL_DIR) -> list[Path]:
     """Create ``database`` if missing, then run every ``ddl_dir/*.sql`` inside it, in file-name order.
 
-    Idempotent as long as the DDL files are (they use ``IF NOT EXISTS``). ``url`` is a clickhouse-driver
-    URL; its own database path is ignored. Takes a URL rather than a client because a client's session
-    database cannot be switched reliably (``USE`` does not survive a reconnect). Returns the files applied.
+    Idempotent as long as the DDL files are: ``CREATE ... IF NOT EXISTS``, and ``ALTER TABLE ... ADD COLUMN``
+    statements, which are skipped where the column exists (``ddl_statements``), so a database made by an older
+    release gains the columns added since. ``url`` is a clickhouse-driver URL; its own database path is ignored.
+    Takes a URL rather than a client because a client's session database cannot be switched reliably (``USE``
+    does not survive a reconnect). Returns the files applied.
     """
     host, kwargs = parse_url(url)
     server = Client(host, **{**kwargs, "database": "default"})
@@ -154,22 +198,25 @@ def apply_clickhouse_ddl(url: str, database: str, ddl_dir: Path = CLICKHOUSE_DDL
         server.execute(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
     finally:
         server.disconnect()
-    files = sorted(ddl_dir.glob("*.sql"))
     client = Client(host, **{**kwargs, "database": database})
+
+    def has_column(table: str, column: str) -> bool:
+        return client.execute("SELECT count() FROM system.columns WHERE database = %(d)s AND table = %(t)s "
+                              "AND name = %(c)s", {"d": database, "t": table, "c": column})[0][0] > 0
+
     try:
-        for path in files:
-            for number, statement in enumerate(split_sql_statements(path.read_text()), start=1):
-                try:
-                    client.execute(statement)
-                except ClickHouseError as exc:
-                    summary = " ".join(str(exc).strip().splitlines()[:2])  # code and message, no stack trace
-                    raise StackError(
-                        f"statement {number} of {path} failed in database {database!r}: {summary}; "
-                        "fix the DDL file (it must run on ClickHouse 18.16 and stay idempotent)"
-                    ) from exc
+        for path, number, statement in ddl_statements(ddl_dir, has_column):
+            try:
+                client.execute(statement)
+            except ClickHouseError as exc:
+                summary = " ".join(str(exc).strip().splitlines()[:2])  # code and message, no stack trace
+                raise StackError(
+                    f"statement {number} of {path} failed in database {database!r}: {summary}; "
+                    "fix the DDL file (it must run on ClickHouse 18.16 and stay idempotent)"
+                ) from exc
     finally:
         client.disconnect()
-    return files
+    return sorted(ddl_dir.glob("*.sql"))
 
 
 _CREATE = re.compile(r"CREATE\s+(?:MATERIALIZED\s+)?(?:TABLE|VIEW)\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE)

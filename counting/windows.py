@@ -3,7 +3,8 @@
 Pure and serialisable (``to_state``): the streaming app keeps them in the same table value as the camera's
 counter, so a restarted worker resumes both from one consistent snapshot. Every emitted row is an absolute
 value with a growing version (a window's count, a minute's frame count), so sinks keep the latest and
-re-emits or replays never add up.
+re-emits or replays never add up. Every row also names the frame it traces to (``last_frame_seq``,
+``last_capture_ts_ms``): the latest counted frame that changed it.
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ class CrossingWindows:
         self._totals: dict[str, int] = dict(state["totals"])
         self._open_from_ms: int | None = state["open_from_ms"]
 
-    def add(self, crossings: Iterable[CrossingEvent], labels: Labels, now_ms: int) -> list[dict[str, Any]]:
-        """Count ``crossings``; returns one row per window they changed (Avro ``WindowCount`` fields)."""
+    def add(self, frame_seq: int, capture_ts_ms: int, crossings: Iterable[CrossingEvent], labels: Labels,
+            now_ms: int) -> list[dict[str, Any]]:
+        """Count ``crossings``, confirmed by counting frame ``frame_seq``; returns one row per window they changed
+        (Avro ``WindowCount`` fields), whose ``last_frame_seq``/``last_capture_ts_ms`` are that frame's."""
         changed: dict[str, dict[str, Any]] = {}
         for c in crossings:
             start = window_start_ms(c.capture_ts_ms, self.window_seconds)
@@ -78,6 +81,7 @@ class CrossingWindows:
             self._totals[key] = self._totals.get(key, 0) + 1
             changed[key] = {**labels.as_fields(), "window_start_ms": start, "window_seconds": self.window_seconds,
                             "line": c.line, "class_name": c.class_name, "direction": c.direction,
+                            "last_frame_seq": frame_seq, "last_capture_ts_ms": capture_ts_ms,
                             "count": self._totals[key], "updated_ms": now_ms}
         return list(changed.values())
 
@@ -96,17 +100,20 @@ class ZoneMinutes:
     """Occupancy per zone, class and minute: frames, max and summed occupancy, entries, exits, dwell.
 
     Rows of the current minute are emitted every ``emit_every`` frames and whenever tracks enter or leave;
-    a minute's final row is emitted when the first frame of a later minute arrives.
+    a minute's final row is emitted when the first frame of a later minute arrives. A row's ``last_frame_seq``
+    and ``last_capture_ts_ms`` are those of the latest frame counted into it (for a final row, the minute's last
+    frame, not the later frame that closed it); -1 when it was restored from state saved before they were kept.
     """
 
     def __init__(self, emit_every: int = 25, state: dict[str, Any] | None = None) -> None:
         self.emit_every = emit_every
         state = state or {}
         self._minute: int | None = state.get("minute")
-        self._stats: dict[str, dict[str, int]] = {k: dict(v) for k, v in state.get("stats", {}).items()}
+        self._stats: dict[str, dict[str, int]] = {
+            k: {"last_frame_seq": -1, "last_capture_ts_ms": -1, **v} for k, v in state.get("stats", {}).items()}
 
-    def update(self, capture_ts_ms: int, occupancy: dict[str, dict[str, int]], events: Iterable[ZoneEvent],
-               labels: Labels, now_ms: int) -> list[dict[str, Any]]:
+    def update(self, frame_seq: int, capture_ts_ms: int, occupancy: dict[str, dict[str, int]],
+               events: Iterable[ZoneEvent], labels: Labels, now_ms: int) -> list[dict[str, Any]]:
         minute = window_start_ms(capture_ts_ms, 60)
         rows: list[dict[str, Any]] = []
         if self._minute is not None and minute != self._minute:
@@ -122,6 +129,7 @@ class ZoneMinutes:
                 stats["frames"] += 1
                 stats["max_occupancy"] = max(stats["max_occupancy"], n)
                 stats["occupancy_sum"] += n
+                stats["last_frame_seq"], stats["last_capture_ts_ms"] = frame_seq, capture_ts_ms
         for event in events:
             key = f"{event.zone}|{event.class_name}|{labels.key()}"
             if key not in self._stats:

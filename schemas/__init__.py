@@ -3,6 +3,11 @@
 Each message carries its schema name and version in Kafka headers (``camcount-schema``,
 ``camcount-schema-version``) so consumers can reject, or adapt to, versions they do not know.
 Payloads are schemaless Avro (fastavro): the schema travels by name and version, not in the message.
+
+Evolution: a schema's current version N lives in ``<stem>.avsc``; each earlier version k keeps its writer schema,
+unchanged, in ``<stem>.v<k>.avsc``. Every field added after version 1 has a default, so a consumer at version N
+reads versions 1..N (Avro schema resolution fills the defaults) and refuses newer ones. Producers always write N.
+Upgrade consumers before producers.
 """
 
 from __future__ import annotations
@@ -36,7 +41,11 @@ class UndecodablePayload(SchemaError):
 
 @dataclass(frozen=True)
 class AvroCodec:
-    """Encodes and decodes one schema at one version; ``decode`` refuses other schemas and versions."""
+    """Encodes one schema at its current ``version`` and decodes every version from 1 to ``version``.
+
+    ``file`` holds the current version; version k < ``version`` is read from ``<stem>.v<k>.avsc`` beside it.
+    ``decode`` refuses other schemas and versions newer than ``version`` (UnknownSchemaVersion).
+    """
 
     name: str
     version: int
@@ -44,7 +53,14 @@ class AvroCodec:
 
     @cached_property
     def parsed(self) -> Any:
-        return fastavro.parse_schema(json.loads((_SCHEMA_DIR / self.file).read_text()))
+        """The current version's schema: what ``encode`` writes and what ``decode`` returns."""
+        return _parse(self.file)
+
+    @cached_property
+    def _writers(self) -> dict[int, Any]:
+        """The writer schema of every version this codec reads, current included."""
+        stem = self.file.removesuffix(".avsc")
+        return {**{k: _parse(f"{stem}.v{k}.avsc") for k in range(1, self.version)}, self.version: self.parsed}
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [(SCHEMA_HEADER, self.name.encode()), (SCHEMA_VERSION_HEADER, str(self.version).encode())]
@@ -54,33 +70,45 @@ class AvroCodec:
         fastavro.schemaless_writer(buffer, self.parsed, record)
         return buffer.getvalue()
 
-    def check_headers(self, headers: dict[str, bytes] | None) -> None:
-        """Raise UnknownSchemaVersion unless the headers name this schema at this version."""
+    def writer_version(self, headers: dict[str, bytes] | None) -> int:
+        """The version the headers declare; raises UnknownSchemaVersion unless they name this schema at a
+        version from 1 to ``self.version``."""
         headers = headers or {}
         name = headers.get(SCHEMA_HEADER, b"").decode(errors="replace")
         version = headers.get(SCHEMA_VERSION_HEADER, b"").decode(errors="replace")
-        if name != self.name or version != str(self.version):
+        known = version.isascii() and version.isdigit() and 1 <= int(version) <= self.version
+        if name != self.name or not known:
+            supported = f"v{self.version}" if self.version == 1 else f"v1 to v{self.version}"
             raise UnknownSchemaVersion(
-                f"expected schema {self.name} v{self.version}, got {name or '(none)'} v{version or '(none)'}: "
+                f"expected schema {self.name} {supported}, got {name or '(none)'} v{version or '(none)'}: "
                 f"upgrade this consumer or re-produce the message with a supported version"
             )
+        return int(version)
 
     def decode(self, payload: bytes, headers: dict[str, bytes] | None = None) -> dict[str, Any]:
-        if headers is not None:
-            self.check_headers(headers)
+        """The record as the current version: an older writer's record gets the defaults of the fields it lacks.
+
+        Without ``headers`` the payload is taken to be of the current version.
+        """
+        version = self.version if headers is None else self.writer_version(headers)
+        reader = None if version == self.version else self.parsed  # None: no schema resolution needed
         try:
-            return fastavro.schemaless_reader(io.BytesIO(payload), self.parsed, None)
+            return fastavro.schemaless_reader(io.BytesIO(payload), self._writers[version], reader)
         except Exception as exc:  # fastavro raises many types (EOFError, UnicodeDecodeError, ...)
             raise UndecodablePayload(
-                f"payload is not a valid {self.name} v{self.version} Avro record: {exc!r}") from exc
+                f"payload is not a valid {self.name} v{version} Avro record: {exc!r}") from exc
+
+
+def _parse(file: str) -> Any:
+    return fastavro.parse_schema(json.loads((_SCHEMA_DIR / file).read_text()))
 
 
 FRAME = AvroCodec("frame", 1, "frame.avsc")
 DETECTIONS = AvroCodec("detections", 1, "detections.avsc")
 CROSSING = AvroCodec("crossing", 1, "crossing.avsc")
-WINDOW_COUNT = AvroCodec("window-count", 1, "window_count.avsc")
-SHADOW_PAIR = AvroCodec("shadow-pair", 1, "shadow_pair.avsc")
-ZONE_OCCUPANCY = AvroCodec("zone-occupancy", 1, "zone_occupancy.avsc")
+WINDOW_COUNT = AvroCodec("window-count", 2, "window_count.avsc")
+SHADOW_PAIR = AvroCodec("shadow-pair", 2, "shadow_pair.avsc")
+ZONE_OCCUPANCY = AvroCodec("zone-occupancy", 2, "zone_occupancy.avsc")
 
 
 def headers_dict(headers: list[tuple[str, bytes | None]] | None) -> dict[str, bytes]:

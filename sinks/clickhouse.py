@@ -2,6 +2,9 @@
 
 Every table is a ReplacingMergeTree keyed so that re-inserting a row (a replay, a retried insert) replaces
 it instead of adding to it; queries read with FINAL (or through the views that do).
+
+Records arrive decoded at their schema's current version: an older writer's record carries the defaults of the
+fields added since (-1 or ""), which are written as they are, meaning "unknown".
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ log = logging.getLogger(__name__)
 CROSSING_COLUMNS = ("event_id", "camera_id", "frame_seq", "capture_time", "capture_ts_ms", "line", "direction",
                     "track_id", "class_name", "model_name", "model_version", "variant", "experiment")
 WINDOW_COLUMNS = ("camera_id", "window_start", "window_seconds", "line", "class_name", "direction", "variant",
-                  "experiment", "model_name", "model_version", "count", "updated_ms")
+                  "experiment", "model_name", "model_version", "last_frame_seq", "last_capture_ts_ms", "count",
+                  "updated_ms")
 SHADOW_COLUMNS = ("experiment", "camera_id", "frame_seq", "capture_time", "capture_ts_ms", "control_variant",
-                  "candidate_variant", "control_model_version", "candidate_model_version", "control_detections",
-                  "candidate_detections", "matched_boxes", "control_infer_ms", "candidate_infer_ms")
+                  "candidate_variant", "control_model_name", "candidate_model_name", "control_model_version",
+                  "candidate_model_version", "control_detections", "candidate_detections", "matched_boxes",
+                  "control_infer_ms", "candidate_infer_ms")
 ZONE_COLUMNS = ("camera_id", "zone", "class_name", "minute", "frames", "max_occupancy", "occupancy_sum", "entries",
-                "exits", "dwell_ms_sum", "model_name", "model_version", "variant", "experiment", "updated_ms")
+                "exits", "dwell_ms_sum", "model_name", "model_version", "variant", "experiment", "last_frame_seq",
+                "last_capture_ts_ms", "updated_ms")
 INFERENCE_COLUMNS = ("camera_id", "frame_seq", "capture_time", "capture_ts_ms", "model_name", "model_version",
                      "variant", "experiment", "status", "detections", "mean_confidence", "infer_ms", "e2e_ms")
 
@@ -38,9 +44,7 @@ def crossing_row(record: dict[str, Any]) -> tuple:
 
 
 def window_row(record: dict[str, Any]) -> tuple:
-    return (record["camera_id"], _utc(record["window_start_ms"]), record["window_seconds"], record["line"],
-            record["class_name"], record["direction"], record["variant"], record["experiment"],
-            record["model_name"], record["model_version"], record["count"], record["updated_ms"])
+    return (record["camera_id"], _utc(record["window_start_ms"]), *(record[c] for c in WINDOW_COLUMNS[2:]))
 
 
 def shadow_row(record: dict[str, Any]) -> tuple:

@@ -137,8 +137,9 @@ class CountingService:
                 "model_name": p.model_name, "model_version": p.model_version,
                 "variant": p.variant, "experiment": p.experiment,
             } for c in result.crossings]
-            windows = state.windows.add(result.crossings, labels, now_ms)
-            zone_rows = state.zone_minutes.update(p.capture_ts_ms, result.zones, result.zone_events, labels, now_ms)
+            windows = state.windows.add(p.frame_seq, p.capture_ts_ms, result.crossings, labels, now_ms)
+            zone_rows = state.zone_minutes.update(p.frame_seq, p.capture_ts_ms, result.zones, result.zone_events,
+                                                  labels, now_ms)
             state.windows.close_old(p.capture_ts_ms)
             counted = CountedFrame(p, result.zones, crossings, windows, zone_rows)
             await publish(counted)

@@ -30,6 +30,7 @@ from camcount.stack import (
     LocalStack,
     ServiceStatus,
     StackError,
+    added_column,
     apply_clickhouse_ddl,
     clickhouse_database,
     declared_clickhouse_objects,
@@ -84,6 +85,27 @@ def test_split_sql_ignores_semicolons_in_comments_and_strings() -> None:
         "CREATE TABLE a (s String DEFAULT 'x;y') ENGINE = Memory",
         "CREATE VIEW b AS SELECT ';' AS c",
     ]
+
+
+def test_an_add_column_statement_names_its_table_and_column_whatever_commas_its_type_and_default_hold() -> None:
+    statement = "ALTER TABLE window_counts ADD COLUMN price Decimal(9, 2) DEFAULT toDecimal32('1,5', 2) AFTER count"
+    assert added_column(statement) == ("window_counts", "price")
+
+
+def test_a_statement_other_than_an_alter_is_no_added_column() -> None:
+    assert added_column("CREATE TABLE IF NOT EXISTS t (altered UInt8) ENGINE = Memory") is None
+
+
+@pytest.mark.parametrize("statement", [
+    "ALTER TABLE t DROP COLUMN c",
+    "ALTER TABLE t ADD COLUMN IF NOT EXISTS c UInt8",
+    "ALTER TABLE t ADD COLUMN a UInt8, ADD COLUMN b UInt8",
+    "ALTER TABLE t ADD COLUMN a UInt8 DEFAULT 1, DROP COLUMN b",
+    "ALTER TABLE other_db.t ADD COLUMN c UInt8",
+], ids=["drop", "if-not-exists", "two-columns", "two-actions", "qualified-table"])
+def test_an_alter_that_cannot_be_made_idempotent_is_refused(statement: str) -> None:
+    with pytest.raises(StackError, match="the only ALTER allowed is"):
+        added_column(statement)
 
 
 def test_client_config_from_settings_wins_over_defaults_and_overrides(tmp_path: Path) -> None:
@@ -247,6 +269,19 @@ def test_failing_ddl_statement_raises_stack_error_naming_file_and_statement(
     settings = isolated_settings()
     with pytest.raises(StackError, match=r"statement 2 of .*001_bad\.sql failed .*Syntax error"):
         apply_clickhouse_ddl(settings.clickhouse_url(), clickhouse_database(settings), ddl_dir=tmp_path)
+
+
+@integration
+def test_an_add_column_statement_adds_its_column_once_however_often_the_ddl_is_applied(
+    isolated_settings: Callable[..., Settings], clickhouse_client: Callable[[Settings], Client], tmp_path: Path
+) -> None:
+    (tmp_path / "001_t.sql").write_text("CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = MergeTree() ORDER BY a;\n"
+                                        "ALTER TABLE t ADD COLUMN b UInt8 DEFAULT 7 AFTER a;")
+    settings = isolated_settings()
+    for _ in range(2):
+        apply_clickhouse_ddl(settings.clickhouse_url(), clickhouse_database(settings), ddl_dir=tmp_path)
+    assert [column[:2] for column in clickhouse_client(settings).execute("DESCRIBE TABLE t")] == [
+        ("a", "UInt8"), ("b", "UInt8")]
 
 
 @integration

@@ -1,6 +1,7 @@
 -- Tumbling-window counts emitted by the Faust counting app. A window's row is re-emitted whenever its count
 -- changes. A window's count only grows, so ReplacingMergeTree(count) keeps the latest value, and re-emits and
--- replays never add up.
+-- replays never add up. last_frame_seq / last_capture_ts_ms: the counted frame that last changed the count (it
+-- confirmed the crossing); -1 for rows written before window-count schema v2.
 CREATE TABLE IF NOT EXISTS window_counts
 (
     camera_id      LowCardinality(String),
@@ -13,6 +14,8 @@ CREATE TABLE IF NOT EXISTS window_counts
     experiment     LowCardinality(String),
     model_name     LowCardinality(String),
     model_version  LowCardinality(String),
+    last_frame_seq Int64 DEFAULT -1,
+    last_capture_ts_ms Int64 DEFAULT -1,
     count          UInt64,
     updated_ms     UInt64
 )

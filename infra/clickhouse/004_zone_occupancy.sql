@@ -3,7 +3,8 @@
 -- re-emits and replays never add up: query with FINAL.
 -- Per minute: `frames` counted frames; `max_occupancy` and `occupancy_sum` over those frames (mean = sum / frames);
 -- `entries` and `exits` of tracks into and out of the zone; `dwell_ms_sum` the summed dwell of the tracks that
--- exited (mean dwell = dwell_ms_sum / exits).
+-- exited (mean dwell = dwell_ms_sum / exits); `last_frame_seq` / `last_capture_ts_ms` the latest frame counted into
+-- the row (-1 for rows written before zone-occupancy schema v2).
 CREATE TABLE IF NOT EXISTS zone_occupancy
 (
     camera_id     LowCardinality(String),
@@ -20,6 +21,8 @@ CREATE TABLE IF NOT EXISTS zone_occupancy
     model_version LowCardinality(String),
     variant       LowCardinality(String),
     experiment    LowCardinality(String),
+    last_frame_seq Int64 DEFAULT -1,
+    last_capture_ts_ms Int64 DEFAULT -1,
     updated_ms    UInt64
 )
 ENGINE = ReplacingMergeTree(frames)

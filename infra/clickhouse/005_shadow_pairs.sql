@@ -1,4 +1,5 @@
 -- Paired comparisons from shadow mode: the same frame inferred by an experiment's control and its candidate.
+-- control_model_name / candidate_model_name are '' for rows written before shadow-pair schema v2.
 -- Box agreement F1 = 2 * matched_boxes / (control_detections + candidate_detections).
 CREATE TABLE IF NOT EXISTS shadow_pairs
 (
@@ -9,6 +10,8 @@ CREATE TABLE IF NOT EXISTS shadow_pairs
     capture_ts_ms           UInt64,
     control_variant         LowCardinality(String),
     candidate_variant       LowCardinality(String),
+    control_model_name      LowCardinality(String) DEFAULT '',
+    candidate_model_name    LowCardinality(String) DEFAULT '',
     control_model_version   LowCardinality(String),
     candidate_model_version LowCardinality(String),
     control_detections      UInt32,

@@ -279,6 +279,8 @@ class InferenceWorker:
             "experiment": frame.experiment, "camera_id": frame.camera_id, "frame_seq": frame.frame_seq,
             "capture_ts_ms": frame.capture_ts_ms, "control_variant": frame.variant,
             "candidate_variant": candidate_variant,
+            "control_model_name": control_route.detector.name,
+            "candidate_model_name": candidate_route.detector.name,
             "control_model_version": control_route.detector.version,
             "candidate_model_version": candidate_route.detector.version,
             "control_detections": len(control), "candidate_detections": len(candidate),

@@ -1,7 +1,9 @@
 """The ClickHouse DDL in infra/clickhouse: it applies repeatedly on the stack's server (ClickHouse 18.16) and on
-modern ClickHouse (chDB), and what it derives from crossing events counts an event written twice once."""
+modern ClickHouse (chDB), it brings a database made by the previous release up to date, and what it derives from
+crossing events counts an event written twice once."""
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -12,16 +14,15 @@ from chdb.session import Session
 from clickhouse_driver import Client
 
 from camcount.settings import Settings
-from camcount.stack import (
-    CLICKHOUSE_DDL_DIR,
-    apply_clickhouse_ddl,
-    clickhouse_database,
-    declared_clickhouse_objects,
-    split_sql_statements,
-)
+from camcount.stack import apply_clickhouse_ddl, clickhouse_database, declared_clickhouse_objects, quote_identifier
+from tests.chdb_ddl import apply_ddl_in_chdb
+from tests.services import clickhouse_client_for
 
 COUNTING_VIEWS = ["counts_per_minute", "crossings_hourly", "crossings_daily"]
 declared_objects = declared_clickhouse_objects
+# The tables that gained columns since the previous release, created as that release's DDL files created them.
+PREVIOUS_RELEASE_DDL = Path(__file__).parent / "ddl_before_traceability"
+MIGRATED_TABLES = ("window_counts", "zone_occupancy", "shadow_pairs")
 
 
 def crossing(event_id: str) -> dict[str, Any]:
@@ -40,6 +41,35 @@ def zone_minute(frames: int, occupancy_sum: int) -> dict[str, Any]:
         "dwell_ms_sum": 4000, "model_name": "yolo", "model_version": "1.0.0", "variant": "control",
         "experiment": "exp-1", "updated_ms": 1714558507000 + frames,
     }
+
+
+def window_count_v1() -> dict[str, Any]:
+    return {
+        "camera_id": "cam-1", "window_start": datetime(2024, 5, 1, 10, 15), "window_seconds": 60, "line": "L1",
+        "class_name": "person", "direction": "in", "variant": "control", "experiment": "exp-1", "model_name": "yolo",
+        "model_version": "1.0.0", "count": 3, "updated_ms": 1714558507000,
+    }
+
+
+def shadow_pair_v1() -> dict[str, Any]:
+    return {
+        "experiment": "exp-1", "camera_id": "cam-1", "frame_seq": 42, "capture_time": datetime(2024, 5, 1, 10, 15, 7),
+        "capture_ts_ms": 1714558507000, "control_variant": "control", "candidate_variant": "int8",
+        "control_model_version": "1.0.0", "candidate_model_version": "1.0.0-int8", "control_detections": 2,
+        "candidate_detections": 2, "matched_boxes": 2, "control_infer_ms": 9.5, "candidate_infer_ms": 4.5,
+    }
+
+
+# Rows the previous release wrote, before the traceability columns existed.
+PREVIOUS_RELEASE_ROWS = {"window_counts": [window_count_v1()], "zone_occupancy": [zone_minute(60, 120)],
+                         "shadow_pairs": [shadow_pair_v1()]}
+# Per migrated table: the new columns hold "unknown".
+UNKNOWN = {
+    "window_counts": "last_frame_seq = -1 AND last_capture_ts_ms = -1",
+    "zone_occupancy": "last_frame_seq = -1 AND last_capture_ts_ms = -1",
+    "shadow_pairs": "control_model_name = '' AND candidate_model_name = ''",
+}
+DESCRIBE = "DESCRIBE TABLE {}.{}"  # name, type, default kind and expression, ... of each column, in order
 
 
 def insert(client: Client, table: str, rows: list[dict[str, Any]]) -> None:
@@ -67,15 +97,43 @@ def chdb_session(tmp_path: Path) -> Iterator[Session]:
     """A fresh chDB directory with a ``camcount`` database in which every DDL file was applied twice."""
     session = Session(str(tmp_path))
     try:
-        session.query("CREATE DATABASE IF NOT EXISTS camcount")
-        session.query("USE camcount")
         for _ in range(2):
-            for path in sorted(CLICKHOUSE_DDL_DIR.glob("*.sql")):
-                for statement in split_sql_statements(path.read_text()):
-                    session.query(statement)
+            apply_ddl_in_chdb(session, "camcount")
         yield session
     finally:
         session.close()
+
+
+@pytest.fixture
+def previous_release_database(stack_settings: Settings) -> Iterator[Settings]:
+    """Settings on a database of the stack's server made by the previous release's DDL and holding its rows, to
+    which the current DDL was then applied twice (an upgrade, then a restart)."""
+    settings = stack_settings.namespaced(uuid.uuid4().hex[:10])
+    database = clickhouse_database(settings)
+    apply_clickhouse_ddl(settings.clickhouse_url(), database, ddl_dir=PREVIOUS_RELEASE_DDL)
+    client = clickhouse_client_for(settings)
+    try:
+        for table, rows in PREVIOUS_RELEASE_ROWS.items():
+            insert(client, table, rows)
+        for _ in range(2):
+            apply_clickhouse_ddl(settings.clickhouse_url(), database)
+        yield settings
+    finally:
+        client.execute(f"DROP DATABASE IF EXISTS {quote_identifier(database)}")
+        client.disconnect()
+
+
+@pytest.fixture
+def chdb_with_previous_release(chdb_session: Session) -> Session:
+    """``chdb_session`` plus a database ``previous`` made by the previous release's DDL and holding its rows, to
+    which the current DDL was then applied twice; the session's current database is ``camcount`` again."""
+    apply_ddl_in_chdb(chdb_session, "previous", PREVIOUS_RELEASE_DDL)
+    for table, rows in PREVIOUS_RELEASE_ROWS.items():
+        chdb_insert(chdb_session, table, rows)
+    for _ in range(2):
+        apply_ddl_in_chdb(chdb_session, "previous")
+    chdb_session.query("USE camcount")
+    return chdb_session
 
 
 @pytest.mark.integration
@@ -119,3 +177,40 @@ def test_zone_occupancy_keeps_the_fullest_emission_of_a_minute(stack_client: Cli
         insert(stack_client, "zone_occupancy", [zone_minute(frames, occupancy_sum=frames * 2)])
 
     assert stack_client.execute("SELECT frames, occupancy_sum FROM zone_occupancy FINAL") == [(60, 120)]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("table", MIGRATED_TABLES)
+def test_a_table_of_the_previous_release_gets_the_columns_of_a_fresh_one_on_the_stack_server(
+        table: str, previous_release_database: Settings, stack_client: Client) -> None:
+    migrated = clickhouse_client_for(previous_release_database)
+    try:
+        columns = migrated.execute(DESCRIBE.format(clickhouse_database(previous_release_database), table))
+    finally:
+        migrated.disconnect()
+    assert columns == stack_client.execute(DESCRIBE.format(stack_client.connection.database, table))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("table", MIGRATED_TABLES)
+def test_rows_written_before_the_traceability_columns_read_as_unknown_on_the_stack_server(
+        table: str, previous_release_database: Settings) -> None:
+    migrated = clickhouse_client_for(previous_release_database)
+    try:
+        assert migrated.execute(f"SELECT count(), countIf({UNKNOWN[table]}) FROM {table}") == [(1, 1)]
+    finally:
+        migrated.disconnect()
+
+
+@pytest.mark.parametrize("table", MIGRATED_TABLES)
+def test_a_table_of_the_previous_release_gets_the_columns_of_a_fresh_one_on_modern_clickhouse(
+        table: str, chdb_with_previous_release: Session) -> None:
+    columns = chdb_scalar(chdb_with_previous_release, DESCRIBE.format("previous", table))
+    assert columns == chdb_scalar(chdb_with_previous_release, DESCRIBE.format("camcount", table))
+
+
+@pytest.mark.parametrize("table", MIGRATED_TABLES)
+def test_rows_written_before_the_traceability_columns_read_as_unknown_on_modern_clickhouse(
+        table: str, chdb_with_previous_release: Session) -> None:
+    query = f"SELECT count(), countIf({UNKNOWN[table]}) FROM previous.{table}"
+    assert chdb_scalar(chdb_with_previous_release, query) == "1\t1"

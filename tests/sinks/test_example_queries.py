@@ -13,7 +13,8 @@ from chdb.session import Session
 from clickhouse_driver import Client
 
 from camcount.settings import Settings
-from camcount.stack import CLICKHOUSE_DDL_DIR, split_sql_statements
+from camcount.stack import CLICKHOUSE_DDL_DIR
+from tests.chdb_ddl import apply_ddl_in_chdb
 from tests.services import clickhouse_client_for
 
 RANGE = {"start": datetime(2024, 5, 1, 10), "end": datetime(2024, 5, 1, 12)}
@@ -113,11 +114,7 @@ def chdb_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     """A fresh chDB directory with the DDL applied and the dataset inserted."""
     session = Session(str(tmp_path_factory.mktemp("chdb")))
     try:
-        session.query("CREATE DATABASE camcount")
-        session.query("USE camcount")
-        for path in sorted(CLICKHOUSE_DDL_DIR.glob("*.sql")):
-            for statement in split_sql_statements(path.read_text()):
-                session.query(statement)
+        apply_ddl_in_chdb(session, "camcount")
         for table, rows in dataset().items():
             for row in rows:
                 session.query(f"INSERT INTO {table} FORMAT JSONEachRow {json.dumps(row, default=str)}")

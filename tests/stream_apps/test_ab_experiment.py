@@ -103,4 +103,8 @@ def test_shadow_runs_pair_control_frames_with_the_candidate_without_reaching_cou
                            {"e": definition["name"]})[0]
     assert pairs[0] == control_frames
     assert pairs[1] == pairs[2] == pairs[3] > 0, "identical models must agree box for box"
+    models = client.execute("SELECT DISTINCT control_model_name, control_model_version, candidate_model_name, "
+                            "candidate_model_version FROM shadow_pairs FINAL WHERE experiment = %(e)s",
+                            {"e": definition["name"]})
+    assert models == [("yolov3-tiny", control_version, "yolov3-tiny", "9.0.0")]
     assert report["shadow"]["box_agreement"] == pytest.approx(1.0)

@@ -102,3 +102,17 @@ def test_a_hot_swap_to_a_model_listing_its_classes_in_another_order_keeps_a_car_
         counted = _handle(service, _record(seq, 40 + 10 * seq, names, class_id=names.index("car")))
         crossings += counted.crossings if counted else []
     assert [(c["class_name"], c["track_id"]) for c in crossings] == [("car", 1)]
+
+
+def test_every_window_and_zone_row_names_the_frame_whose_counting_produced_it():
+    config = parse_camera_configs({"defaults": {"lines": [{"name": "L", "start": [100, 0], "end": [100, 200]}],
+                                                "zones": [{"name": "all", "polygon": [[0, 0], [200, 0], [200, 200],
+                                                                                      [0, 200]]}],
+                                                "tracker": {"min_hits": 1}}})
+    service = CountingService(config, 60, {})
+    rows = []
+    for seq in range(12):
+        counted = _handle(service, _record(seq, 40 + 10 * seq))
+        rows += [(seq, 60_000 + seq * 100, row) for row in counted.windows + counted.zone_minutes]
+    assert {row["line"] for _, _, row in rows if "line" in row} == {"L"} and any("zone" in row for _, _, row in rows)
+    assert all((row["last_frame_seq"], row["last_capture_ts_ms"]) == (seq, ts) for seq, ts, row in rows)
