@@ -101,7 +101,8 @@ class Detector:
         """
         verify_checksum(model)
         session = create_session(model.path, providers, cache_dir, intra_op_threads,
-                                 weights_sha256=model.manifest.sha256, max_batch=max_batch)
+                                 weights_sha256=model.manifest.sha256, max_batch=max_batch,
+                                 image_size=(model.manifest.input_height, model.manifest.input_width))
         detector = cls(model, session, max_batch)
         if warmup:
             detector.warmup()

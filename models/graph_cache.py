@@ -59,7 +59,8 @@ class OptimizedGraphCache:
         """A session for ``onnx_path`` and how it was made: ``hit`` (cached graph), ``stored`` or ``uncached``.
 
         ``make_session(path, options)`` creates the session; ``options`` carry the caller's threads and logging.
-        ``uncached`` means the cache directory could not be written: the session is fine, only slower to create.
+        ``uncached`` means the graph could not be stored (directory not writable, disk full): the session is fine,
+        only slower to create next time. A model that cannot be loaded at all raises what ``make_session`` raised.
         """
         cached = self.path_for(weights_sha256)
         if cached.is_file():
@@ -83,6 +84,10 @@ class OptimizedGraphCache:
             storing.optimized_model_filepath = temporary
             session = make_session(str(onnx_path), storing)
             os.replace(temporary, cached)
+        except Exception as exc:  # noqa: BLE001 - saving failed, or the model itself is bad: tell them apart
+            logger.warning("cannot store the optimised graph of %s in %s (%s); trying without the cache",
+                           onnx_path, self.directory, exc)
+            return make_session(str(onnx_path), options), "uncached"
         finally:
             Path(temporary).unlink(missing_ok=True)
         return session, "stored"

@@ -110,13 +110,15 @@ def _provider_library_error(provider: str) -> str | None:
     return None
 
 
-def tensorrt_batch_profile(onnx_path: Path, max_batch: int) -> dict[str, str]:
+def tensorrt_batch_profile(onnx_path: Path, max_batch: int,
+                           image_size: tuple[int, int] | None = None) -> dict[str, str]:
     """TensorRT optimisation profile options covering batch sizes 1..``max_batch`` (optimised for ``max_batch``).
 
     Without an explicit profile TensorRT builds its engine for the shapes it has seen and builds again, which takes
-    seconds to minutes on a GPU, whenever the dynamic batcher forms a batch outside that range. Empty when the
-    model's batch dimension is static or another input dimension is dynamic (TensorRT then sizes engines itself),
-    and when the file cannot be read as ONNX (creating the session reports that).
+    seconds to minutes on a GPU, whenever the dynamic batcher forms a batch outside that range. Dynamic image
+    dimensions of an [N, C, H, W] input are fixed to ``image_size`` (height, width), the size camcount feeds.
+    Empty when the model's batch dimension is static, when another dimension stays unknown, when the input name
+    holds a ``:`` (the options' separator), and when the file cannot be read as ONNX (the session reports that).
     """
     try:
         graph = onnx.load(str(onnx_path), load_external_data=False).graph
@@ -127,7 +129,9 @@ def tensorrt_batch_profile(onnx_path: Path, max_batch: int) -> dict[str, str]:
     if model_input is None:
         return {}
     dims = [d.dim_value if d.HasField("dim_value") else None for d in model_input.type.tensor_type.shape.dim]
-    if len(dims) < 2 or dims[0] is not None or None in dims[1:]:
+    if image_size is not None and len(dims) == 4:
+        dims = [dims[0], dims[1] or 3, dims[2] or image_size[0], dims[3] or image_size[1]]
+    if len(dims) < 2 or dims[0] is not None or None in dims[1:] or ":" in model_input.name:
         return {}
     rest = "x".join(str(d) for d in dims[1:])
     return {
@@ -170,14 +174,16 @@ def create_session(
     intra_op_threads: int | None = None,
     weights_sha256: str | None = None,
     max_batch: int | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> SessionInfo:
     """Create an inference session on the first usable provider of ``providers``.
 
     ``providers`` defaults to TensorRT (fp16, engines cached under ``cache_dir``, one optimisation profile for
-    batches 1..``max_batch``) -> CUDA -> CPU. A CPU-only session with ``cache_dir`` and ``weights_sha256`` given
-    reuses (or stores) its optimised graph under ``cache_dir/cpu-graphs``. Providers that ONNX Runtime does not
-    list, or whose libraries cannot load, are skipped; CPU is always the last resort. The provider really used is
-    read back from the session and logged in one line (WARNING when it is not the first choice, with the reasons).
+    batches 1..``max_batch`` at ``image_size`` (height, width) where the model leaves it open) -> CUDA -> CPU.
+    A CPU-only session with ``cache_dir`` and ``weights_sha256`` given reuses (or stores) its optimised graph under
+    ``cache_dir/cpu-graphs``. Providers that ONNX Runtime does not list, or whose libraries cannot load, are
+    skipped; CPU is always the last resort. The provider really used is read back from the session and logged in
+    one line (WARNING when it is not the first choice, with the reasons).
     Raises ModelLoadError when no session can be created.
     """
     wanted = list(providers) if providers else list(DEFAULT_PROVIDERS)
@@ -196,7 +202,8 @@ def create_session(
     if CPU not in candidates:
         candidates.append(CPU)
 
-    profile = tensorrt_batch_profile(onnx_path, max_batch) if TENSORRT in candidates and max_batch else {}
+    profile = (tensorrt_batch_profile(onnx_path, max_batch, image_size)
+               if TENSORRT in candidates and max_batch else {})
     cpu_graphs = OptimizedGraphCache(cache_dir / "cpu-graphs") if cache_dir and weights_sha256 else None
     attempt = _SessionAttempt(onnx_path, _session_options(intra_op_threads), cache_dir, profile, cpu_graphs,
                               weights_sha256)

@@ -83,6 +83,8 @@ def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: Frame
     if limits.max_age_ms and now_ms is not None and now_ms - record["capture_ts_ms"] > limits.max_age_ms:
         return _frame(record, record["width"], record["height"], None)
     header = jpeg_dimensions(record["image"])
+    if header is None and record["image"][:2] == _SOI:
+        raise BadFrame(FrameErrorCode.CORRUPT_IMAGE, "JPEG without a readable frame header (SOF) before its data")
     if header is not None and header[0] * header[1] > limits.max_pixels:
         raise BadFrame(FrameErrorCode.TOO_MANY_PIXELS,
                        f"JPEG header declares {header[0]}x{header[1]}, more than the {limits.max_pixels}-pixel limit")
@@ -102,23 +104,26 @@ def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: Frame
     return _frame(record, width, height, image)
 
 
+_SOI = b"\xff\xd8"
 _NOT_SOF = frozenset({0xC4, 0xC8, 0xCC})
 """DHT, JPG and DAC: markers in the SOF0..SOF15 range that are not frame headers."""
 
 
 def jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
     """(width, height) a JPEG's frame header (SOF0..SOF15) declares, read without decoding; None when ``data``
-    is not a JPEG, or its markers end, break off or run out of bounds before a frame header.
+    is not a JPEG, or its markers end, break off or run out of bounds before a frame header. Bytes between
+    segments that are not a marker are skipped, as libjpeg (OpenCV's decoder) skips them.
 
     Pure, and reads only SOI and the segment headers before the frame header, so a picture that claims
     billions of pixels is measured without allocating them.
     """
-    if data[:2] != b"\xff\xd8":  # SOI
+    if data[:2] != _SOI:
         return None
     position = 2
     while position + 4 <= len(data):
-        if data[position] != 0xFF:
-            return None
+        if data[position] != 0xFF:  # extraneous bytes between segments: libjpeg skips them, and so must we
+            position += 1
+            continue
         marker = data[position + 1]
         if marker == 0xFF:  # a fill byte before the marker
             position += 1

@@ -58,8 +58,12 @@ class LoadedModelsCollector(Collector):
                                  labels=("model", "version", "provider", "state", "graph_cache"))
         warmup = GaugeMetricFamily("camcount_model_warmup_seconds", "Last warm-up time of a loaded model",
                                    labels=("model", "version"))
+        seen: set[tuple[str, str]] = set()
         for detector in self._detectors():
             status = detector.status()
+            if (status["name"], status["version"]) in seen:  # one series per version, however many copies
+                continue
+            seen.add((status["name"], status["version"]))
             info.add_metric([status["name"], status["version"], status["provider"], status["state"],
                              status["graph_cache"]], 1)
             if status["warmup_ms"] is not None:

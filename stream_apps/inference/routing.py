@@ -175,6 +175,13 @@ class RouteTable:
         log.info("released experiment(s) %s after %.0f s without frames; unloaded %s", ", ".join(idle),
                  self._idle_release_s, ", ".join(released) or "no model (still in use)")
 
+    def _production_if_same(self, detector: Detector) -> Detector:
+        """The production detector when ``detector`` is the same model version (one copy in device memory)."""
+        production = self.production
+        if (detector.name, detector.version) == (production.name, production.version):
+            return production
+        return detector
+
     def detectors(self) -> list[Detector]:
         return list({id(r.detector): r.detector for r in (self._production, *self._routes.values())}.values())
 
@@ -211,7 +218,7 @@ class RouteTable:
             detector = self._models.get(variant.model)
             if detector is None:
                 try:
-                    detector = self._models[variant.model] = self._load_model(variant.model)
+                    detector = self._models[variant.model] = self._production_if_same(self._load_model(variant.model))
                 except ModelError as exc:  # str(exc) starts with its code, e.g. [MODEL_002]
                     failures.append(f"variant model unavailable: {variant.model} of variant {variant.name!r} "
                                     f"of experiment {name!r}: {exc}")

@@ -38,10 +38,19 @@ def test_static_batch_model_needs_no_profile(tmp_path: Path) -> None:
     assert tensorrt_batch_profile(path, max_batch=4) == {}
 
 
-def test_model_with_dynamic_image_size_is_left_to_tensorrt(tmp_path: Path) -> None:
+def test_model_with_dynamic_image_size_is_left_to_tensorrt_without_a_size(tmp_path: Path) -> None:
     path = write_mean_model(tmp_path / "m.onnx", BASE, input_hw=("H", "W"))  # type: ignore[arg-type]
 
     assert tensorrt_batch_profile(path, max_batch=8) == {}
+
+
+def test_model_with_dynamic_image_size_is_profiled_at_the_size_camcount_feeds(tmp_path: Path) -> None:
+    path = write_mean_model(tmp_path / "m.onnx", BASE, input_hw=("H", "W"))  # type: ignore[arg-type]
+
+    profile = tensorrt_batch_profile(path, max_batch=8, image_size=(480, 640))
+
+    assert profile["trt_profile_min_shapes"] == "images:1x3x480x640"
+    assert profile["trt_profile_max_shapes"] == "images:8x3x480x640"
 
 
 def test_an_unreadable_model_file_gets_no_profile_so_the_session_can_report_it(tmp_path: Path) -> None:

@@ -121,3 +121,30 @@ def test_real_model_detects_the_same_boxes_from_its_cached_graph(model_registry:
         assert len(expected.xyxy) > 0
         np.testing.assert_allclose(actual.xyxy, expected.xyxy, atol=1e-3)
         np.testing.assert_array_equal(actual.class_id, expected.class_id)
+
+
+def test_a_graph_that_cannot_be_saved_still_gives_a_working_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    path, sha256 = toy_model(tmp_path / "toy.onnx", 0.5)
+
+    def full_disk(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    use, output = run(path, sha256, tmp_path / "cache")
+
+    assert use == "uncached"
+    np.testing.assert_allclose(output, expected_output(0.5), rtol=1e-5)
+
+
+def test_a_model_onnx_runtime_cannot_load_is_still_a_load_error_with_the_cache_on(tmp_path: Path) -> None:
+    from models.errors import ModelLoadError
+
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(b"not an onnx model")
+
+    with pytest.raises(ModelLoadError, match="valid ONNX"):
+        create_session(path, [CPU], cache_dir=tmp_path / "cache", weights_sha256=sha256_file(path))

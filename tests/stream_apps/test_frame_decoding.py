@@ -102,3 +102,21 @@ def test_a_jpeg_header_above_opencvs_own_limit_is_refused_not_raised():
 def test_a_decoder_error_is_a_corrupt_image():
     limits = FrameLimits(max_bytes=100_000, max_pixels=2**32)  # lets the header through to OpenCV, which refuses it
     assert _code(_message(_jpeg_declaring(65000, 65000)), limits=limits) == FrameErrorCode.CORRUPT_IMAGE
+
+
+def _with_junk_before_the_frame_header(jpeg: bytes) -> bytes:
+    sof = jpeg.index(b"\xff\xc0")
+    return jpeg[:sof] + b"\x00\x17" + jpeg[sof:]
+
+
+def test_junk_bytes_before_the_frame_header_do_not_hide_its_size():
+    assert jpeg_dimensions(_with_junk_before_the_frame_header(_jpeg_declaring(8000, 8000))) == (8000, 8000)
+    assert _code(_message(_with_junk_before_the_frame_header(_jpeg_declaring(8000, 8000)))) == \
+        FrameErrorCode.TOO_MANY_PIXELS
+
+
+def test_a_jpeg_without_a_frame_header_is_a_corrupt_image():
+    jpeg = _jpeg()
+    sof = jpeg.index(b"\xff\xc0")
+    length = int.from_bytes(jpeg[sof + 2:sof + 4], "big")
+    assert _code(_message(jpeg[:sof] + jpeg[sof + 2 + length:])) == FrameErrorCode.CORRUPT_IMAGE

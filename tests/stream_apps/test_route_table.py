@@ -170,3 +170,11 @@ def test_releasing_an_idle_experiment_keeps_a_model_another_experiment_still_ser
 
     assert sorted(d.version for d in routes.detectors()) == ["0.9.0", "1.0.0"]
     assert routes.route("thresholds", "control").detector.version == "1.0.0"
+
+
+def test_a_variant_serving_the_production_version_shares_the_production_model():
+    production = SimpleNamespace(name="yolov3-tiny", version="1.0.0")
+    routes = RouteTable(production, ModelShelf().load, _store(_experiment()))
+
+    assert routes.route("exp", "control").detector is production
+    assert len(routes.detectors()) == 2

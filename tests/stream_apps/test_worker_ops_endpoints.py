@@ -64,3 +64,12 @@ def test_model_info_metric_names_version_provider_and_state_of_every_loaded_mode
     assert ('camcount_model_info{graph_cache="off",model="box",provider="CPUExecutionProvider",state="ready",'
             'version="1.0.0"} 1.0') in body
     assert 'camcount_model_warmup_seconds{model="box",version="1.0.0"}' in body
+
+
+def test_two_copies_of_one_model_version_export_one_info_series(detector: Detector) -> None:
+    registry = CollectorRegistry()
+    registry.register(LoadedModelsCollector(lambda: [detector, detector]))
+
+    body = generate_latest(registry).decode()
+
+    assert body.count("camcount_model_info{") == 1
