@@ -46,7 +46,7 @@ def window_start_ms(capture_ts_ms: int, window_seconds: int) -> int:
 class CrossingWindows:
     """Crossings per tumbling window, line, class, direction and labels.
 
-    A window is open until ``close_old`` sees a frame ``open_windows`` windows or more after it; then its total
+    A window is open until ``close_old`` sees a frame more than ``open_windows`` windows after it; then its total
     is forgotten and its last emitted row is final. Windows close in order and never reopen, even if a later
     frame's capture time goes backwards (``open_from_ms`` only grows and is part of the state).
 
@@ -86,7 +86,7 @@ class CrossingWindows:
         return list(changed.values())
 
     def close_old(self, capture_ts_ms: int) -> None:
-        """Close every window ``open_windows`` windows or more before the one of ``capture_ts_ms``."""
+        """Close every window more than ``open_windows`` windows before the one of ``capture_ts_ms``."""
         oldest = window_start_ms(capture_ts_ms, self.window_seconds) - self.open_windows * self.window_seconds * 1000
         self._open_from_ms = oldest if self._open_from_ms is None else max(self._open_from_ms, oldest)
         for key in [k for k in self._totals if int(k.split("|", 1)[0]) < self._open_from_ms]:
