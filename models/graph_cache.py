@@ -14,6 +14,9 @@ import onnxruntime as ort
 
 logger = logging.getLogger(__name__)
 
+MakeSession = Callable[[str, bool, "str | None"], ort.InferenceSession]
+"""``(path, optimise, save_to)`` -> session: graph optimisation on or off, the optimised graph saved to ``save_to``."""
+
 
 def cpu_signature() -> str:
     """Short hash of what ORT's CPU optimisations depend on: architecture, CPU model and instruction-set flags."""
@@ -50,22 +53,19 @@ class OptimizedGraphCache:
         return self.directory / f"{weights_sha256[:32]}-ort{ort.__version__}-cpu{cpu_signature()}.onnx"
 
     def session(
-        self,
-        onnx_path: Path,
-        weights_sha256: str,
-        make_session: Callable[[str, ort.SessionOptions], ort.InferenceSession],
-        options: ort.SessionOptions,
+        self, onnx_path: Path, weights_sha256: str, make_session: MakeSession
     ) -> tuple[ort.InferenceSession, str]:
         """A session for ``onnx_path`` and how it was made: ``hit`` (cached graph), ``stored`` or ``uncached``.
 
-        ``make_session(path, options)`` creates the session; ``options`` carry the caller's threads and logging.
-        ``uncached`` means the graph could not be stored (directory not writable, disk full): the session is fine,
-        only slower to create next time. A model that cannot be loaded at all raises what ``make_session`` raised.
+        ``make_session(path, optimise, save_to)`` creates a session with the caller's threads and logging, with graph
+        optimisation on or off, saving the optimised graph to ``save_to`` when it is given. ``uncached`` means the
+        graph could not be stored (directory not writable, disk full): the session is fine, only slower to create
+        next time. A model that cannot be loaded at all raises what ``make_session`` raised.
         """
         cached = self.path_for(weights_sha256)
         if cached.is_file():
             try:
-                session = make_session(str(cached), _copy(options, ort.GraphOptimizationLevel.ORT_DISABLE_ALL))
+                session = make_session(str(cached), False, None)
             except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated exception types
                 logger.warning("cached optimised graph %s does not load (%s); rebuilding it", cached, exc)
                 cached.unlink(missing_ok=True)
@@ -78,27 +78,14 @@ class OptimizedGraphCache:
         except OSError as exc:
             logger.warning("cannot cache optimised graphs in %s (%s); sessions will optimise on every load",
                            self.directory, exc)
-            return make_session(str(onnx_path), options), "uncached"
+            return make_session(str(onnx_path), True, None), "uncached"
         try:
-            storing = _copy(options, options.graph_optimization_level)
-            storing.optimized_model_filepath = temporary
-            session = make_session(str(onnx_path), storing)
+            session = make_session(str(onnx_path), True, temporary)
             os.replace(temporary, cached)
         except Exception as exc:  # noqa: BLE001 - saving failed, or the model itself is bad: tell them apart
             logger.warning("cannot store the optimised graph of %s in %s (%s); trying without the cache",
                            onnx_path, self.directory, exc)
-            return make_session(str(onnx_path), options), "uncached"
+            return make_session(str(onnx_path), True, None), "uncached"
         finally:
             Path(temporary).unlink(missing_ok=True)
         return session, "stored"
-
-
-def _copy(options: ort.SessionOptions, level: ort.GraphOptimizationLevel) -> ort.SessionOptions:
-    """The threading and logging choices of ``options`` with optimisation ``level`` (off for a cached graph)."""
-    copy = ort.SessionOptions()
-    copy.graph_optimization_level = level
-    copy.execution_mode = options.execution_mode
-    copy.intra_op_num_threads = options.intra_op_num_threads
-    copy.inter_op_num_threads = options.inter_op_num_threads
-    copy.log_severity_level = options.log_severity_level
-    return copy

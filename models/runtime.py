@@ -157,9 +157,15 @@ def _provider_options(provider: str, cache_dir: Path | None, tensorrt_profile: d
     return {}
 
 
-def _session_options(intra_op_threads: int | None) -> ort.SessionOptions:
+def _session_options(intra_op_threads: int | None, optimise: bool = True,
+                     save_to: str | None = None) -> ort.SessionOptions:
+    """Options of every camcount session: ``optimise`` is off for an already optimised graph, and ``save_to`` asks
+    ONNX Runtime to write the graph it optimised there."""
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if save_to is not None:
+        options.optimized_model_filepath = save_to
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = intra_op_threads or physical_cores()
     options.inter_op_num_threads = 1
@@ -205,7 +211,7 @@ def create_session(
     profile = (tensorrt_batch_profile(onnx_path, max_batch, image_size)
                if TENSORRT in candidates and max_batch else {})
     cpu_graphs = OptimizedGraphCache(cache_dir / "cpu-graphs") if cache_dir and weights_sha256 else None
-    attempt = _SessionAttempt(onnx_path, _session_options(intra_op_threads), cache_dir, profile, cpu_graphs,
+    attempt = _SessionAttempt(onnx_path, intra_op_threads, cache_dir, profile, cpu_graphs,
                               weights_sha256)
     try:
         session, graph_cache = attempt.on(candidates)
@@ -243,7 +249,7 @@ class _SessionAttempt:
     """Everything but the provider list that creating one model's session needs."""
 
     onnx_path: Path
-    options: ort.SessionOptions
+    intra_op_threads: int | None
     cache_dir: Path | None
     tensorrt_profile: dict[str, str]
     cpu_graphs: OptimizedGraphCache | None
@@ -253,12 +259,13 @@ class _SessionAttempt:
         """Session on ``candidates`` and where its optimised graph came from (see SessionInfo.graph_cache)."""
         provider_list = [(p, _provider_options(p, self.cache_dir, self.tensorrt_profile)) for p in candidates]
 
-        def make_session(path: str, options: ort.SessionOptions) -> ort.InferenceSession:
+        def make_session(path: str, optimise: bool = True, save_to: str | None = None) -> ort.InferenceSession:
+            options = _session_options(self.intra_op_threads, optimise, save_to)
             return ort.InferenceSession(path, sess_options=options, providers=provider_list)
 
         if candidates == [CPU] and self.cpu_graphs is not None and self.weights_sha256 is not None:
-            return self.cpu_graphs.session(self.onnx_path, self.weights_sha256, make_session, self.options)
-        return make_session(str(self.onnx_path), self.options), "off"
+            return self.cpu_graphs.session(self.onnx_path, self.weights_sha256, make_session)
+        return make_session(str(self.onnx_path)), "off"
 
 
 def _load_error(onnx_path: Path, exc: Exception) -> ModelLoadError:
