@@ -175,11 +175,12 @@ class RouteTable:
         log.info("released experiment(s) %s after %.0f s without frames; unloaded %s", ", ".join(idle),
                  self._idle_release_s, ", ".join(released) or "no model (still in use)")
 
-    def _production_if_same(self, detector: Detector) -> Detector:
-        """The production detector when ``detector`` is the same model version (one copy in device memory)."""
-        production = self.production
-        if (detector.name, detector.version) == (production.name, production.version):
-            return production
+    def _loaded_copy_of(self, detector: Detector) -> Detector:
+        """The detector already serving the same model version, production or a variant reached through another
+        reference (an alias), else ``detector``: one copy of a version in device memory."""
+        for loaded in self.detectors():
+            if (loaded.name, loaded.version) == (detector.name, detector.version):
+                return loaded
         return detector
 
     def detectors(self) -> list[Detector]:
@@ -218,7 +219,7 @@ class RouteTable:
             detector = self._models.get(variant.model)
             if detector is None:
                 try:
-                    detector = self._models[variant.model] = self._production_if_same(self._load_model(variant.model))
+                    detector = self._models[variant.model] = self._loaded_copy_of(self._load_model(variant.model))
                 except ModelError as exc:  # str(exc) starts with its code, e.g. [MODEL_002]
                     failures.append(f"variant model unavailable: {variant.model} of variant {variant.name!r} "
                                     f"of experiment {name!r}: {exc}")

@@ -178,3 +178,15 @@ def test_a_variant_serving_the_production_version_shares_the_production_model():
 
     assert routes.route("exp", "control").detector is production
     assert len(routes.detectors()) == 2
+
+
+def test_variants_reaching_one_version_through_different_references_share_one_model():
+    experiment = load_experiment({"name": "alias", "variants": [
+        {"name": "pinned", "model": "yolov3-tiny@1.2.0"}, {"name": "canary", "model": "yolov3-tiny@canary"}]})
+
+    def load(reference: str) -> SimpleNamespace:
+        return SimpleNamespace(name="yolov3-tiny", version="1.2.0")  # both references resolve to 1.2.0
+
+    routes = RouteTable(PRODUCTION, load, _store(experiment))
+
+    assert routes.route("alias", "pinned").detector is routes.route("alias", "canary").detector
