@@ -49,15 +49,12 @@ RUN set -eux; \
         pip install "onnxruntime-gpu[cuda,cudnn]==${ort}"; \
     fi; \
     camcount --help >/dev/null
-# `camcount stack up` applies the DDL from camcount.stack.CLICKHOUSE_DDL_DIR, resolved next to the installed
-# package (<site-packages>/infra/clickhouse), which `pip install` does not create: copy the SQL files there.
-# Run from / so `python -c` imports the installed package, not /src.
+# The ClickHouse DDL and ground truth are package data of the installed wheel (infra/, benchmarks/): check
+# that `camcount provision` will find them. Run from / so `python -c` imports the installed package, not /src.
 RUN set -eux; \
     cd /; \
-    ddl="$(python -c 'import camcount.stack as s; print(s.CLICKHOUSE_DDL_DIR)')"; \
-    case "$ddl" in /src/*) echo "imported camcount from /src, not the venv" >&2; exit 1;; esac; \
-    mkdir -p "$ddl"; \
-    cp /src/infra/clickhouse/*.sql "$ddl/"
+    python -c 'from foundation.clickhouse import CLICKHOUSE_DDL_DIR as d; assert sorted(d.glob("*.sql")), d; \
+assert not str(d).startswith("/src"), d'
 
 # ---------------------------------------------------------------------------------------------------------
 # The default model, imported once at build time into a registry directory the runtime image ships.
@@ -80,8 +77,7 @@ COPY --from=build /opt/venv /opt/venv
 # image's registry: `camcount models ...` can add versions and move aliases at run time.
 COPY --from=models --chown=camcount:camcount /opt/camcount/models /opt/camcount/models
 WORKDIR /app
-# ClickHouse DDL applied by `camcount stack up`, and the default camera config (relative paths from /app).
-COPY --from=build /src/infra/clickhouse /app/infra/clickhouse
+# The default camera config (a relative path from /app).
 COPY --from=build /src/config /app/config
 ENV CAMCOUNT_HOME=/var/lib/camcount \
     CAMCOUNT_MODEL__REGISTRY=/opt/camcount/models

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from camcount.settings import Settings
+from benchmarks import GROUND_TRUTH_DIR
+from foundation.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ DEFAULT_TOLERANCE_FRAMES = 5
 
 
 # Hand-checked crossings of line L1 in vtest.avi, shipped with the repository.
-DEFAULT_TRUTH = Path(__file__).resolve().parents[1] / "benchmarks" / "ground_truth" / "vtest_L1.json"
+DEFAULT_TRUTH = GROUND_TRUTH_DIR / "vtest_L1.json"
 
 
 
@@ -48,7 +49,7 @@ def run_accuracy(
     ``tracker`` holds TrackerConfig field overrides, ``min_distance_px`` overrides the line's hysteresis;
     ``conf`` defaults to the tracker's ``low_threshold``, ``iou`` to the model manifest's NMS threshold.
     """
-    from camcount.model_loading import load_detector
+    from models.loading import load_detector
     from camcount.offline import INGEST_JPEG_QUALITY, analyze
     from counting.config import CameraConfig, LineConfig, TrackerConfig
     from counting.evaluation import evaluate, load_line_truth
@@ -56,7 +57,7 @@ def run_accuracy(
 
     truth = load_line_truth(truth_path, line)
     if footage is None:
-        footage = Path(settings.home) / "data" / json.loads(Path(truth_path).read_text(encoding="utf-8"))["video"]
+        footage = settings.layout().data / json.loads(Path(truth_path).read_text(encoding="utf-8"))["video"]
     line_config = LineConfig(name=truth.name, start=truth.start, end=truth.end,
                              **({} if min_distance_px is None else {"min_distance_px": min_distance_px}))
     config = CameraConfig(camera_id="accuracy", lines=[line_config], tracker=TrackerConfig(**(tracker or {})))

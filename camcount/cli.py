@@ -9,26 +9,9 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from camcount.commands.argtypes import camera_id, log_level, non_negative_float, positive_int
-from camcount.logs import configure_logging
-from camcount.settings import Settings, load_settings
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad input, bad config, unreachable service); printed without a traceback."""
-
-
-def validation_problems(exc: ValidationError) -> str:
-    """One line naming each invalid field of a pydantic error, e.g. ``kafka.partitons: unknown key``."""
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        if error["type"] == "extra_forbidden":
-            problems.append(f"{where}: unknown key (misspelled?)")
-        else:
-            value = error.get("input")
-            got = f" (got {value!r})" if isinstance(value, str | int | float) and len(repr(value)) <= 60 else ""
-            problems.append(f"{where}: {error['msg']}{got}")
-    return "; ".join(problems)
+from foundation.errors import CamcountError
+from foundation.logs import configure_logging
+from foundation.settings import Settings, load_settings, validation_problems
 
 
 # --- stack ---------------------------------------------------------------------------------------------------
@@ -71,7 +54,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_infer(settings: Settings, args: argparse.Namespace) -> int:
     import signal
 
-    from camcount.ops_http import OpsServer
+    from foundation.ops_http import OpsServer
     from stream_apps.inference.metrics import InferenceMetrics, LoadedModelsCollector
     from stream_apps.inference.routing import load_routes
     from stream_apps.inference.worker import InferenceWorker
@@ -202,39 +185,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(settings, args)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        if _is_user_error(exc):
-            print(f"camcount {args.command}: error: {_describe(exc)}", file=sys.stderr)
-            return 2
-        raise
+    except (CamcountError, OSError) as exc:
+        print(f"camcount {args.command}: error: {_describe(exc)}", file=sys.stderr)
+        return 2
 
 
-def _describe(exc: Exception) -> str:
-    """The message of a user error; an OS error on a file names the file, e.g. ``/tmp: Is a directory``."""
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+def _describe(exc: CamcountError | OSError) -> str:
+    """One line: a camcount error's message and remedy; an OS error on a file names the file, e.g.
+    ``/tmp: Is a directory``."""
+    if isinstance(exc, CamcountError):
+        return exc.one_line()
+    if exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
     return str(exc)
 
 
-def _is_user_error(exc: Exception) -> bool:
-    import redis
-
-    from camcount.kafka_config import BrokerUnreachable, KafkaConfigError
-    from camcount.stack import StackError
-    from counting.config import CameraConfigError
-    from experiments.config import ExperimentConfigError
-    from experiments.store import ExperimentStoreError
-    from models.errors import ModelError
-    from producers.sources import SourceError
-
-    user_errors = (UserError, BrokerUnreachable, KafkaConfigError, StackError, CameraConfigError, ModelError,
-                   SourceError, ExperimentConfigError, ExperimentStoreError, OSError,
-                   redis.ConnectionError, redis.TimeoutError)
-    return isinstance(exc, user_errors)
-
-
 if __name__ == "__main__":
-    # Run the importable module's main, so that UserError here is the class the commands import and raise.
-    from camcount.cli import main as module_main
-
-    sys.exit(module_main())
+    sys.exit(main())

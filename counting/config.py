@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from foundation.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,10 @@ Name = Annotated[str, Field(min_length=1)]
 _MIN_POLYGON_AREA = 1.0
 
 
-class CameraConfigError(ValueError):
+class CameraConfigError(ConfigError):
     """A camera config file or entry is invalid; the message names the file and the field path to fix."""
+
+    code = "CFG_002"
 
 
 class LineConfig(BaseModel):

@@ -28,14 +28,17 @@ from counting.lines import CrossingEvent, LineCounter
 from counting.tracker import Tracker
 from counting.zones import ZoneCounter, ZoneEvent
 from models.detections import Detections
+from foundation.errors import CamcountError
 
 logger = logging.getLogger(__name__)
 
 _STATE_VERSION = 1
 
 
-class CameraStateError(ValueError):
+class CameraStateError(CamcountError, ValueError):
     """A camera snapshot cannot be restored; start the camera from an empty state instead."""
+
+    code = "COUNT_001"
 
 
 @dataclass(frozen=True)

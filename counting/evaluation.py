@@ -29,6 +29,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from counting.lines import CrossingEvent, Direction
+from foundation.errors import CamcountError
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,10 @@ _WALK_DIRECTIONS: dict[str, tuple[float, float]] = {
 _DIRECTIONS: tuple[Direction, Direction] = ("in", "out")
 
 
-class GroundTruthError(ValueError):
+class GroundTruthError(CamcountError, ValueError):
     """A ground-truth file or line cannot be used; the message says what to fix."""
+
+    code = "INPUT_002"
 
 
 @dataclass(frozen=True)

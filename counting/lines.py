@@ -32,6 +32,7 @@ import numpy as np
 
 from counting.config import LineConfig
 from counting.snapshot import restore_arrays
+from foundation.errors import CamcountError
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,10 @@ Direction = Literal["in", "out"]
 _IN, _OUT = 1, -1
 
 
-class LineStateError(ValueError):
+class LineStateError(CamcountError, ValueError):
     """A line counter snapshot cannot be restored; start the line from an empty state instead."""
+
+    code = "COUNT_001"
 
 
 @dataclass(frozen=True)

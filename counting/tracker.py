@@ -30,6 +30,7 @@ from counting import kalman
 from counting.config import TrackerConfig
 from counting.snapshot import renumber_classes
 from models.detections import Detections
+from foundation.errors import CamcountError
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,10 @@ _STATE_VERSION = 2
 _GATED_COST = 1e6
 
 
-class TrackerStateError(ValueError):
+class TrackerStateError(CamcountError, ValueError):
     """A tracker snapshot cannot be restored; start the camera from an empty state instead."""
+
+    code = "COUNT_001"
 
 
 class Tracker:

@@ -22,10 +22,13 @@ import numpy as np
 
 from counting.config import ZoneConfig
 from counting.snapshot import renumber_classes, restore_arrays
+from foundation.errors import CamcountError
 
 
-class ZoneStateError(ValueError):
+class ZoneStateError(CamcountError, ValueError):
     """A zone counter snapshot cannot be restored; start the zone from an empty state instead."""
+
+    code = "COUNT_001"
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,16 @@ import hashlib
 import itertools
 
 from experiments.config import Experiment, Variant
+from foundation.errors import CamcountError
 
 _HASH_BYTES = 8
 _HASH_SPAN = float(1 << (8 * _HASH_BYTES))
 
 
-class AssignmentError(ValueError):
+class AssignmentError(CamcountError, ValueError):
     """A frame cannot be assigned; the message says which input is missing."""
+
+    code = "EXP_002"
 
 
 def unit_hash(*parts: str) -> float:

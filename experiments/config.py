@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.manifest import SLUG_PATTERN, is_semver
+from foundation.errors import ConfigError
 
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN, description="lowercase slug: a-z, 0-9, '-', '_'")]
 Metric = Literal["infer_ms", "e2e_ms", "detections_per_frame", "mean_confidence", "crossings_per_camera_hour"]
@@ -37,8 +38,10 @@ LOWER_IS_BETTER: dict[str, bool] = {
 _SLUG = re.compile(SLUG_PATTERN)
 
 
-class ExperimentConfigError(ValueError):
+class ExperimentConfigError(ConfigError):
     """An experiment definition is invalid; the message lists each offending field and how to fix it."""
+
+    code = "CFG_003"
 
 
 class Variant(BaseModel):

@@ -21,14 +21,17 @@ from typing import Literal
 import numpy as np
 
 from experiments.config import Experiment
+from foundation.errors import CamcountError
 
 logger = logging.getLogger(__name__)
 
 GuardedMetric = Literal["error_rate", "p95_latency_ms"]
 
 
-class UnknownVariant(KeyError):
+class UnknownVariant(CamcountError, KeyError):
     """An observation names a variant the experiment does not have; check the frame's experiment header."""
+
+    code = "EXP_004"
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from experiments.stats import (
     sample_size_check,
     welch_test,
 )
+from foundation.errors import CamcountError
 
 Verdict = Literal["promote", "keep control", "not enough data"]
 Outcome = Literal["better", "worse", "no difference"]
@@ -62,8 +63,10 @@ MIN_CAMERAS_FOR_FRAME_TESTS = 20
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
-class ReportError(ValueError):
+class ReportError(CamcountError, ValueError):
     """Samples do not fit the experiment (missing variant, misaligned arrays); the message says what to fix."""
+
+    code = "EXP_001"
 
 
 @dataclass(frozen=True, eq=False)  # arrays have no single truth value to compare by

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
+from foundation.errors import CamcountError
 
 # Fisher's exact test replaces chi-square when any expected cell count of the 2x2 table is below this
 # (Cochran's rule).
@@ -26,8 +27,10 @@ MIN_EXPECTED_COUNT = 5.0
 DEFAULT_POWER = 0.8
 
 
-class InsufficientData(ValueError):
+class InsufficientData(CamcountError, ValueError):
     """A sample is too small or malformed for a test; the message names the arm and the size it needs."""
+
+    code = "EXP_003"
 
 
 @dataclass(frozen=True)

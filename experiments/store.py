@@ -28,10 +28,11 @@ import redis
 from clickhouse_driver import Client
 from pydantic import BaseModel
 
-from camcount.settings import Settings
+from foundation.settings import Settings
 from experiments.assignment import assign
 from experiments.config import Experiment
 from experiments.report import ShadowSamples, VariantSamples
+from foundation.errors import CamcountError
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,10 @@ REDIS_TIMEOUT_S = 3.0
 Clock = Callable[[], datetime]
 
 
-class ExperimentStoreError(RuntimeError):
+class ExperimentStoreError(CamcountError, RuntimeError):
     """Base of experiment-store failures; the message says what to do."""
+
+    code = "SYS_003"
 
 
 class ExperimentAlreadyActive(ExperimentStoreError):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from typing import ClassVar
+from foundation.errors import CamcountError
 
 
-class ModelError(Exception):
+class ModelError(CamcountError):
     """Base of all model-layer failures. ``str(error)`` starts with the code, e.g. ``[MODEL_002] ...``."""
 
     code: ClassVar[str] = "MODEL_000"

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import cv2
 from confluent_kafka import KafkaError, Message, Producer
 
-from camcount.kafka_config import new_client, producer_config, wait_for_broker
-from camcount.settings import Settings
+from foundation.kafka import new_client, producer_config, wait_for_broker
+from foundation.settings import Settings
 from producers.sources import FrameSource, Pacer, SourceFrame
 from schemas import FRAME
 

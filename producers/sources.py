@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from foundation.errors import CamcountError
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
 
 
-class SourceError(Exception):
+class SourceError(CamcountError):
     """A frame source cannot be opened or read."""
+
+    code = "INPUT_001"
 
 
 @dataclass(frozen=True)

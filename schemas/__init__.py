@@ -21,22 +21,30 @@ from typing import Any
 
 import fastavro
 
+from foundation.errors import CamcountError
+
 SCHEMA_HEADER = "camcount-schema"
 SCHEMA_VERSION_HEADER = "camcount-schema-version"
 
 _SCHEMA_DIR = Path(__file__).resolve().parent
 
 
-class SchemaError(Exception):
+class SchemaError(CamcountError):
     """A message does not match the schema its topic requires."""
+
+    code = "SCHEMA_000"
 
 
 class UnknownSchemaVersion(SchemaError):
-    pass
+    """The record's schema version header is newer than this reader (or missing); upgrade the consumer."""
+
+    code = "SCHEMA_001"
 
 
 class UndecodablePayload(SchemaError):
-    pass
+    """The bytes are not a valid record of the topic's schema."""
+
+    code = "SCHEMA_002"
 
 
 @dataclass(frozen=True)

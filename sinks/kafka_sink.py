@@ -21,9 +21,9 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
-from camcount.kafka_config import consumer_config, next_offsets, wait_for_broker
-from camcount.settings import Settings
-from camcount.stack import clickhouse_client
+from foundation.kafka import consumer_config, next_offsets, wait_for_broker
+from foundation.settings import Settings
+from foundation.clickhouse import clickhouse_client
 from schemas import (
     CROSSING,
     DETECTIONS,
@@ -48,12 +48,15 @@ from sinks.clickhouse import (
     window_row,
 )
 from sinks.redis_live import LiveCrossingTotals
+from foundation.errors import CamcountError
 
 log = logging.getLogger(__name__)
 
 
-class UnreadableRecord(RuntimeError):
+class UnreadableRecord(CamcountError, RuntimeError):
     """A consumed record cannot be decoded; the sink stopped without writing or committing its batch."""
+
+    code = "SINK_001"
 
 
 class ClickHouseSink:

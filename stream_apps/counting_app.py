@@ -29,7 +29,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from redis.exceptions import RedisError
 
-from camcount.settings import Settings
+from foundation.settings import Settings
 from counting.config import CameraConfigs, load_camera_configs
 from counting.engine import CameraCounter, CameraStateError
 from counting.lines import LineStateError
@@ -160,7 +160,7 @@ class CountingMetrics:
 
 def build_app(settings: Settings) -> faust.App:
     kafka = settings.kafka
-    datadir = settings.home / "faust" / settings.counting.app_id  # Faust's own files, out of the working directory
+    datadir = settings.layout().faust_data(settings.counting.app_id)
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.counting.app_id,

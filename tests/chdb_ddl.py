@@ -7,7 +7,7 @@ from pathlib import Path
 
 from chdb.session import Session
 
-from camcount.stack import CLICKHOUSE_DDL_DIR, ddl_statements
+from foundation.clickhouse import CLICKHOUSE_DDL_DIR, ddl_statements
 
 
 def apply_ddl_in_chdb(session: Session, database: str, ddl_dir: Path = CLICKHOUSE_DDL_DIR) -> None:

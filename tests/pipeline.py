@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 from confluent_kafka import Consumer
 
-from camcount.kafka_config import consumer_config
-from camcount.settings import Settings
+from foundation.kafka import consumer_config
+from foundation.settings import Settings
 from schemas import DETECTIONS, headers_dict
 
 REPO = Path(__file__).resolve().parents[1]

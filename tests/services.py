@@ -33,17 +33,12 @@ from clickhouse_driver import Client
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from camcount.kafka_config import admin_config
-from camcount.settings import Settings
-from camcount.stack import clickhouse_client as connect_clickhouse
-from camcount.stack import (
-    LocalStack,
-    apply_clickhouse_ddl,
-    clickhouse_database,
-    create_topics,
-    quote_identifier,
-    stack_topics,
-)
+from foundation.kafka import admin_config
+from foundation.settings import Settings
+from foundation.clickhouse import clickhouse_client as connect_clickhouse
+from foundation.clickhouse import apply_clickhouse_ddl, clickhouse_database, quote_identifier
+from foundation.provision import create_topics, catalogue_topics
+from camcount.stack import LocalStack
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +138,7 @@ def isolated_settings(stack_settings: Settings) -> Iterator[Callable[..., Settin
 
 def _drop_namespace(settings: Settings) -> None:
     admin = AdminClient(admin_config(settings))  # must outlive the futures, or they fail with _DESTROY
-    for topic, future in admin.delete_topics(list(stack_topics(settings))).items():
+    for topic, future in admin.delete_topics(list(catalogue_topics(settings))).items():
         try:
             future.result()
         except KafkaException as exc:  # cleanup goes on: the next namespace is unique anyway

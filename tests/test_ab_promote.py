@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from camcount.cli import UserError
 from camcount.commands.ab import variant_to_promote
+from foundation.errors import UsageError
 
 VARIANTS = ["control", "fast", "faster"]
 
@@ -25,7 +25,7 @@ def test_naming_the_reports_winner_needs_no_force():
 
 
 def test_a_variant_other_than_the_reports_winner_needs_force():
-    with pytest.raises(UserError, match="winner is 'fast', not 'faster'.*--force"):
+    with pytest.raises(UsageError, match="winner is 'fast', not 'faster'.*--force"):
         variant_to_promote(_report(), VARIANTS, "faster", force=False)
 
 
@@ -34,15 +34,15 @@ def test_force_promotes_the_named_variant_over_the_reports_winner():
 
 
 def test_a_report_that_does_not_say_promote_needs_force():
-    with pytest.raises(UserError, match="the report says 'not enough data'"):
+    with pytest.raises(UsageError, match="the report says 'not enough data'"):
         variant_to_promote(_report("not enough data", None), VARIANTS, "fast", force=False)
 
 
 def test_force_without_a_variant_or_a_winner_asks_for_a_variant():
-    with pytest.raises(UserError, match="--variant NAME --force"):
+    with pytest.raises(UsageError, match="--variant NAME --force"):
         variant_to_promote(_report("not enough data", None), VARIANTS, None, force=True)
 
 
 def test_an_unknown_variant_is_a_user_error_listing_the_variants():
-    with pytest.raises(UserError, match="no variant 'fats'; it has control, fast, faster"):
+    with pytest.raises(UsageError, match="no variant 'fats'; it has control, fast, faster"):
         variant_to_promote(_report(), VARIANTS, "fats", force=True)

@@ -1,7 +1,7 @@
 """Consistency checks for the deployment configs: docker-compose.yml, Dockerfile, Prometheus, Grafana, K8s.
 
 No Docker engine or cluster needed: the files are parsed and checked against each other and against
-``camcount.settings.Settings`` (every env var a camcount container gets must be one the settings accept).
+``foundation.settings.Settings`` (every env var a camcount container gets must be one the settings accept).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from camcount.settings import Settings
+from foundation.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from camcount.kafka_config import KafkaConfigError, fetch_metadata, wait_for_broker
+from foundation.kafka import KafkaConfigError, fetch_metadata, wait_for_broker
 from tests.services import free_ports
 
 

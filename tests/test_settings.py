@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from camcount.settings import load_settings
+from foundation.settings import load_settings
 
 
 @pytest.fixture(autouse=True)

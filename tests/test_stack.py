@@ -16,7 +16,7 @@ from clickhouse_driver import Client
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from camcount.kafka_config import (
+from foundation.kafka import (
     BrokerUnreachable,
     admin_config,
     consumer_config,
@@ -25,17 +25,15 @@ from camcount.kafka_config import (
     producer_config,
     wait_for_broker,
 )
-from camcount.settings import Settings
-from camcount.stack import (
-    LocalStack,
-    ServiceStatus,
-    StackError,
+from foundation.settings import Settings
+from foundation.clickhouse import (
     added_column,
     apply_clickhouse_ddl,
     clickhouse_database,
     declared_clickhouse_objects,
     split_sql_statements,
 )
+from camcount.stack import LocalStack, ServiceStatus, StackError
 from tests.services import free_ports, free_stack_ports, local_stack_settings
 
 integration = pytest.mark.integration

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import yaml
 
 from camcount.commands.argtypes import positive_float
-from camcount.settings import Settings
-from camcount.stack import clickhouse_client
+from foundation.settings import Settings
+from foundation.clickhouse import clickhouse_client
+from foundation.errors import UsageError
 
 if TYPE_CHECKING:
     from experiments.report import Report
@@ -34,21 +35,19 @@ def _experiment(settings: Settings, name: str | None):
         return store.get(name)
     active = store.active()
     if active is None:
-        from camcount.cli import UserError
 
-        raise UserError("no experiment is running: name one (`camcount ab status` lists them)")
+        raise UsageError("no experiment is running: name one (`camcount ab status` lists them)")
     return active
 
 
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
-    from camcount.cli import UserError
-    from camcount.model_loading import open_model_registry
+    from models.loading import open_model_registry
     from experiments.config import load_experiment
 
     try:
         document = yaml.safe_load(Path(args.file).read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"{args.file}: not a valid YAML or JSON experiment definition: "
+        raise UsageError(f"{args.file}: not a valid YAML or JSON experiment definition: "
                         f"{' '.join(str(exc).split())}") from exc
     experiment = load_experiment(document)
     registry = open_model_registry(settings)
@@ -111,7 +110,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
-    from camcount.model_loading import open_model_registry
+    from models.loading import open_model_registry
 
     report = build_report_for(settings, args.name)
     experiment = _experiment(settings, args.name)
@@ -130,21 +129,20 @@ def variant_to_promote(report: Report, variant_names: list[str], requested: str 
     """The variant ``ab promote`` moves to production: the report's winner, or ``requested``.
 
     Without ``force`` the report must say "promote" and ``requested``, if given, must be its winner; with it,
-    any variant of the experiment goes. Raises UserError saying why not.
+    any variant of the experiment goes. Raises UsageError saying why not.
     """
-    from camcount.cli import UserError
 
     if requested is not None and requested not in variant_names:
-        raise UserError(f"experiment {report.experiment!r} has no variant {requested!r}; "
+        raise UsageError(f"experiment {report.experiment!r} has no variant {requested!r}; "
                         f"it has {', '.join(variant_names)}")
     chosen = requested or report.promote
     if force and chosen is not None:
         return chosen
     if chosen is None or report.decision != "promote":
-        raise UserError(f"the report says {report.decision!r}: {report.reason} "
+        raise UsageError(f"the report says {report.decision!r}: {report.reason} "
                         "(use --variant NAME --force to promote anyway)")
     if chosen != report.promote:
-        raise UserError(f"the report's winner is {report.promote!r}, not {chosen!r} "
+        raise UsageError(f"the report's winner is {report.promote!r}, not {chosen!r} "
                         f"(add --force to promote {chosen!r} anyway)")
     return chosen
 

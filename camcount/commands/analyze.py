@@ -8,12 +8,12 @@ import sys
 from contextlib import ExitStack
 
 from camcount.commands.argtypes import positive_int
-from camcount.settings import Settings
+from foundation.settings import Settings
+from foundation.errors import UsageError
 
 
 def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
-    from camcount.cli import UserError
-    from camcount.model_loading import load_detector
+    from models.loading import load_detector
     from camcount.offline import INGEST_JPEG_QUALITY, analyze
     from counting.config import load_camera_configs
     from producers.sources import FrameSource
@@ -22,7 +22,7 @@ def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
     try:
         configs = load_camera_configs(args.config)
     except UnicodeDecodeError as exc:
-        raise UserError(f"{args.config}: not a camera config YAML (not UTF-8 text)") from exc
+        raise UsageError(f"{args.config}: not a camera config YAML (not UTF-8 text)") from exc
     config = configs.for_camera(args.camera_id)
     detector = load_detector(settings, args.model, max_batch=args.batch)
     total = source.frame_count()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from camcount.settings import LOG_LEVELS
+from foundation.settings import LOG_LEVELS
 
 
 def positive_int(text: str) -> int:

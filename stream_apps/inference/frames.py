@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from schemas import FRAME, UndecodablePayload, UnknownSchemaVersion
+from foundation.errors import CamcountError
 
 
 class FrameErrorCode(str, Enum):
@@ -25,7 +26,7 @@ class FrameErrorCode(str, Enum):
     """The frame's experiment could not be read, or its variant's model could not be loaded; see the reason."""
 
 
-class BadFrame(Exception):
+class BadFrame(CamcountError):
     def __init__(self, code: FrameErrorCode, reason: str) -> None:
         super().__init__(f"{code.value}: {reason}")
         self.code = code

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import redis
 
-from camcount.model_loading import load_registered_model, open_model_registry
-from camcount.settings import Settings
+from models.loading import load_registered_model, open_model_registry
+from foundation.settings import Settings
 from experiments.assignment import should_shadow
 from experiments.config import Experiment
 from experiments.store import ExperimentNotFound, ExperimentStore

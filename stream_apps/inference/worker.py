@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from camcount.kafka_config import consumer_config, next_offsets, producer_config, wait_for_broker
-from camcount.settings import Settings
+from foundation.kafka import consumer_config, next_offsets, producer_config, wait_for_broker
+from foundation.settings import Settings
 from models.detections import Detections
 from models.agreement import match_detections
 from schemas import DETECTIONS, SHADOW_PAIR, headers_dict
@@ -40,15 +40,18 @@ from stream_apps.inference.commits import AckedCommitter, PendingBatch
 from stream_apps.inference.frames import BadFrame, DecodedFrame, FrameLimits, decode_frame
 from stream_apps.inference.metrics import InferenceMetrics
 from stream_apps.inference.routing import Route, RouteTable
+from foundation.errors import CamcountError
 
 log = logging.getLogger(__name__)
 
 LAG_REFRESH_S = 5.0
 
 
-class StoppedWhileQueueFull(Exception):
+class StoppedWhileQueueFull(CamcountError):
     """The worker gave up waiting for room in the producer queue because it was asked to stop. Nothing is lost:
     the batch it was producing is never committed, so the group redoes it."""
+
+    code = "INF_100"
 
 
 @dataclass

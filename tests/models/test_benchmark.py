@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from camcount.commands import bench
-from camcount.settings import Settings
+from foundation.settings import Settings
 from models.benchmark import BatchFigures, StageFigures, bench_model
 from models.detector import Detector
 from models.registry import ModelRegistry

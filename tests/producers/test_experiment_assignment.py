@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from camcount.settings import Settings
+from foundation.settings import Settings
 from experiments.config import Experiment
 from experiments.store import REDIS_TIMEOUT_S, ExperimentStore
 from producers.experiment_assignment import ExperimentAssigner

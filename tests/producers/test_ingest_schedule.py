@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import producers.ingest as ingest
-from camcount.settings import Settings
+from foundation.settings import Settings
 from producers.ingest import CameraIngestor
 from producers.sources import FrameSource
 from schemas import FRAME

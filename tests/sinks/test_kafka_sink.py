@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from camcount.kafka_config import consumer_config, producer_config
-from camcount.settings import Settings
+from foundation.kafka import consumer_config, producer_config
+from foundation.settings import Settings
 from schemas import CROSSING, SCHEMA_HEADER, SCHEMA_VERSION_HEADER, SHADOW_PAIR, WINDOW_COUNT, ZONE_OCCUPANCY, AvroCodec
 from sinks.kafka_sink import ClickHouseSink, UnreadableRecord
 from tests.services import clickhouse_client_for

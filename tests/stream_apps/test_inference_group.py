@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from camcount.kafka_config import consumer_config, producer_config
+from foundation.kafka import consumer_config, producer_config
 from schemas import FRAME, SCHEMA_VERSION_HEADER
 from stream_apps.inference.commits import MAX_PENDING_BATCHES
 from tests.pipeline import CamcountProcesses, consume_records, footage_path

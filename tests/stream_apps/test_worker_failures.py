@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
-from camcount.kafka_config import producer_config
+from foundation.kafka import producer_config
 from experiments.config import load_experiment
 from models.detections import Detections
 from models.errors import ModelLoadError

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from confluent_kafka import Producer, TopicPartition
 
-from camcount.settings import Settings
+from foundation.settings import Settings
 from stream_apps.inference.commits import AckedCommitter, PendingBatch
 from stream_apps.inference.routing import RouteTable
 from stream_apps.inference.worker import InferenceWorker, StoppedWhileQueueFull

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from camcount.ops_http import OpsServer
+from foundation.ops_http import OpsServer
 from models.detector import Detector
 from models.registry import ModelRegistry
 from models.runtime import CPU

@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from foundation.paths import HomeLayout
+from foundation.topics import CATALOGUE
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
@@ -155,15 +158,11 @@ class Settings(BaseSettings):
         return self.redis.url or f"redis://127.0.0.1:{self.stack.redis_port}/0"
 
     def model_registry(self) -> str:
-        return self.model.registry or str(self.home / "models")
+        return self.model.registry or str(self.layout().models)
 
-    def registry_cache_dir(self) -> Path:
-        """Where models fetched from an s3:// registry are kept."""
-        return self.home / "cache" / "registry"
-
-    def runtime_cache_dir(self) -> Path:
-        """Where ONNX Runtime keeps TensorRT engines and optimised CPU graphs between model loads."""
-        return self.home / "cache" / "ort"
+    def layout(self) -> HomeLayout:
+        """Where this process keeps its files under ``home``."""
+        return HomeLayout(self.home)
 
     def namespaced(self, suffix: str, partitions: int | None = None) -> "Settings":
         """A copy whose topics, consumer group, Faust app id, ClickHouse database and Redis keys carry ``suffix``.
@@ -175,11 +174,9 @@ class Settings(BaseSettings):
         clickhouse_update: dict[str, str] = {"database": database}
         if self.clickhouse.url is not None:
             clickhouse_update["url"] = urlunsplit(urlsplit(self.clickhouse.url)._replace(path=f"/{database}"))
-        topics = ("frames_topic", "detections_topic", "crossings_topic", "window_counts_topic", "dead_letter_topic",
-                  "shadow_topic", "zone_occupancy_topic")
         return self.model_copy(update={
             "kafka": kafka.model_copy(update={
-                **{name: f"{getattr(kafka, name)}-{suffix}" for name in topics},
+                **{stream.setting: f"{stream.topic(kafka)}-{suffix}" for stream in CATALOGUE},
                 "partitions": partitions or kafka.partitions,
             }),
             "clickhouse": self.clickhouse.model_copy(update=clickhouse_update),
@@ -211,3 +208,17 @@ class _ConventionalEnvSource(PydanticBaseSettingsSource):
 
 def load_settings(**overrides: Any) -> Settings:
     return Settings(**overrides)
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """One line naming each invalid field of a pydantic error, e.g. ``kafka.partitons: unknown key``."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown key (misspelled?)")
+        else:
+            value = error.get("input")
+            got = f" (got {value!r})" if isinstance(value, str | int | float) and len(repr(value)) <= 60 else ""
+            problems.append(f"{where}: {error['msg']}{got}")
+    return "; ".join(problems)

@@ -24,10 +24,11 @@ import cv2
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from camcount.kafka_config import consumer_config, producer_config
-from camcount.model_loading import load_detector
-from camcount.settings import Settings
-from camcount.stack import LocalStack, create_topics
+from foundation.kafka import consumer_config, producer_config
+from models.loading import load_detector
+from foundation.settings import Settings
+from foundation.provision import create_topics
+from camcount.stack import LocalStack
 from models.detector import Detector
 from producers.sources import FrameSource, Pacer
 from schemas import DETECTIONS, FRAME, headers_dict

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from camcount.settings import Settings
+from foundation.settings import Settings
 from models.detector import Detector
 from models.registry import ModelRegistry, RegisteredModel, open_registry
 
 
 def open_model_registry(settings: Settings) -> ModelRegistry:
     """The registry named by ``settings.model.registry`` (local directory or s3://), caching fetched files."""
-    return open_registry(settings.model_registry(), settings.registry_cache_dir())
+    return open_registry(settings.model_registry(), settings.layout().registry_cache)
 
 
 def load_registered_model(settings: Settings, model: RegisteredModel, max_batch: int,
                           intra_op_threads: int | None = None) -> Detector:
     """A warmed-up detector for ``model`` on the configured providers, reusing the on-disk runtime cache."""
     return Detector.from_model(model, providers=settings.model.providers, max_batch=max_batch,
-                               cache_dir=settings.runtime_cache_dir(), intra_op_threads=intra_op_threads)
+                               cache_dir=settings.layout().runtime_cache, intra_op_threads=intra_op_threads)
 
 
 def load_detector(settings: Settings, reference: str | None = None, max_batch: int = 8,

@@ -1,4 +1,4 @@
-"""confluent-kafka client configuration built from :class:`~camcount.settings.Settings`, plus topic admin helpers.
+"""confluent-kafka client configuration built from :class:`~foundation.settings.Settings`, plus topic admin helpers.
 
 Every camcount Kafka client gets its config from here, so delivery guarantees and size limits are decided once.
 Merge order (later wins): camcount defaults, the caller's ``overrides``, then ``settings.kafka.client_config``,
@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
-from camcount.settings import Settings
+from foundation.settings import Settings
+from foundation.errors import CamcountError, ConfigError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +29,20 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_FETCH_BYTES = 4 * MAX_MESSAGE_BYTES
 
 
-class BrokerUnreachable(ConnectionError):
+class BrokerUnreachable(ServiceUnavailable):
     """No Kafka broker answered a Metadata request at the configured bootstrap address."""
 
 
-class KafkaConfigError(ValueError):
+class KafkaConfigError(ConfigError):
     """librdkafka refuses a client setting (an unknown property or a bad value), e.g. in kafka.client_config."""
 
+    code = "CFG_004"
 
-class TopicCreationError(RuntimeError):
+
+class TopicCreationError(CamcountError, RuntimeError):
     """The broker refused to create a topic for a reason other than it already existing."""
+
+    code = "SYS_001"
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
