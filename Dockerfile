@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 #
 # One image for every camcount role; the role is the command:
-#   camcount stack up | ingest ... | infer | count | models ...
+#   camcount provision | stack up | ingest ... | infer | count | models ...
 #
 #   docker build -t camcount .
 #   docker build --build-arg BASE_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04 \

@@ -33,12 +33,21 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- provision -----------------------------------------------------------------------------------------------
+def cmd_provision(settings: Settings, args: argparse.Namespace) -> int:
+    from foundation.provision import provision, wait_for_services
+
+    wait_for_services(settings, timeout_s=args.wait)
+    provision(settings, progress=lambda line: print(f"  {line}", flush=True))
+    return 0
+
+
 # --- ingest --------------------------------------------------------------------------------------------------
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from experiments.store import ExperimentStore
     from producers.experiment_assignment import ExperimentAssigner
     from producers.ingest import CameraIngestor
     from producers.sources import FrameSource
+    from sinks.experiment_store import ExperimentStore
 
     source = FrameSource(args.source, folder_fps=args.fps or 1.0)
     assigner = ExperimentAssigner(ExperimentStore.for_settings(settings))
@@ -130,9 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default: settings.log_level)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    stack = sub.add_parser("stack", help="start, check or stop the local broker, ClickHouse and Redis")
+    stack = sub.add_parser("stack", help="start (then provision), check or stop the local broker, ClickHouse and Redis")
     stack.add_argument("action", choices=("up", "status", "down"))
     stack.set_defaults(handler=cmd_stack)
+
+    provision = sub.add_parser(
+        "provision", help="create the topics and apply the ClickHouse DDL on the configured services (idempotent)")
+    provision.add_argument("--wait", type=non_negative_float, default=60.0,
+                           help="seconds to wait for the broker and ClickHouse to answer (default 60)")
+    provision.set_defaults(handler=cmd_provision)
 
     ingest = sub.add_parser("ingest", help="publish a camera's frames (video file, RTSP/HTTP, image folder)")
     ingest.add_argument("--camera-id", required=True, type=camera_id, help="non-empty, no whitespace")

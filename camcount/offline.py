@@ -14,19 +14,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import cv2
 import numpy as np
 
 from counting.config import CameraConfig
 from counting.engine import CameraCounter
 from counting.lines import CrossingEvent
 from models.detector import Detector
+from producers.encoding import JPEG_QUALITY, jpeg_round_trip
 from producers.sources import FrameSource, SourceFrame
 
 log = logging.getLogger(__name__)
-
-INGEST_JPEG_QUALITY = 90
-
 
 @dataclass
 class ZoneFigures:
@@ -66,13 +63,6 @@ class Analysis:
                 "zones": {name: figures.as_json() for name, figures in self.zones.items()}}
 
 
-def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
-    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("OpenCV failed to JPEG-encode a frame")
-    return cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
-
-
 def _batches(frames: Iterator[SourceFrame], size: int) -> Iterator[list[SourceFrame]]:
     batch: list[SourceFrame] = []
     for frame in frames:
@@ -89,7 +79,7 @@ def analyze(
     config: CameraConfig,
     detector: Detector,
     batch_size: int = 8,
-    jpeg_quality: int | None = INGEST_JPEG_QUALITY,
+    jpeg_quality: int | None = JPEG_QUALITY,
     per_frame: TextIO | None = None,
     events: TextIO | None = None,
     progress: Callable[[int, float], None] | None = None,

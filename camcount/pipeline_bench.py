@@ -24,18 +24,17 @@ import cv2
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from foundation.kafka import consumer_config, producer_config
-from models.loading import load_detector
-from foundation.settings import Settings
-from foundation.provision import create_topics
 from camcount.stack import LocalStack
+from foundation.kafka import consumer_config, producer_config
+from foundation.provision import create_topics
+from foundation.settings import Settings
 from models.detector import Detector
+from models.loading import load_detector
+from producers.encoding import encode_jpeg
 from producers.sources import FrameSource, Pacer
 from schemas import DETECTIONS, FRAME, headers_dict
 from stream_apps.inference.routing import RouteTable
 from stream_apps.inference.worker import InferenceWorker
-
-JPEG_QUALITY = 90
 
 
 @dataclass
@@ -57,7 +56,7 @@ class PipelineFigures:
 def _jpeg_frames(footage: Path, count: int) -> list[bytes]:
     frames = itertools.islice(itertools.cycle(list(itertools.islice(FrameSource(str(footage)).frames(), count))),
                               count)
-    return [cv2.imencode(".jpg", f.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes() for f in frames]
+    return [encode_jpeg(f.image) for f in frames]
 
 
 def _in_process_fps(detector: Detector, jpegs: list[bytes], batch: int, threads: int) -> float:

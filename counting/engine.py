@@ -27,8 +27,8 @@ from counting.config import Anchor, CameraConfig, CameraConfigError
 from counting.lines import CrossingEvent, LineCounter
 from counting.tracker import Tracker
 from counting.zones import ZoneCounter, ZoneEvent
-from models.detections import Detections
 from foundation.errors import CamcountError
+from models.detections import Detections
 
 logger = logging.getLogger(__name__)
 

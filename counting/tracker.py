@@ -29,8 +29,8 @@ from scipy.optimize import linear_sum_assignment
 from counting import kalman
 from counting.config import TrackerConfig
 from counting.snapshot import renumber_classes
-from models.detections import Detections
 from foundation.errors import CamcountError
+from models.detections import Detections
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.manifest import SLUG_PATTERN, is_semver
 from foundation.errors import ConfigError
+from models.manifest import SLUG_PATTERN, is_semver
 
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN, description="lowercase slug: a-z, 0-9, '-', '_'")]
 Metric = Literal["infer_ms", "e2e_ms", "detections_per_frame", "mean_confidence", "crossings_per_camera_hour"]

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
+
 from foundation.errors import CamcountError
 
 # Fisher's exact test replaces chi-square when any expected cell count of the 2x2 table is below this

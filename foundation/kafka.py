@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
-from foundation.settings import Settings
 from foundation.errors import CamcountError, ConfigError, ServiceUnavailable
+from foundation.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,16 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     return _merge(config, overrides, settings)
 
 
-def admin_config(settings: Settings) -> dict[str, Any]:
+def base_config(settings: Settings) -> dict[str, Any]:
+    """What every client shares: the bootstrap servers and ``kafka.client_config`` (security, tuning).
+
+    Clients that are not librdkafka (the Faust counting app) translate this same dict.
+    """
     return _merge({"bootstrap.servers": settings.kafka_bootstrap()}, {}, settings)
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    return base_config(settings)
 
 
 def _merge(defaults: dict[str, Any], overrides: Mapping[str, Any], settings: Settings) -> dict[str, Any]:

@@ -6,13 +6,18 @@ name (the local dev stack, compose, Kubernetes). Idempotent: safe to run on ever
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from clickhouse_driver import Client
+from clickhouse_driver.errors import Error as ClickHouseError
+from clickhouse_driver.util.helpers import parse_url
 from confluent_kafka.admin import AdminClient
 
-from foundation.clickhouse import apply_clickhouse_ddl, clickhouse_database
-from foundation.kafka import admin_config, ensure_topics
+from foundation.clickhouse import apply_clickhouse_ddl, clickhouse_database, redact_url
+from foundation.errors import ServiceUnavailable
+from foundation.kafka import admin_config, ensure_topics, wait_for_broker
 from foundation.settings import Settings
 from foundation.topics import CATALOGUE
 
@@ -27,6 +32,32 @@ def create_topics(settings: Settings, extra: dict[str, int] | None = None) -> di
     topics = {**catalogue_topics(settings), **(extra or {})}
     ensure_topics(AdminClient(admin_config(settings)), topics)
     return topics
+
+
+class ClickHouseUnreachable(ServiceUnavailable):
+    """ClickHouse did not answer ``SELECT 1`` in time."""
+
+    code = "SYS_002"
+
+
+def wait_for_services(settings: Settings, timeout_s: float) -> None:
+    """Block until the broker answers a Metadata request and ClickHouse a query, each within ``timeout_s``."""
+    wait_for_broker(settings.kafka_bootstrap(), timeout_s, client_config=settings.kafka.client_config)
+    host, kwargs = parse_url(settings.clickhouse_url())
+    deadline = time.monotonic() + timeout_s
+    while True:
+        client = Client(host, **{**kwargs, "database": "default", "connect_timeout": 2, "send_receive_timeout": 5})
+        try:
+            client.execute("SELECT 1")
+            return
+        except (ClickHouseError, OSError, EOFError) as exc:
+            if time.monotonic() >= deadline:
+                raise ClickHouseUnreachable(
+                    f"ClickHouse at {redact_url(settings.clickhouse_url())} not reachable after {timeout_s:g}s "
+                    f"({exc})", remedy="start it, or set CLICKHOUSE_URL to a running server") from None
+            time.sleep(0.5)
+        finally:
+            client.disconnect()
 
 
 def provision(settings: Settings, progress: Callable[[str], None]) -> tuple[dict[str, int], list[Path]]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
 from foundation.errors import CamcountError
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ _UNSUPPORTED_OPTIONS: dict[str, dict[str, str]] = {
 class DarknetImportError(CamcountError):
     """A cfg or weights file cannot be converted; the message says which file, section and what to change."""
 
-    code = "MODEL_006"
+    code = "MODEL_007"
 
 
 @dataclass(frozen=True)

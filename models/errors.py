@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import ClassVar
+
 from foundation.errors import CamcountError
 
 

@@ -12,6 +12,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
 from foundation.errors import CamcountError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ YOLOV3_TINY_SHA256 = {
 class ModelFetchError(CamcountError):
     """Model files could not be fetched or failed verification; the message says what to run or check."""
 
-    code = "MODEL_007"
+    code = "MODEL_008"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import redis
 
 from experiments.assignment import assign
 from experiments.config import Experiment
-from experiments.store import ExperimentStore, ExperimentStoreError
+from sinks.experiment_store import ExperimentStore, ExperimentStoreError, ExperimentStoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class ExperimentAssigner:
         self._checked = now
         try:
             active = self._store.active()
-        except redis.RedisError as exc:
+        except (ExperimentStoreUnavailable, redis.RedisError) as exc:  # unreachable, or another Redis failure
             if not self._redis_down:
                 log.warning("cannot read the active experiment from Redis (%s); frames go to production", exc)
             self._redis_down, self._active = True, None

@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import cv2
 from confluent_kafka import KafkaError, Message, Producer
 
 from foundation.kafka import new_client, producer_config, wait_for_broker
 from foundation.settings import Settings
+from producers.encoding import JPEG_QUALITY, encode_jpeg
 from producers.sources import FrameSource, Pacer, SourceFrame
 from schemas import FRAME
 
@@ -61,7 +61,7 @@ class CameraIngestor:
         source: FrameSource,
         fps: float | None = None,
         loop: bool = False,
-        jpeg_quality: int = 90,
+        jpeg_quality: int = JPEG_QUALITY,
         assign_variant: VariantAssigner = production_variant,
         max_frames: int | None = None,
         first_seq: int | None = None,
@@ -73,7 +73,7 @@ class CameraIngestor:
         self.source = source
         self.fps = source.native_fps or 0.0 if fps is None else fps
         self.loop = loop
-        self.jpeg_params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+        self.jpeg_quality = jpeg_quality
         self.assign_variant = assign_variant
         self.max_frames = max_frames
         self.first_seq = first_seq
@@ -150,14 +150,12 @@ class CameraIngestor:
             yield frame
 
     def _publish(self, topic: str, seq: int, capture_ms: int, image) -> None:
-        ok, jpeg = cv2.imencode(".jpg", image, self.jpeg_params)
-        if not ok:
-            raise RuntimeError(f"OpenCV failed to JPEG-encode frame {seq} of camera {self.camera_id}")
+        jpeg = encode_jpeg(image, self.jpeg_quality)
         experiment, variant = self.assign_variant(self.camera_id, capture_ms)
         height, width = image.shape[:2]
         value = FRAME.encode({
             "camera_id": self.camera_id, "frame_seq": seq, "capture_ts_ms": capture_ms,
-            "width": width, "height": height, "encoding": "jpeg", "image": jpeg.tobytes(),
+            "width": width, "height": height, "encoding": "jpeg", "image": jpeg,
             "variant": variant, "experiment": experiment,
         })
         headers = FRAME.headers() + [

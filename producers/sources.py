@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from foundation.errors import CamcountError
 
 log = logging.getLogger(__name__)
@@ -193,3 +194,21 @@ class Pacer:
             self._next = now
         self._next += self._period
         return True
+
+
+def sample_frames(source: str | Path, count: int) -> list[np.ndarray]:
+    """``count`` BGR frames evenly spaced over one pass of ``source`` (video file or image folder), in order.
+
+    Raises SourceError when the source cannot be read or holds fewer than ``count`` frames.
+    """
+    frame_source = FrameSource(str(source))
+    total = frame_source.frame_count()
+    if total is None:
+        raise SourceError(f"{source} is a live stream: give a video file or an image folder to sample frames from")
+    if count < 1 or total < count:
+        raise SourceError(f"{source} has {total} frames, {count} requested: give a longer video or ask for fewer")
+    wanted = set(np.linspace(0, total - 1, count).round().astype(int).tolist())
+    frames = [frame.image for frame in frame_source.frames() if frame.index in wanted]
+    if len(frames) != count:
+        raise SourceError(f"{source} decoded only {len(frames)} of the {count} frames sampled: the file may be cut")
+    return frames

@@ -1,1 +1,2 @@
-"""Sinks: ClickHouse (the analysts' source of truth) and Redis (live state for dashboards)."""
+"""Sinks: ClickHouse (the analysts' source of truth, experiment samples) and Redis (live state for dashboards,
+experiment state)."""

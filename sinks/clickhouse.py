@@ -10,10 +10,16 @@ fields added since (-1 or ""), which are written as they are, meaning "unknown".
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from clickhouse_driver import Client
+
+from foundation import topics
+from foundation.topics import Stream
+from schemas import CROSSING, DETECTIONS, SHADOW_PAIR, WINDOW_COUNT, ZONE_OCCUPANCY, AvroCodec
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,26 @@ def inference_row(record: dict[str, Any]) -> tuple:
             record["model_name"], record["model_version"], record["variant"], record["experiment"],
             record["status"].lower(), len(confidence), sum(confidence) / len(confidence) if confidence else 0.0,
             record["infer_ms"], float(max(record["inferred_ts_ms"] - record["capture_ts_ms"], 0)))
+
+
+@dataclass(frozen=True)
+class SinkTable:
+    """Where the sink puts one stream's records: decoded with ``codec``, built by ``row`` into ``table``."""
+
+    stream: Stream
+    codec: AvroCodec
+    table: str
+    columns: tuple[str, ...]
+    row: Callable[[dict[str, Any]], tuple]
+
+
+SINK_TABLES: tuple[SinkTable, ...] = (
+    SinkTable(topics.CROSSINGS, CROSSING, "crossing_events", CROSSING_COLUMNS, crossing_row),
+    SinkTable(topics.WINDOW_COUNTS, WINDOW_COUNT, "window_counts", WINDOW_COLUMNS, window_row),
+    SinkTable(topics.DETECTIONS, DETECTIONS, "inference_log", INFERENCE_COLUMNS, inference_row),
+    SinkTable(topics.SHADOW_PAIRS, SHADOW_PAIR, "shadow_pairs", SHADOW_COLUMNS, shadow_row),
+    SinkTable(topics.ZONE_OCCUPANCY, ZONE_OCCUPANCY, "zone_occupancy", ZONE_COLUMNS, zone_row),
+)
 
 
 class ClickHouseWriter:

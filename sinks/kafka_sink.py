@@ -21,34 +21,14 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
+from foundation.clickhouse import clickhouse_client
+from foundation.errors import CamcountError
 from foundation.kafka import consumer_config, next_offsets, wait_for_broker
 from foundation.settings import Settings
-from foundation.clickhouse import clickhouse_client
-from schemas import (
-    CROSSING,
-    DETECTIONS,
-    SHADOW_PAIR,
-    WINDOW_COUNT,
-    ZONE_OCCUPANCY,
-    SchemaError,
-    UnknownSchemaVersion,
-    headers_dict,
-)
-from sinks.clickhouse import (
-    CROSSING_COLUMNS,
-    INFERENCE_COLUMNS,
-    SHADOW_COLUMNS,
-    ZONE_COLUMNS,
-    WINDOW_COLUMNS,
-    ClickHouseWriter,
-    crossing_row,
-    inference_row,
-    shadow_row,
-    zone_row,
-    window_row,
-)
+from foundation.topics import CROSSINGS
+from schemas import SchemaError, UnknownSchemaVersion, headers_dict
+from sinks.clickhouse import SINK_TABLES, ClickHouseWriter, SinkTable
 from sinks.redis_live import LiveCrossingTotals
-from foundation.errors import CamcountError
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +55,16 @@ class ClickHouseSink:
         self.live_totals = live_totals
         self.rows_written = 0
         self._stop = threading.Event()
+        self._tables: dict[str, SinkTable] = {table.stream.topic(settings.kafka): table for table in SINK_TABLES}
 
     def stop(self, *_: object) -> None:
         self._stop.set()
 
     def run(self) -> None:
-        kafka = self.settings.kafka
         wait_for_broker(self.settings.kafka_bootstrap(), timeout_s=15, client_config=self.settings.kafka.client_config)
         writer = ClickHouseWriter(clickhouse_client(self.settings))
         consumer = Consumer(consumer_config(self.settings, self.group_id))
-        consumer.subscribe([kafka.crossings_topic, kafka.window_counts_topic, kafka.detections_topic,
-                            kafka.shadow_topic, kafka.zone_occupancy_topic])
+        consumer.subscribe(list(self._tables))
         batch: list[Message] = []
         started = time.monotonic()
         try:
@@ -111,34 +90,21 @@ class ClickHouseSink:
             writer.close()
 
     def _write(self, writer: ClickHouseWriter, batch: list[Message]) -> None:
-        kafka = self.settings.kafka
-        crossings, windows, frames, pairs, zones = [], [], [], [], []
+        records: dict[str, list[dict]] = {topic: [] for topic in self._tables}
         for message in batch:
-            headers = headers_dict(message.headers())
             try:
-                if message.topic() == kafka.crossings_topic:
-                    crossings.append(CROSSING.decode(message.value(), headers))
-                elif message.topic() == kafka.window_counts_topic:
-                    windows.append(WINDOW_COUNT.decode(message.value(), headers))
-                elif message.topic() == kafka.shadow_topic:
-                    pairs.append(SHADOW_PAIR.decode(message.value(), headers))
-                elif message.topic() == kafka.zone_occupancy_topic:
-                    zones.append(ZONE_OCCUPANCY.decode(message.value(), headers))
-                else:
-                    frames.append(DETECTIONS.decode(message.value(), headers))
+                records[message.topic()].append(
+                    self._tables[message.topic()].codec.decode(message.value(), headers_dict(message.headers())))
             except SchemaError as exc:
                 raise UnreadableRecord(_unreadable(message, self.group_id, exc)) from exc
-        writer.insert("crossing_events", CROSSING_COLUMNS, [crossing_row(r) for r in crossings])
-        writer.insert("window_counts", WINDOW_COLUMNS, [window_row(r) for r in windows])
-        writer.insert("inference_log", INFERENCE_COLUMNS, [inference_row(r) for r in frames])
-        writer.insert("shadow_pairs", SHADOW_COLUMNS, [shadow_row(r) for r in pairs])
-        writer.insert("zone_occupancy", ZONE_COLUMNS, [zone_row(r) for r in zones])
+        for topic, table in self._tables.items():
+            writer.insert(table.table, table.columns, [table.row(record) for record in records[topic]])
         if self.live_totals is not None:
             try:
-                self.live_totals.add(crossings)
+                self.live_totals.add(records[CROSSINGS.topic(self.settings.kafka)])
             except Exception:  # live state is a convenience; ClickHouse already holds the truth
                 log.exception("live state update failed; continuing")
-        self.rows_written += len(crossings) + len(windows) + len(frames) + len(pairs) + len(zones)
+        self.rows_written += sum(len(rows) for rows in records.values())
 
 
 def _unreadable(message: Message, group_id: str, exc: SchemaError) -> str:

@@ -29,15 +29,17 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from redis.exceptions import RedisError
 
-from foundation.settings import Settings
 from counting.config import CameraConfigs, load_camera_configs
 from counting.engine import CameraCounter, CameraStateError
 from counting.lines import LineStateError
 from counting.tracker import TrackerStateError
 from counting.windows import CrossingWindows, Labels, ZoneMinutes
 from counting.zones import ZoneStateError
-from sinks.redis_live import AsyncLiveState
+from foundation.kafka import base_config
+from foundation.settings import Settings
 from schemas import CROSSING, DETECTIONS, WINDOW_COUNT, ZONE_OCCUPANCY, SchemaError, headers_dict
+from sinks.redis_live import AsyncLiveState
+from stream_apps.faust_kafka import faust_broker_options
 from stream_apps.records import Provenance, crossing_event_id, detections_from_record
 
 log = logging.getLogger(__name__)
@@ -164,7 +166,7 @@ def build_app(settings: Settings) -> faust.App:
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.counting.app_id,
-        broker=";".join(f"kafka://{host}" for host in settings.kafka_bootstrap().split(",")),
+        **faust_broker_options(base_config(settings)),
         store="memory://",
         topic_partitions=kafka.partitions,
         broker_session_timeout=kafka.session_timeout_ms / 1000,

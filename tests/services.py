@@ -21,11 +21,12 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -33,14 +34,16 @@ from clickhouse_driver import Client
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from foundation.kafka import admin_config
-from foundation.settings import Settings
-from foundation.clickhouse import clickhouse_client as connect_clickhouse
-from foundation.clickhouse import apply_clickhouse_ddl, clickhouse_database, quote_identifier
-from foundation.provision import create_topics, catalogue_topics
 from camcount.stack import LocalStack
+from foundation.clickhouse import apply_clickhouse_ddl, clickhouse_database, quote_identifier
+from foundation.clickhouse import clickhouse_client as connect_clickhouse
+from foundation.kafka import admin_config
+from foundation.provision import catalogue_topics, create_topics
+from foundation.settings import Settings
 
 log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
 
 TEST_SESSION_TIMEOUT_MS = 3000
 
@@ -72,6 +75,13 @@ def local_stack_settings(home: Path) -> Settings:
         clickhouse={"url": None},
         redis={"url": None},
     )
+
+
+def run_camcount(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python -m camcount.cli ARGS`` in the repository, with no CAMCOUNT_* variable but those in ``env``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CAMCOUNT_")}
+    return subprocess.run([sys.executable, "-m", "camcount.cli", *args], capture_output=True, text=True,
+                          env={**base, **(env or {})}, cwd=REPO, timeout=timeout)
 
 
 def clickhouse_client_for(settings: Settings) -> Client:
@@ -121,14 +131,16 @@ def isolated_settings(stack_settings: Settings) -> Iterator[Callable[..., Settin
 
     Each call makes a new namespace (share one between the processes of a test by passing the same object).
     Topics get ``partitions`` partitions (default: the session's). Everything is deleted after the test module.
+    ``provisioned=False`` leaves the namespace empty (no topics, no database) for a test that provisions it.
     """
     made: list[Settings] = []
 
-    def make(partitions: int | None = None) -> Settings:
+    def make(partitions: int | None = None, provisioned: bool = True) -> Settings:
         settings = stack_settings.namespaced(uuid.uuid4().hex[:10], partitions)
         made.append(settings)
-        create_topics(settings)
-        apply_clickhouse_ddl(settings.clickhouse_url(), clickhouse_database(settings))
+        if provisioned:
+            create_topics(settings)
+            apply_clickhouse_ddl(settings.clickhouse_url(), clickhouse_database(settings))
         return settings
 
     yield make
@@ -174,9 +186,9 @@ def redis_client(stack_settings: Settings) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def model_registry() -> str:
     """Registry holding the real default model (YOLOv3-tiny, COCO), imported once into the repo's state dir."""
-    from camcount.commands.models import import_default_model
+    from models.default_model import import_default_model
 
-    settings = Settings(home=Path(__file__).resolve().parents[1] / ".camcount")
+    settings = Settings(home=REPO / ".camcount")
     import_default_model(settings)
     return settings.model_registry()
 

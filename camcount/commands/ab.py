@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import yaml
 
 from camcount.commands.argtypes import positive_float
-from foundation.settings import Settings
 from foundation.clickhouse import clickhouse_client
 from foundation.errors import UsageError
+from foundation.settings import Settings
 
 if TYPE_CHECKING:
     from experiments.report import Report
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def _store(settings: Settings):
-    from experiments.store import ExperimentStore
+    from sinks.experiment_store import ExperimentStore
 
     return ExperimentStore.for_settings(settings)
 
@@ -35,14 +35,13 @@ def _experiment(settings: Settings, name: str | None):
         return store.get(name)
     active = store.active()
     if active is None:
-
         raise UsageError("no experiment is running: name one (`camcount ab status` lists them)")
     return active
 
 
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
-    from models.loading import open_model_registry
     from experiments.config import load_experiment
+    from models.loading import open_model_registry
 
     try:
         document = yaml.safe_load(Path(args.file).read_text(encoding="utf-8"))
@@ -88,17 +87,14 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def build_report_for(settings: Settings, name: str | None):
-    from experiments.report import build_report
-    from experiments.store import load_samples, load_shadow_samples
+def build_report_for(settings: Settings, name: str | None) -> Report:
+    from sinks.experiment_samples import experiment_report
 
-    experiment = _experiment(settings, name)
-    client = clickhouse_client(settings)
-    return build_report(experiment, load_samples(client, experiment), load_shadow_samples(client, experiment))
+    return experiment_report(clickhouse_client(settings), _experiment(settings, name))
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
-    from experiments.report import render_html, render_table
+    from experiments.rendering import render_html, render_table
 
     report = build_report_for(settings, args.name)
     if args.html:

@@ -8,14 +8,15 @@ import sys
 from contextlib import ExitStack
 
 from camcount.commands.argtypes import positive_int
-from foundation.settings import Settings
 from foundation.errors import UsageError
+from foundation.settings import Settings
 
 
 def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
-    from models.loading import load_detector
-    from camcount.offline import INGEST_JPEG_QUALITY, analyze
+    from camcount.offline import analyze
     from counting.config import load_camera_configs
+    from models.loading import load_detector
+    from producers.encoding import JPEG_QUALITY
     from producers.sources import FrameSource
 
     source = FrameSource(args.source)
@@ -38,7 +39,7 @@ def cmd_analyze(settings: Settings, args: argparse.Namespace) -> int:
         per_frame = files.enter_context(open(args.per_frame, "w")) if args.per_frame else None
         events = files.enter_context(open(args.events, "w")) if args.events else None
         result = analyze(source, config, detector, batch_size=args.batch,
-                         jpeg_quality=None if args.no_jpeg else INGEST_JPEG_QUALITY,
+                         jpeg_quality=None if args.no_jpeg else JPEG_QUALITY,
                          per_frame=per_frame, events=events, progress=progress,
                          conf=settings.model.confidence_threshold, iou=settings.model.nms_threshold)
     if not args.quiet:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
+from camcount.accuracy import DEFAULT_TOLERANCE_FRAMES, DEFAULT_TRUTH, run_accuracy
 from camcount.commands.argtypes import positive_float, positive_int
 from foundation.settings import Settings
+from producers.sources import sample_frames
 
 DEFAULT_BATCH_SIZES = "1,8,32"
 DEFAULT_FRAMES = 64
@@ -18,26 +19,6 @@ DEFAULT_FRAMES = 64
 def default_video(settings: Settings) -> Path:
     """The footage benchmarks and calibration use unless told otherwise: ``<home>/data/vtest.avi``."""
     return settings.layout().sample_footage
-
-
-def sample_frames(source: str | Path, count: int) -> list[np.ndarray]:
-    """``count`` BGR frames evenly spaced over one pass of ``source`` (video file or image folder), in order.
-
-    Raises SourceError when the source cannot be read or holds fewer than ``count`` frames.
-    """
-    from producers.sources import FrameSource, SourceError
-
-    frame_source = FrameSource(str(source))
-    total = frame_source.frame_count()
-    if total is None:
-        raise SourceError(f"{source} is a live stream: give a video file or an image folder to sample frames from")
-    if count < 1 or total < count:
-        raise SourceError(f"{source} has {total} frames, {count} requested: give a longer video or ask for fewer")
-    wanted = set(np.linspace(0, total - 1, count).round().astype(int).tolist())
-    frames = [frame.image for frame in frame_source.frames() if frame.index in wanted]
-    if len(frames) != count:
-        raise SourceError(f"{source} decoded only {len(frames)} of the {count} frames sampled: the file may be cut")
-    return frames
 
 
 def batch_sizes(text: str) -> list[int]:
@@ -53,8 +34,8 @@ def batch_sizes(text: str) -> list[int]:
 
 # --- bench model ----------------------------------------------------------------------------------------------
 def cmd_bench_model(settings: Settings, args: argparse.Namespace) -> int:
-    from models.loading import load_detector
     from models.benchmark import bench_model
+    from models.loading import load_detector
 
     frames = sample_frames(args.source or default_video(settings), args.frames)
     detector = load_detector(settings, args.model, max_batch=max(args.batch), intra_op_threads=args.threads)
@@ -118,9 +99,68 @@ def _add_pipeline_parser(actions: argparse._SubParsersAction) -> None:
 
 
 # --- bench accuracy --------------------------------------------------------------------------------------------
-def _add_accuracy_parser(actions: argparse._SubParsersAction) -> None:
-    from camcount.accuracy import add_accuracy_arguments, cmd_accuracy
+def _tracker_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE, e.g. max_gap_frames=40")
+    return key, json.loads(value)
 
+
+def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--truth", metavar="PATH",
+                        help="ground-truth JSON (default: benchmarks/ground_truth/vtest_L1.json)")
+    parser.add_argument("--line", help="which line of the truth file (default: its only line)")
+    parser.add_argument("--footage", metavar="PATH", help="video (default: the truth's 'video' under <home>/data)")
+    parser.add_argument("--model", help="NAME[@VERSION|@ALIAS] (default: settings.model.reference)")
+    parser.add_argument("--conf", type=float, help="detection confidence threshold (default: tracker low_threshold)")
+    parser.add_argument("--iou", type=float, help="NMS IoU threshold (default: the model manifest's)")
+    parser.add_argument("--tracker", type=_tracker_override, action="append", default=[], metavar="KEY=VALUE",
+                        help="TrackerConfig override, repeatable, e.g. --tracker max_gap_frames=40")
+    parser.add_argument("--min-distance-px", type=float, help="line hysteresis override")
+    parser.add_argument("--tolerance-frames", type=int, default=DEFAULT_TOLERANCE_FRAMES,
+                        help="an emitted crossing matches a label of the same direction within this many frames")
+    parser.add_argument("--batch", type=int, default=8, help="frames per model execution")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def cmd_accuracy(settings: Settings, args: argparse.Namespace) -> int:
+    report = run_accuracy(
+        settings,
+        Path(args.truth) if args.truth else DEFAULT_TRUTH,
+        footage=Path(args.footage) if args.footage else None,
+        model_ref=args.model,
+        line=args.line,
+        tracker=dict(args.tracker),
+        min_distance_px=args.min_distance_px,
+        conf=args.conf,
+        iou=args.iou,
+        tolerance_frames=args.tolerance_frames,
+        batch_size=args.batch,
+    )
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    accuracy = report["accuracy"]
+    width, height = report["input_size"]
+    print(f"{report['footage']}: {report['frames']} frames in {report['seconds']} s ({report['fps']} fps), "
+          f"model {report['model']} at {width}x{height}, conf {report['detection']['conf']}, "
+          f"nms {report['detection']['iou']}")
+    for direction, figures in accuracy["directions"].items():
+        error = "n/a" if figures["error_pct"] is None else f"{figures['error_pct']:+.1f}%"
+        print(f"  line {accuracy['line']} {direction:<3}: {figures['emitted']} counted, {figures['truth']} labelled "
+              f"({error})")
+    print(f"  events within +-{accuracy['tolerance_frames']} frames: {accuracy['matched']} matched, "
+          f"precision {accuracy['precision']:.3f}, recall {accuracy['recall']:.3f}")
+    for miss in accuracy["misses"]:
+        print(f"  missed          frame {miss['frame']:>5} {miss['direction']:<3}  {miss['note']}")
+    for false in accuracy["false_positives"]:
+        print(f"  false positive  frame {false['frame']:>5} {false['direction']:<3}  track {false['track_id']}")
+    print(f"  bar (each direction within 10%, precision and recall >= 0.9): "
+          f"{'met' if accuracy['meets_bar'] else 'NOT met'}")
+    return 0
+
+
+def _add_accuracy_parser(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser("accuracy", help="counts and event precision/recall against hand-labelled crossings")
     add_accuracy_arguments(p)
     p.set_defaults(handler=cmd_accuracy)

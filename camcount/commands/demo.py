@@ -19,11 +19,10 @@ import cv2
 import redis
 
 from camcount.commands.argtypes import camera_ids, positive_float
-from foundation.settings import Settings
 from foundation.clickhouse import clickhouse_client
+from foundation.errors import CamcountError, UsageError
+from foundation.settings import Settings
 from sinks.redis_live import read_camera
-from foundation.errors import UsageError
-from foundation.errors import CamcountError
 
 
 class DemoError(CamcountError, RuntimeError):
@@ -75,11 +74,10 @@ INT8_VERSION = "1.2.0"
 
 def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: bool, timeout_s: float,
              experiment: bool = True) -> int:
-    from camcount.commands.models import import_default_model
     from camcount.stack import LocalStack
+    from models.default_model import import_default_model
 
     if not footage.is_file():
-
         raise UsageError(f"footage {footage} not found: run `make footage` (or pass --footage PATH)")
     frames_per_camera = int(cv2.VideoCapture(str(footage)).get(cv2.CAP_PROP_FRAME_COUNT))
     settings = settings.model_copy(
@@ -126,19 +124,19 @@ def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: 
 def _run_experiment(settings: Settings, footage: Path, logs: Path, workers: dict[str, subprocess.Popen],
                     timeout_s: float) -> str:
     """Quantizes the default model (once), runs an fp32-vs-int8 experiment on six cameras and stops it."""
-    from camcount.commands.models import DEFAULT_MODEL, DEFAULT_VERSION
-    from models.loading import open_model_registry
     from experiments.config import load_experiment
-    from experiments.store import ExperimentStore
+    from models.default_model import DEFAULT_MODEL, DEFAULT_VERSION
     from models.errors import ModelNotFound
+    from models.loading import open_model_registry
+    from sinks.experiment_store import ExperimentStore
 
     registry = open_model_registry(settings)
     try:
         registry.verify(f"{DEFAULT_MODEL}@{INT8_VERSION}")
     except ModelNotFound:
         print(f"      quantizing {DEFAULT_MODEL}@{DEFAULT_VERSION} to int8 (only once)", flush=True)
-        from camcount.commands.bench import sample_frames
         from models.quantize import quantize_static_int8
+        from producers.sources import sample_frames
 
         frames = sample_frames(footage, 64)
         quantize_static_int8(registry, f"{DEFAULT_MODEL}@{DEFAULT_VERSION}", INT8_VERSION, frames[0::2],
@@ -184,10 +182,11 @@ def _run_experiment(settings: Settings, footage: Path, logs: Path, workers: dict
 
 
 def _print_report(settings: Settings, name: str) -> None:
-    from camcount.commands.ab import build_report_for
-    from experiments.report import render_html, render_table
+    from experiments.rendering import render_html, render_table
+    from sinks.experiment_samples import experiment_report
+    from sinks.experiment_store import ExperimentStore
 
-    report = build_report_for(settings, name)
+    report = experiment_report(clickhouse_client(settings), ExperimentStore.for_settings(settings).get(name))
     print(render_table(report))
     html = settings.layout().reports / f"{name}.html"
     html.parent.mkdir(parents=True, exist_ok=True)

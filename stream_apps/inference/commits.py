@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
 from foundation.errors import CamcountError
 
 log = logging.getLogger(__name__)

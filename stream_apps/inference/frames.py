@@ -11,8 +11,8 @@ from enum import Enum
 import cv2
 import numpy as np
 
-from schemas import FRAME, UndecodablePayload, UnknownSchemaVersion
 from foundation.errors import CamcountError
+from schemas import FRAME, UndecodablePayload, UnknownSchemaVersion
 
 
 class FrameErrorCode(str, Enum):
@@ -27,6 +27,10 @@ class FrameErrorCode(str, Enum):
 
 
 class BadFrame(CamcountError):
+    """A frame the worker cannot use; ``code`` (an instance's :class:`FrameErrorCode`) goes on its dead letter."""
+
+    code = "INF_000"
+
     def __init__(self, code: FrameErrorCode, reason: str) -> None:
         super().__init__(f"{code.value}: {reason}")
         self.code = code

@@ -17,15 +17,15 @@ from dataclasses import dataclass
 
 import redis
 
-from models.loading import load_registered_model, open_model_registry
-from foundation.settings import Settings
 from experiments.assignment import should_shadow
 from experiments.config import Experiment
-from experiments.store import ExperimentNotFound, ExperimentStore
+from foundation.settings import Settings
 from models.detector import Detector
 from models.errors import ModelError
+from models.loading import load_registered_model, open_model_registry
 from models.registry import RegisteredModel
 from models.watcher import ModelWatcher
+from sinks.experiment_store import ExperimentNotFound, ExperimentStore, ExperimentStoreUnavailable
 from stream_apps.inference.frames import BadFrame, FrameErrorCode
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class RouteTable:
         except ExperimentNotFound:
             self._unknown[name] = now
             return
-        except (redis.RedisError, ValueError) as exc:  # store down, or a definition it cannot parse
+        except (ExperimentStoreUnavailable, redis.RedisError, ValueError) as exc:  # store down, or unparsable
             self._unavailable[name] = (self._clock(), f"experiment {name!r} cannot be read: {exc!r}")
             log.error("experiment %s cannot be read (%r); its frames are dead-lettered as %s for %.0f s", name,
                       exc, FrameErrorCode.VARIANT_UNAVAILABLE.value, self._unavailable_retry_s)

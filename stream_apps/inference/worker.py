@@ -31,16 +31,16 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from foundation.errors import CamcountError
 from foundation.kafka import consumer_config, next_offsets, producer_config, wait_for_broker
 from foundation.settings import Settings
-from models.detections import Detections
 from models.agreement import match_detections
+from models.detections import Detections
 from schemas import DETECTIONS, SHADOW_PAIR, headers_dict
 from stream_apps.inference.commits import AckedCommitter, PendingBatch
 from stream_apps.inference.frames import BadFrame, DecodedFrame, FrameLimits, decode_frame
 from stream_apps.inference.metrics import InferenceMetrics
 from stream_apps.inference.routing import Route, RouteTable
-from foundation.errors import CamcountError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class StoppedWhileQueueFull(CamcountError):
     """The worker gave up waiting for room in the producer queue because it was asked to stop. Nothing is lost:
     the batch it was producing is never committed, so the group redoes it."""
 
-    code = "INF_100"
+    code = "WORKER_001"
 
 
 @dataclass

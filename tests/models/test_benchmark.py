@@ -85,15 +85,6 @@ def test_batch_sizes_reject_non_positive_or_non_numeric_text(text: str) -> None:
         bench.batch_sizes(text)
 
 
-def test_frames_are_sampled_evenly_from_a_source(tmp_path: Path) -> None:
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    for index in range(10):
-        cv2.imwrite(str(folder / f"{index:02d}.png"), np.full((8, 8, 3), index * 10, np.uint8))
-    sampled = bench.sample_frames(folder, 4)
-    assert [int(image[0, 0, 0]) for image in sampled] == [0, 30, 60, 90]
-
-
 def test_bench_model_command_prints_json_with_the_provider(
     registry: ModelRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

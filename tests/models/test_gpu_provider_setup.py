@@ -7,9 +7,8 @@ in ONNX Runtime's own loader, which needs the NVIDIA wheels.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import logging
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort

@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from models.agreement import average_precision, match_detections
 from models.detections import Detections
 from models.errors import ModelVersionExists
-from models.agreement import average_precision, match_detections
 from models.quantize import agreement, decode_tail_nodes, interleave_split, name_nodes, quantize_static_int8
 from models.registry import ModelRegistry
 from tests.onnx_models import images_input, make_model, model_fields

@@ -8,10 +8,10 @@ import time
 import pytest
 import redis
 
-from foundation.settings import Settings
 from experiments.config import Experiment
-from experiments.store import REDIS_TIMEOUT_S, ExperimentStore
+from foundation.settings import Settings
 from producers.experiment_assignment import ExperimentAssigner
+from sinks.experiment_store import REDIS_TIMEOUT_S, ExperimentStore
 
 
 class _DictRedis:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from producers.sources import FrameSource, Pacer, SourceError
+from producers.sources import FrameSource, Pacer, SourceError, sample_frames
 from tests.pipeline import footage_path
 
 
@@ -165,3 +166,12 @@ def test_a_paced_replay_waits_one_period_between_frames():
     started = time.monotonic()
     pacer.wait()
     assert 0.04 <= time.monotonic() - started < 0.2
+
+
+def test_frames_are_sampled_evenly_from_a_source(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in range(10):
+        cv2.imwrite(str(folder / f"{index:02d}.png"), np.full((8, 8, 3), index * 10, np.uint8))
+    sampled = sample_frames(folder, 4)
+    assert [int(image[0, 0, 0]) for image in sampled] == [0, 30, 60, 90]

@@ -13,13 +13,13 @@ import pytest
 from chdb.session import Session
 from clickhouse_driver import Client
 
-from foundation.settings import Settings
 from foundation.clickhouse import (
     apply_clickhouse_ddl,
     clickhouse_database,
     declared_clickhouse_objects,
     quote_identifier,
 )
+from foundation.settings import Settings
 from tests.chdb_ddl import apply_ddl_in_chdb
 from tests.services import clickhouse_client_for
 

@@ -12,8 +12,8 @@ import pytest
 from chdb.session import Session
 from clickhouse_driver import Client
 
-from foundation.settings import Settings
 from foundation.clickhouse import CLICKHOUSE_DDL_DIR
+from foundation.settings import Settings
 from tests.chdb_ddl import apply_ddl_in_chdb
 from tests.services import clickhouse_client_for
 

@@ -16,8 +16,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from experiments.config import Experiment, load_experiment
-from experiments.store import ExperimentNotFound, ExperimentStore
 from models.errors import ChecksumMismatch
+from sinks.experiment_store import ExperimentNotFound, ExperimentStore
 from stream_apps.inference.frames import BadFrame, FrameErrorCode
 from stream_apps.inference.routing import RouteTable
 from tests.services import free_ports

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
-from foundation.kafka import producer_config
 from experiments.config import load_experiment
+from foundation.kafka import producer_config
 from models.detections import Detections
 from models.errors import ModelLoadError
 from schemas import FRAME

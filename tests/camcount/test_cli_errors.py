@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.pipeline import REPO, footage_path
+from tests.pipeline import footage_path
 from tests.services import free_ports
-
-
-def _camcount(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CAMCOUNT_")}
-    return subprocess.run([sys.executable, "-m", "camcount.cli", *args], capture_output=True, text=True,
-                          env={**base, **(env or {})}, cwd=REPO, timeout=timeout)
+from tests.services import run_camcount as _camcount
 
 
 def test_ingest_of_a_missing_video_file_says_so():
@@ -155,3 +146,40 @@ def test_ab_status_with_redis_unreachable_names_the_address():
     assert result.returncode == 2, result.stderr
     assert f"127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _one_error_line(result, command: str) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith(f"camcount {command}: error: ")
+    return lines[0]
+
+
+def test_a_darknet_cfg_it_cannot_convert_is_one_line(tmp_path):
+    (tmp_path / "bad.cfg").write_text("[net]\nbatch=1\n[convolutional]\nsize=3\n")
+    for name in ("bad.weights", "bad.names"):
+        (tmp_path / name).write_bytes(b"")
+    result = _camcount("models", "import-darknet", "--cfg", str(tmp_path / "bad.cfg"), "--weights",
+                       str(tmp_path / "bad.weights"), "--names", str(tmp_path / "bad.names"), "--name", "bad",
+                       "--version", "1.0.0", env={"CAMCOUNT_HOME": str(tmp_path)})
+
+    assert "needs the option 'width'" in _one_error_line(result, "models")
+
+
+def test_an_unreachable_s3_registry_is_one_line_naming_the_endpoint(tmp_path):
+    (port,) = free_ports(1)
+    result = _camcount("models", "list", env={
+        "CAMCOUNT_MODEL__REGISTRY": "s3://camcount-models", "CAMCOUNT_HOME": str(tmp_path),
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1"})
+
+    assert f"cannot reach http://127.0.0.1:{port}" in _one_error_line(result, "models")
+
+
+def test_a_malformed_ground_truth_file_is_one_line(tmp_path):
+    truth = tmp_path / "truth.json"
+    truth.write_text('{"video": "vtest.avi", "lines": 3}')
+    result = _camcount("bench", "accuracy", "--truth", str(truth), "--footage", str(tmp_path / "none.avi"))
+
+    assert f"{truth}: no 'lines' mapping" in _one_error_line(result, "bench")

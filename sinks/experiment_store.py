@@ -1,4 +1,4 @@
-"""Adapters: experiment state in Redis, experiment samples from ClickHouse.
+"""Adapter: experiment state in Redis.
 
 Redis key layout (values are UTF-8 JSON unless noted):
 
@@ -13,26 +13,27 @@ The name ``active`` is reserved (its key would be the active pointer). Invariant
 running, and it is the one the active key names; start and stop change the keys in one MULTI/EXEC guarded by
 WATCH, so two concurrent starts cannot both succeed. The keys are not hash-tagged: a Redis Cluster would need
 all three on one node.
+
+A Redis that cannot be reached (refused, or no answer within the timeout) makes every store call raise
+:class:`ExperimentStoreUnavailable`, naming the address and what to do; it is also a ``redis.RedisError``
+(``ConnectionError`` or ``TimeoutError``, like the error it replaces), so callers catching those keep working.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import numpy as np
 import redis
-from clickhouse_driver import Client
 from pydantic import BaseModel
 
-from foundation.settings import Settings
-from experiments.assignment import assign
 from experiments.config import Experiment
-from experiments.report import ShadowSamples, VariantSamples
+from foundation.clickhouse import redact_url
 from foundation.errors import CamcountError
+from foundation.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ Clock = Callable[[], datetime]
 class ExperimentStoreError(CamcountError, RuntimeError):
     """Base of experiment-store failures; the message says what to do."""
 
-    code = "SYS_003"
+    code = "EXP_005"
 
 
 class ExperimentAlreadyActive(ExperimentStoreError):
@@ -69,6 +70,33 @@ class ExperimentNotActive(ExperimentStoreError):
     """The experiment to stop is not the running one."""
 
 
+class ExperimentStoreUnavailable(ExperimentStoreError, redis.RedisError):
+    """The store's Redis cannot be reached; the message names its address, the remedy what to do.
+
+    Raised as one of the two subclasses below, each also the redis-py error it replaces, so code that catches
+    ``redis.RedisError`` (or its ``ConnectionError`` / ``TimeoutError``) keeps catching it.
+    """
+
+    code = "SYS_003"
+
+    def __init__(self, message: str = "", *, remedy: str | None = None) -> None:
+        super().__init__(message, remedy=remedy)
+        # RedisError.__init__ is not reached through the builtin base; set what redis-py's errors carry.
+        self.error_type = redis.exceptions.ExceptionType.NETWORK
+        self.status_code = None
+
+    def __repr__(self) -> str:  # RedisError's repr drops the message
+        return Exception.__repr__(self)
+
+
+class ExperimentStoreConnectionError(ExperimentStoreUnavailable, redis.ConnectionError):
+    """The store's Redis refused or dropped the connection."""
+
+
+class ExperimentStoreTimeout(ExperimentStoreUnavailable, redis.TimeoutError):
+    """The store's Redis did not answer within the client's timeout."""
+
+
 class HistoryEntry(BaseModel):
     at: datetime
     event: Literal["started", "stopped"]
@@ -84,16 +112,43 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _address_of(client: Any) -> str:
+    """Where ``client`` connects to, without credentials (``redis://host:port/db`` or ``unix://path``)."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None) or {}
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
 class ExperimentStore:
     """Start, stop and look up experiments in Redis (see the module docstring for keys and invariants)."""
 
-    def __init__(self, redis_client: redis.Redis, clock: Clock = _utc_now, prefix: str = DEFAULT_PREFIX) -> None:
-        """``prefix`` starts every key (settings.redis.key_prefix), so several deployments can share a Redis."""
+    def __init__(self, redis_client: redis.Redis, clock: Clock = _utc_now, prefix: str = DEFAULT_PREFIX,
+                 address: str | None = None) -> None:
+        """``prefix`` starts every key (settings.redis.key_prefix), so several deployments can share a Redis;
+        ``address`` (passwords redacted) names the Redis in errors, by default the client's host, port and db."""
         self.redis = redis_client
         self.clock = clock
         self.prefix = prefix
+        self._address = address
         self._active_key = ACTIVE_KEY.format(prefix=prefix)
         self._history_key = HISTORY_KEY.format(prefix=prefix)
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Turns redis-py's connection and timeout errors into :class:`ExperimentStoreUnavailable`."""
+        try:
+            yield
+        except ExperimentStoreUnavailable:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            kind = ExperimentStoreTimeout if isinstance(exc, redis.TimeoutError) else ExperimentStoreConnectionError
+            address = self._address or _address_of(self.redis)
+            raise kind(
+                f"the experiment store's Redis at {address} cannot be reached "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())})",
+                remedy="start it with `camcount stack up` or set REDIS_URL",
+            ) from exc
 
     def start(self, experiment: Experiment) -> Experiment:
         """Record ``experiment`` as running from now and make it the active one; returns the stored state."""
@@ -123,7 +178,8 @@ class ExperimentStore:
             pipe.set(key, running.model_dump_json())
             pipe.rpush(self._history_key, entry.model_dump_json())
 
-        self.redis.transaction(write, self._active_key, key)
+        with self._reachable():
+            self.redis.transaction(write, self._active_key, key)
         logger.info("experiment %s started with variants %s", name, running.variant_names)
         return running
 
@@ -148,22 +204,28 @@ class ExperimentStore:
                                                  reason=reason).model_dump_json())
             stopped[:] = [experiment]
 
-        self.redis.transaction(write, self._active_key, key)
+        with self._reachable():
+            self.redis.transaction(write, self._active_key, key)
         logger.info("experiment %s stopped: %s", name, reason)
         return stopped[0]
 
     def active(self) -> Experiment | None:
         """The running experiment, or None."""
-        name = self.redis.get(self._active_key)
+        with self._reachable():
+            name = self.redis.get(self._active_key)
         return None if name is None else self.get(_text(name))
 
     def get(self, name: str) -> Experiment:
         """The stored state of experiment ``name``, running or stopped."""
-        return self._load(self.redis.get(EXPERIMENT_KEY.format(prefix=self.prefix, name=name)), name)
+        with self._reachable():
+            raw = self.redis.get(EXPERIMENT_KEY.format(prefix=self.prefix, name=name))
+        return self._load(raw, name)
 
     def history(self) -> list[HistoryEntry]:
         """Every start and stop, oldest first."""
-        return [HistoryEntry.model_validate_json(_text(raw)) for raw in self.redis.lrange(self._history_key, 0, -1)]
+        with self._reachable():
+            raws = self.redis.lrange(self._history_key, 0, -1)
+        return [HistoryEntry.model_validate_json(_text(raw)) for raw in raws]
 
     @classmethod
     def for_settings(cls, settings: Settings) -> "ExperimentStore":
@@ -171,110 +233,12 @@ class ExperimentStore:
 
         A Redis that does not answer fails calls within ``REDIS_TIMEOUT_S`` instead of blocking them.
         """
-        client = redis.Redis.from_url(settings.redis_url(), socket_timeout=REDIS_TIMEOUT_S,
-                                      socket_connect_timeout=REDIS_TIMEOUT_S)
-        return cls(client, prefix=settings.redis.key_prefix)
+        url = settings.redis_url()
+        client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+        return cls(client, prefix=settings.redis.key_prefix, address=redact_url(url))
 
     @staticmethod
     def _load(raw: bytes | str | None, name: str) -> Experiment:
         if raw is None:
             raise ExperimentNotFound(f"no experiment {name!r} was ever started; check the name")
         return Experiment.model_validate_json(_text(raw))
-
-
-# --- samples from ClickHouse (18.16: FINAL, groupArray, toStartOfHour; no CTEs, no window functions) -------
-
-# One row per (variant, camera, assignment slot, hour). groupArray calls of one group see the rows in the same
-# order, so the arrays stay aligned per frame. The slot expression is filled in by load_samples.
-FRAMES_SQL = """
-SELECT
-    variant,
-    camera_id,
-    {slot} AS slot,
-    toUnixTimestamp(toStartOfHour(capture_time)) AS hour,
-    groupArray(infer_ms),
-    groupArray(e2e_ms),
-    groupArray(detections),
-    groupArray(mean_confidence),
-    groupArray(status = 'error')
-FROM inference_log FINAL
-WHERE experiment = %(experiment)s
-  AND status != 'skipped'
-GROUP BY variant, camera_id, slot, hour
-"""
-
-CROSSINGS_SQL = """
-SELECT variant, camera_id, toUnixTimestamp(toStartOfHour(capture_time)) AS hour, count()
-FROM crossing_events FINAL
-WHERE experiment = %(experiment)s
-GROUP BY variant, camera_id, hour
-"""
-
-
-SHADOW_SQL = """
-SELECT control_detections, candidate_detections, matched_boxes, control_infer_ms, candidate_infer_ms
-FROM shadow_pairs FINAL
-WHERE experiment = %(experiment)s
-ORDER BY camera_id, frame_seq
-"""
-
-
-def load_shadow_samples(clickhouse_client: Client, experiment: Experiment) -> ShadowSamples | None:
-    """The experiment's shadow pairs (one row per shadowed frame), or None when shadow mode is off."""
-    if not experiment.shadow.enabled:
-        return None
-    rows = clickhouse_client.execute(SHADOW_SQL, {"experiment": experiment.name})
-    columns = [np.asarray(column, dtype=np.float64) for column in zip(*rows)] if rows else [np.zeros(0)] * 5
-    return ShadowSamples(experiment.shadow.candidate or "", *columns)
-
-
-def load_samples(clickhouse_client: Client, experiment: Experiment) -> dict[str, VariantSamples]:
-    """Per-variant samples of every frame labelled with ``experiment``.
-
-    A frame counts for a variant only if ``assign`` puts its camera (and slot) in that variant; other rows are
-    shadow inferences or misrouted frames and are left out (logged). Camera-hours are the hours in which a
-    variant inferred frames of a camera; one without crossings counts 0. Every variant is in the result,
-    with empty arrays when it has no data.
-    """
-    # Every frame is labelled with its experiment by the ingestor and names are never reused, so the name alone
-    # selects the rows; no time filter, as replayed footage can carry capture times ahead of the wall clock.
-    params: dict[str, Any] = {"experiment": experiment.name}
-    slot_ms = experiment.slot_minutes * 60_000 if experiment.assignment == "time_slot" else None
-    slot = f"intDiv(capture_ts_ms, {slot_ms})" if slot_ms else "toUInt64(0)"
-    columns: dict[str, list[list[Any]]] = defaultdict(lambda: [[], [], [], [], []])
-    cameras: dict[str, set[str]] = defaultdict(set)
-    camera_hours: dict[str, set[tuple[str, int]]] = defaultdict(set)
-    foreign = 0
-    for variant, camera_id, slot_index, hour, *arrays in clickhouse_client.execute(
-        FRAMES_SQL.format(slot=slot), params
-    ):
-        served = assign(experiment, camera_id, slot_index * slot_ms if slot_ms else None).name
-        if served != variant:
-            foreign += len(arrays[0])
-            continue
-        for target, values in zip(columns[variant], arrays, strict=True):
-            target.extend(values)
-        cameras[variant].add(camera_id)
-        camera_hours[variant].add((camera_id, hour))
-    if foreign:
-        logger.info("experiment %s: left out %d frames inferred by a variant their camera is not assigned to "
-                    "(shadow runs or misrouted frames)", experiment.name, foreign)
-    crossings: dict[tuple[str, str, int], int] = {
-        (variant, camera_id, hour): count
-        for variant, camera_id, hour, count in clickhouse_client.execute(CROSSINGS_SQL, params)
-    }
-    samples = {}
-    for name in experiment.variant_names:
-        infer_ms, e2e_ms, detections, confidence, error = columns[name]
-        hours = sorted(camera_hours[name])
-        samples[name] = VariantSamples(
-            infer_ms=np.asarray(infer_ms, dtype=np.float64),
-            e2e_ms=np.asarray(e2e_ms, dtype=np.float64),
-            detections=np.asarray(detections, dtype=np.float64),
-            mean_confidence=np.asarray(confidence, dtype=np.float64),
-            error=np.asarray(error, dtype=np.bool_),
-            crossings_per_camera_hour=np.asarray([crossings.get((name, c, h), 0) for c, h in hours],
-                                                 dtype=np.float64),
-            cameras=len(cameras[name]),
-        )
-    return samples
