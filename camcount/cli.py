@@ -96,8 +96,11 @@ def cmd_count(settings: Settings, args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from foundation.kafka import wait_for_broker
     from stream_apps.counting_app import run_worker
 
+    # As the inference worker and ingest do: an unreachable broker is one line naming it, not an aiokafka traceback.
+    wait_for_broker(settings.kafka_bootstrap(), timeout_s=15, client_config=settings.kafka.client_config)
     sink_failed = threading.Event()
     if not args.no_sink:
         sink = _clickhouse_sink(settings)

@@ -28,6 +28,19 @@ ClientT = TypeVar("ClientT")
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_FETCH_BYTES = 4 * MAX_MESSAGE_BYTES
 
+# How long the broker may hold a fetch open waiting for data (librdkafka ``fetch.wait.max.ms``), per consumer role.
+# Apache Kafka answers as soon as ``fetch.min.bytes`` (1) is there, so while data flows these cost nothing; on an
+# idle topic each consumer sends about 1000/wait fetch requests per second per broker it reads from (10 ms: ~100/s,
+# librdkafka's default 500 ms: 2/s), a load Kafka handles easily for a fleet of tens of consumers. Some brokers
+# (the local Tansu stack) hold every fetch for most of the wait even when data is there: then the wait IS the hop's
+# latency. Operators can still override any of these in ``kafka.client_config``.
+FETCH_WAIT_MS_LATENCY_CRITICAL = 10
+"""Inference workers and readers of detections: every frame's latency includes this hop."""
+FETCH_WAIT_MS_SINK = 50
+"""The ClickHouse sink, which batches its inserts anyway (``max_interval_s``)."""
+FETCH_WAIT_MS_COUNTING = 10
+"""The Faust counting app (aiokafka ``fetch_max_wait_ms``; Faust itself would hard-code 1500 ms)."""
+
 
 class BrokerUnreachable(ServiceUnavailable):
     """No Kafka broker answered a Metadata request at the configured bootstrap address."""
@@ -61,8 +74,12 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return _merge(config, overrides, settings)
 
 
-def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
-    """Consumer-group member that commits explicitly, after processing (at-least-once), and reads big frames."""
+def consumer_config(settings: Settings, group_id: str, fetch_wait_ms: int = FETCH_WAIT_MS_LATENCY_CRITICAL,
+                    **overrides: Any) -> dict[str, Any]:
+    """Consumer-group member that commits explicitly, after processing (at-least-once), and reads big frames.
+
+    ``fetch_wait_ms``: the role's ``fetch.wait.max.ms`` (see the ``FETCH_WAIT_MS_*`` constants).
+    """
     session_timeout_ms = settings.kafka.session_timeout_ms
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap(),
@@ -75,6 +92,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "heartbeat.interval.ms": max(100, session_timeout_ms // 3),
         "fetch.max.bytes": MAX_FETCH_BYTES,
         "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
+        "fetch.wait.max.ms": fetch_wait_ms,
     }
     return _merge(config, overrides, settings)
 

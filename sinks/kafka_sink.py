@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from foundation.clickhouse import clickhouse_client
 from foundation.errors import CamcountError
-from foundation.kafka import consumer_config, next_offsets, wait_for_broker
+from foundation.kafka import FETCH_WAIT_MS_SINK, consumer_config, next_offsets, wait_for_broker
 from foundation.settings import Settings
 from foundation.topics import CROSSINGS
 from schemas import SchemaError, UnknownSchemaVersion, headers_dict
@@ -63,7 +63,7 @@ class ClickHouseSink:
     def run(self) -> None:
         wait_for_broker(self.settings.kafka_bootstrap(), timeout_s=15, client_config=self.settings.kafka.client_config)
         writer = ClickHouseWriter(clickhouse_client(self.settings))
-        consumer = Consumer(consumer_config(self.settings, self.group_id))
+        consumer = Consumer(consumer_config(self.settings, self.group_id, fetch_wait_ms=FETCH_WAIT_MS_SINK))
         consumer.subscribe(list(self._tables))
         batch: list[Message] = []
         started = time.monotonic()

@@ -39,7 +39,7 @@ from foundation.kafka import base_config
 from foundation.settings import Settings
 from schemas import CROSSING, DETECTIONS, WINDOW_COUNT, ZONE_OCCUPANCY, SchemaError, headers_dict
 from sinks.redis_live import AsyncLiveState
-from stream_apps.faust_kafka import faust_broker_options
+from stream_apps.faust_kafka import CountingFaustApp, faust_broker_options
 from stream_apps.records import Provenance, crossing_event_id, detections_from_record
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def build_app(settings: Settings) -> faust.App:
     kafka = settings.kafka
     datadir = settings.layout().faust_data(settings.counting.app_id)
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = CountingFaustApp(
         settings.counting.app_id,
         **faust_broker_options(base_config(settings)),
         store="memory://",

@@ -1,9 +1,14 @@
-"""The Faust counting app's Kafka options, translated from the librdkafka config every camcount client shares.
+"""The Faust counting app's Kafka client: options translated from the config every camcount client shares, and a
+transport whose consumer does not park fetches for 1.5 s.
 
 Faust talks to Kafka through aiokafka, whose options are not librdkafka's: this adapter maps the bootstrap
 servers, ``client.id`` and the security properties (``security.protocol``, ``sasl.*``, ``ssl.*``) set in
 ``kafka.client_config``, so a SASL/TLS cluster configured once reaches the counting app's consumer and producer
 too. Properties with no aiokafka counterpart here (librdkafka tuning) are named once in the log as not applied.
+
+Faust builds its aiokafka consumer with ``fetch_max_wait_ms=1500`` and no setting to change it; on a broker that
+holds fetches open (the local stack's) every detection would wait that long before it is counted.
+:class:`CountingFaustApp` uses a transport whose consumer takes ``FETCH_WAIT_MS_COUNTING`` instead.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from foundation.kafka import KafkaConfigError
+from foundation.kafka import FETCH_WAIT_MS_COUNTING, KafkaConfigError
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +81,28 @@ def _ssl_context(config: Mapping[str, Any]) -> ssl.SSLContext:
     if str(config.get("ssl.endpoint.identification.algorithm", "https")).lower() == "none":
         context.check_hostname = False
     return context
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by AIOKafkaConsumer.start() when it builds its fetcher, so setting it before start is enough.
+        consumer._fetch_max_wait_ms = FETCH_WAIT_MS_COUNTING
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+class CountingFaustApp(faust.App):
+    """``faust.App`` whose consumer waits at most ``FETCH_WAIT_MS_COUNTING`` per fetch (see the module docstring)."""
+
+    def _new_transport(self) -> _Transport:
+        return _Transport(self.conf.broker_consumer, self)
+

@@ -183,3 +183,11 @@ def test_a_malformed_ground_truth_file_is_one_line(tmp_path):
     result = _camcount("bench", "accuracy", "--truth", str(truth), "--footage", str(tmp_path / "none.avi"))
 
     assert f"{truth}: no 'lines' mapping" in _one_error_line(result, "bench")
+
+
+def test_count_with_an_unreachable_broker_waits_then_says_how_to_fix_it():
+    (port,) = free_ports(1)
+    result = _camcount("count", env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"})
+
+    line = _one_error_line(result, "count")
+    assert f"127.0.0.1:{port} not reachable after 15s" in line and "KAFKA_BOOTSTRAP_SERVERS" in line

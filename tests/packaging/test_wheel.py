@@ -7,6 +7,7 @@ repository, so only files inside the installed packages can be found.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -27,8 +28,16 @@ pytestmark = pytest.mark.slow
 def installed_wheel(tmp_path_factory) -> Path:
     """The ``bin`` folder of a venv where camcount is installed from a freshly built wheel."""
     root = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of the files git would commit: a build/ folder left in the repository by an earlier
+    # build can hold modules since deleted, which setuptools would pack again.
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (root / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / "src" / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                    str(root / "dist"), str(REPO)], check=True, timeout=300, capture_output=True)
+                    str(root / "dist"), str(root / "src")], check=True, timeout=300, capture_output=True)
     (wheel,) = (root / "dist").glob("camcount-*.whl")
     venv.create(root / "venv", with_pip=False)
     site = next((root / "venv" / "lib").glob("python3.*/site-packages"))

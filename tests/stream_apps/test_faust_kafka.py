@@ -1,9 +1,11 @@
 """The counting app's Kafka clients get their settings from the same client config as every other client."""
 
+import asyncio
+
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from foundation.kafka import KafkaConfigError
+from foundation.kafka import FETCH_WAIT_MS_COUNTING, KafkaConfigError
 from foundation.settings import Settings
 from stream_apps.counting_app import build_app
 from stream_apps.faust_kafka import faust_broker_options
@@ -55,3 +57,13 @@ def test_an_unreadable_ca_file_is_a_config_error(tmp_path):
     with pytest.raises(KafkaConfigError, match="cannot be loaded"):
         faust_broker_options({"bootstrap.servers": "b:9093", "security.protocol": "SSL",
                               "ssl.ca.location": str(tmp_path / "missing.pem")})
+
+
+def test_the_counting_apps_consumer_does_not_park_fetches_for_faust_s_fixed_1_5_s(tmp_path):
+    app = build_app(_settings(tmp_path, {}))
+
+    async def create_consumer():  # aiokafka clients must be created on a running loop
+        return app.consumer._thread._create_worker_consumer(app.transport)
+
+    consumer = asyncio.run(create_consumer())
+    assert consumer._fetch_max_wait_ms == FETCH_WAIT_MS_COUNTING < 1500
