@@ -102,6 +102,7 @@ def cmd_count(settings: Settings, args: argparse.Namespace) -> int:
     # As the inference worker and ingest do: an unreachable broker is one line naming it, not an aiokafka traceback.
     wait_for_broker(settings.kafka_bootstrap(), timeout_s=15, client_config=settings.kafka.client_config)
     sink_failed = threading.Event()
+    sink_metrics = []
     if not args.no_sink:
         sink = _clickhouse_sink(settings)
 
@@ -114,7 +115,8 @@ def cmd_count(settings: Settings, args: argparse.Namespace) -> int:
                 os.kill(os.getpid(), signal.SIGTERM)
 
         threading.Thread(target=run_sink, name="clickhouse-sink", daemon=True).start()
-    run_worker(settings)
+        sink_metrics.append(sink.metrics_registry)
+    run_worker(settings, extra_metrics=sink_metrics)
     return 1 if sink_failed.is_set() else 0
 
 

@@ -45,6 +45,11 @@ class KafkaSettings(_Section):
     dead_letter_topic: str = "frames-dlq"
     shadow_topic: str = "shadow-pairs"
     zone_occupancy_topic: str = "zone-occupancy"
+    records_dead_letter_topic: str = "records-dlq"
+    bad_records: Literal["dead-letter", "stop"] = Field(
+        "dead-letter", description="what the ClickHouse sink does with a record it cannot decode: set it aside on "
+        "records_dead_letter_topic and go on, or stop there (Kafka Connect's errors.tolerance=none); the counting "
+        "app always sets such detections records aside")
     partitions: int = Field(8, ge=1, description="partition count for topics the stack creates")
     session_timeout_ms: int = Field(6000, ge=1000)
     client_config: dict[str, str] = Field(

@@ -30,6 +30,8 @@ WINDOW_COUNTS = Stream("window-counts", "window_counts_topic", "per-window line 
 DEAD_LETTERS = Stream("frames-dlq", "dead_letter_topic", "frames the inference workers could not use, with a code")
 SHADOW_PAIRS = Stream("shadow-pairs", "shadow_topic", "production vs shadow model outputs for the same frame")
 ZONE_OCCUPANCY = Stream("zone-occupancy", "zone_occupancy_topic", "per-minute zone occupancy and dwell")
+DEAD_RECORDS = Stream("records-dlq", "records_dead_letter_topic",
+                      "records the counting app or the ClickHouse sink could not decode, with code and source offset")
 
 CATALOGUE: tuple[Stream, ...] = (FRAMES, DETECTIONS, CROSSINGS, WINDOW_COUNTS, DEAD_LETTERS, SHADOW_PAIRS,
-                                 ZONE_OCCUPANCY)
+                                 ZONE_OCCUPANCY, DEAD_RECORDS)

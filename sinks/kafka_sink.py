@@ -8,9 +8,13 @@ Invariant: an offset is committed only after its row is in ClickHouse, so a cras
 only rewrites rows that are already there.
 
 A record the sink cannot decode (a schema version it does not know, e.g. a producer upgraded before the sink,
-or a corrupt payload) stops the sink with :class:`UnreadableRecord` before its batch is written or committed,
-as Kafka Connect does by default (``errors.tolerance=none``): it is never skipped silently. Restarted, the sink
-stops at the same record until it is upgraded, or until an operator deliberately moves the group past it.
+or a corrupt payload) is never skipped silently. By default (``kafka.bad_records: dead-letter``) it is set aside
+on the records dead-letter topic, with its code, reason and source offset and its original key, value and
+headers, and the flow goes on; the batch is committed only after the broker acknowledged the dead letters, so
+nothing is lost (``camcount_sink_dead_records_total`` counts them). With ``kafka.bad_records: stop`` the sink
+stops with :class:`UnreadableRecord` before its batch is written or committed, as Kafka Connect does with
+``errors.tolerance=none``; restarted, it stops at the same record until it is upgraded, or until an operator
+deliberately moves the group past it.
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ import logging
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from prometheus_client import CollectorRegistry, Counter
 
 from foundation.clickhouse import clickhouse_client
 from foundation.errors import CamcountError
-from foundation.kafka import FETCH_WAIT_MS_SINK, consumer_config, next_offsets, wait_for_broker
+from foundation.kafka import FETCH_WAIT_MS_SINK, consumer_config, next_offsets, producer_config, wait_for_broker
 from foundation.settings import Settings
 from foundation.topics import CROSSINGS
 from schemas import SchemaError, UnknownSchemaVersion, headers_dict
+from schemas.dead_letters import dead_letter_headers
 from sinks.clickhouse import SINK_TABLES, ClickHouseWriter, SinkTable
 from sinks.redis_live import LiveCrossingTotals
 
@@ -37,6 +43,12 @@ class UnreadableRecord(CamcountError, RuntimeError):
     """A consumed record cannot be decoded; the sink stopped without writing or committing its batch."""
 
     code = "SINK_001"
+
+
+class DeadLettersNotDelivered(CamcountError):
+    """The broker did not acknowledge records set aside on the dead-letter topic; their batch is not committed."""
+
+    code = "SINK_002"
 
 
 class ClickHouseSink:
@@ -54,6 +66,11 @@ class ClickHouseSink:
         self.max_interval_s = max_interval_s
         self.live_totals = live_totals
         self.rows_written = 0
+        self.dead_letters = 0
+        self.metrics_registry = CollectorRegistry()
+        self._dead_records = Counter("camcount_sink_dead_records", "Records the sink set aside, undecodable",
+                                     ("topic", "code"), registry=self.metrics_registry)
+        self._producer: Producer | None = None
         self._stop = threading.Event()
         self._tables: dict[str, SinkTable] = {table.stream.topic(settings.kafka): table for table in SINK_TABLES}
 
@@ -64,6 +81,7 @@ class ClickHouseSink:
         wait_for_broker(self.settings.kafka_bootstrap(), timeout_s=15, client_config=self.settings.kafka.client_config)
         writer = ClickHouseWriter(clickhouse_client(self.settings))
         consumer = Consumer(consumer_config(self.settings, self.group_id, fetch_wait_ms=FETCH_WAIT_MS_SINK))
+        self._producer = Producer(producer_config(self.settings))
         consumer.subscribe(list(self._tables))
         batch: list[Message] = []
         started = time.monotonic()
@@ -91,12 +109,17 @@ class ClickHouseSink:
 
     def _write(self, writer: ClickHouseWriter, batch: list[Message]) -> None:
         records: dict[str, list[dict]] = {topic: [] for topic in self._tables}
+        set_aside = []
         for message in batch:
             try:
                 records[message.topic()].append(
                     self._tables[message.topic()].codec.decode(message.value(), headers_dict(message.headers())))
             except SchemaError as exc:
-                raise UnreadableRecord(_unreadable(message, self.group_id, exc)) from exc
+                if self.settings.kafka.bad_records == "stop":
+                    raise UnreadableRecord(_unreadable(message, self.group_id, exc)) from exc
+                set_aside.append((message, exc))
+        if set_aside:
+            self._set_aside(set_aside)
         for topic, table in self._tables.items():
             writer.insert(table.table, table.columns, [table.row(record) for record in records[topic]])
         if self.live_totals is not None:
@@ -105,6 +128,32 @@ class ClickHouseSink:
             except Exception:  # live state is a convenience; ClickHouse already holds the truth
                 log.exception("live state update failed; continuing")
         self.rows_written += sum(len(rows) for rows in records.values())
+
+
+    def _set_aside(self, bad: list[tuple[Message, SchemaError]]) -> None:
+        """Produce each record to the dead-letter topic and wait for the broker's acknowledgement of all of them."""
+        assert self._producer is not None
+        topic = self.settings.kafka.records_dead_letter_topic
+        failures: list[str] = []
+
+        def delivered(error: KafkaError | None, _: Message) -> None:
+            if error is not None:
+                failures.append(error.str())
+
+        for message, exc in bad:
+            log.warning("setting aside %s/%d/%d on %s: %s", message.topic(), message.partition(), message.offset(),
+                        topic, exc)
+            self._producer.produce(topic, message.value(), message.key(), on_delivery=delivered, headers=(
+                dead_letter_headers(message.headers(), "sink", exc.code, str(exc), message.topic(),
+                                    message.partition(), message.offset())))
+        remaining = self._producer.flush(30)
+        if failures or remaining:
+            raise DeadLettersNotDelivered(
+                f"{len(failures) + remaining} dead letter(s) for {topic} not acknowledged ({'; '.join(failures)}); "
+                "their batch was not committed and is read again after a restart", remedy="check the broker")
+        for message, exc in bad:
+            self._dead_records.labels(message.topic(), exc.code).inc()
+        self.dead_letters += len(bad)
 
 
 def _unreadable(message: Message, group_id: str, exc: SchemaError) -> str:

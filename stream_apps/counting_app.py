@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ from counting.zones import ZoneStateError
 from foundation.kafka import base_config
 from foundation.settings import Settings
 from schemas import CROSSING, DETECTIONS, WINDOW_COUNT, ZONE_OCCUPANCY, SchemaError, headers_dict
+from schemas.dead_letters import dead_letter_headers
 from sinks.redis_live import AsyncLiveState
 from stream_apps.faust_kafka import CountingFaustApp, faust_broker_options
 from stream_apps.records import Provenance, crossing_event_id, detections_from_record
@@ -156,11 +157,14 @@ class CountingMetrics:
                               registry=self.registry)
         self.late_frames = Counter("camcount_count_late_frames", "Replayed or out-of-order frames ignored",
                                    ("camera",), registry=self.registry)
+        self.dead_records = Counter("camcount_count_dead_records", "Detections records set aside, undecodable",
+                                    ("code",), registry=self.registry)
         self.crossings = Counter("camcount_crossings", "Line crossings counted",
                                  ("camera", "line", "direction", "class"), registry=self.registry)
 
 
-def build_app(settings: Settings) -> faust.App:
+def build_app(settings: Settings, extra_metrics: Sequence[CollectorRegistry] = ()) -> faust.App:
+    """The counting app; ``extra_metrics`` (e.g. the in-process sink's registry) are served on its /metrics too."""
     kafka = settings.kafka
     datadir = settings.layout().faust_data(settings.counting.app_id)
     datadir.mkdir(parents=True, exist_ok=True)
@@ -187,6 +191,9 @@ def build_app(settings: Settings) -> faust.App:
     camera_state = app.Table("camera-state", default=None, key_type=str)  # JSON keys and values
     live = AsyncLiveState(settings.redis_url(), settings.redis.key_prefix)
     metrics = CountingMetrics()
+    for registry in extra_metrics:
+        metrics.registry.register(registry)
+    dead_records = app.topic(kafka.records_dead_letter_topic, key_serializer="raw", value_serializer="raw")
 
     @app.page("/metrics")
     async def metrics_page(web, request):
@@ -224,9 +231,15 @@ def build_app(settings: Settings) -> faust.App:
             header_map = headers_dict(list(headers.items()) if isinstance(headers, dict) else headers)
             try:
                 record = DETECTIONS.decode(event.value, header_map)
-            except SchemaError as exc:
-                log.error("skipping detections message %s/%s: %s", event.message.partition,
-                          event.message.offset, exc)
+            except SchemaError as exc:  # set aside, never skipped silently; acknowledged before the offset commits
+                message = event.message
+                log.warning("setting aside %s/%s/%s on %s: %s", message.topic, message.partition, message.offset,
+                            kafka.records_dead_letter_topic, exc)
+                headers = dead_letter_headers(list(header_map.items()), "count", exc.code, str(exc), message.topic,
+                                              message.partition, message.offset)
+                delivery = await dead_records.send(key=event.key, value=event.value, headers=headers)
+                await delivery
+                metrics.dead_records.labels(exc.code).inc()
                 continue
             camera = record["camera_id"]
             counted = await service.handle(record, publish)
@@ -246,9 +259,9 @@ def build_app(settings: Settings) -> faust.App:
     return app
 
 
-def run_worker(settings: Settings) -> None:
+def run_worker(settings: Settings, extra_metrics: Sequence[CollectorRegistry] = ()) -> None:
     """Runs the Faust worker until it is stopped (SIGINT/SIGTERM); returns after a clean stop."""
-    app = build_app(settings)
+    app = build_app(settings, extra_metrics)
     worker = faust.Worker(app, loglevel=settings.log_level.lower())
     try:
         worker.execute_from_commandline()

@@ -26,7 +26,7 @@ CONVENTIONAL_ENV = {"KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL", "REDIS_URL"}
 SPECIAL_CAMCOUNT_ENV = {"CAMCOUNT_CONFIG"}  # names the YAML settings file; not a field
 TOPICS = {"frames", "detections", "crossings", "window-counts", "frames-dlq"}
 
-# name -> (type, labels) of every metric the infer worker and the count app export.
+# name -> (type, labels) of every metric the infer worker and the count app (with its in-process sink) export.
 METRICS: dict[str, tuple[str, set[str]]] = {
     "camcount_inference_frames_total": ("counter", {"model", "version", "variant", "status"}),
     "camcount_inference_batches_total": ("counter", {"model", "version"}),
@@ -44,6 +44,8 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "camcount_crossings_total": ("counter", {"camera", "line", "direction", "class"}),
     "camcount_count_frames_total": ("counter", {"camera"}),
     "camcount_count_late_frames_total": ("counter", {"camera"}),
+    "camcount_count_dead_records_total": ("counter", {"code"}),
+    "camcount_sink_dead_records_total": ("counter", {"topic", "code"}),
 }
 TARGET_LABELS = {"job", "instance"}
 LABEL_VALUES = {"status": {"ok", "failed", "skipped"}, "topic": TOPICS}

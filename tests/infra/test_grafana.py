@@ -55,13 +55,15 @@ def test_grafana_dashboard_queries_only_exported_metrics(dashboard):
 
 
 def test_metric_names_the_configs_are_checked_against_are_the_ones_the_processes_export():
+    from foundation.settings import Settings
+    from sinks.kafka_sink import ClickHouseSink
     from stream_apps.counting_app import CountingMetrics
     from stream_apps.inference.metrics import InferenceMetrics, LoadedModelsCollector
 
     inference = InferenceMetrics()
     inference.registry.register(LoadedModelsCollector(lambda: []))
     exported = {}
-    for registry in (inference.registry, CountingMetrics().registry):
+    for registry in (inference.registry, CountingMetrics().registry, ClickHouseSink(Settings()).metrics_registry):
         for family in registry.collect():
             exported[family.name + ("_total" if family.type == "counter" else "")] = family.type
 

@@ -1,6 +1,7 @@
-"""The ClickHouse sink against the real broker and ClickHouse of the session stack: a record it cannot decode
-stops it without committing past that record, so nothing is lost to a rolling upgrade or a corrupt message; a
-record of an earlier schema version is written with its traceability columns marked unknown."""
+"""The ClickHouse sink against the real broker and ClickHouse of the session stack: a record it cannot decode is
+set aside on the records dead-letter topic and the flow goes on (or, in strict mode, stops the sink without
+committing past that record), so nothing is lost to a rolling upgrade or a corrupt message; a record of an earlier
+schema version is written with its traceability columns marked unknown."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from foundation.kafka import consumer_config, producer_config
 from foundation.settings import Settings
 from schemas import CROSSING, SCHEMA_HEADER, SCHEMA_VERSION_HEADER, SHADOW_PAIR, WINDOW_COUNT, ZONE_OCCUPANCY, AvroCodec
 from sinks.kafka_sink import ClickHouseSink, UnreadableRecord
+from tests.pipeline import consume_records
 from tests.services import clickhouse_client_for
 
 pytestmark = [pytest.mark.integration]
@@ -103,10 +105,11 @@ def _run_until_it_stops(sink: ClickHouseSink, timeout_s: float) -> Exception | N
     (GOOD, NEXT_VERSION, f"got crossing v{CROSSING.version + 1}"),
     (GOOD[:3], CROSSING.headers(), "not a valid crossing"),
 ], ids=["unknown-schema-version", "corrupt-payload"])
-def test_a_record_the_sink_cannot_decode_stops_it_without_committing_past_that_record(
+def test_in_strict_mode_a_record_the_sink_cannot_decode_stops_it_without_committing_past_that_record(
     isolated_settings, value, headers, reason
 ):
     settings = isolated_settings(1)
+    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bad_records": "stop"})})
     topic = settings.kafka.crossings_topic
     producer = Producer(producer_config(settings))
     producer.produce(topic, key=b"cam", value=GOOD, headers=CROSSING.headers())  # offset 0
@@ -123,6 +126,45 @@ def test_a_record_the_sink_cannot_decode_stops_it_without_committing_past_that_r
     finally:
         reader.close()
     assert committed <= 1  # the next offset to read is at most the unreadable record's
+
+
+@pytest.mark.parametrize(("value", "headers", "code"), [
+    (GOOD, NEXT_VERSION, "SCHEMA_001"),
+    (GOOD[:3], CROSSING.headers(), "SCHEMA_002"),
+], ids=["unknown-schema-version", "corrupt-payload"])
+def test_a_record_the_sink_cannot_decode_is_set_aside_with_its_source_and_the_records_after_it_are_written(
+    isolated_settings, value, headers, code
+):
+    settings = isolated_settings(1)
+    topic = settings.kafka.crossings_topic
+    after = CROSSING.encode({**CROSSING_RECORD, "event_id": "e2", "frame_seq": 2})
+    producer = Producer(producer_config(settings))
+    producer.produce(topic, key=b"cam", value=GOOD, headers=CROSSING.headers())  # offset 0
+    producer.produce(topic, key=b"cam", value=value, headers=headers)  # offset 1
+    producer.produce(topic, key=b"cam", value=after, headers=CROSSING.headers())  # offset 2
+    assert producer.flush(10) == 0
+    group = f"sink-{uuid.uuid4().hex[:8]}"
+    sink = ClickHouseSink(settings, group_id=group)
+    client = clickhouse_client_for(settings)
+
+    def stored() -> list[str]:
+        return sorted(row[0] for row in client.execute("SELECT event_id FROM crossing_events FINAL"))
+
+    _run_until(sink, lambda: stored() == ["e1", "e2"] and sink.dead_letters == 1, timeout_s=60)
+
+    assert stored() == ["e1", "e2"] and sink.dead_letters == 1
+    (dead,) = consume_records(settings, settings.kafka.records_dead_letter_topic, lambda rs: len(rs) >= 1,
+                              timeout_s=30, decode=lambda raw, _: {"value": raw})
+    assert dead["value"] == value
+    assert (dead["_headers"]["dlq-error-code"], dead["_headers"]["dlq-source"]) == (code.encode(),
+                                                                                    f"{topic}/0/1".encode())
+    assert sink.metrics_registry.get_sample_value("camcount_sink_dead_records_total",
+                                                  {"topic": topic, "code": code}) == 1
+    reader = Consumer(consumer_config(settings, group))
+    try:
+        assert reader.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == 3
+    finally:
+        reader.close()
 
 
 @pytest.mark.parametrize("version", [1, 2], ids=["previous-release-v1", "current-v2"])

@@ -174,3 +174,41 @@ def test_zone_occupancy_minutes_reach_clickhouse_with_every_counted_frame(pipeli
     # A short minute at the wall-clock boundary may have had nobody in the zone; the whole run did.
     assert any(r[2] > 0 for r in rows), rows
     assert all(r[2] * r[1] >= r[3] for r in rows), rows
+
+
+def test_an_undecodable_detections_record_is_set_aside_by_the_counting_app_and_the_sink_and_counting_goes_on(
+        pipeline_settings, tmp_path):
+    import urllib.request
+
+    from confluent_kafka import Producer
+
+    from foundation.kafka import producer_config
+    from schemas import DETECTIONS
+    from tests.pipeline import consume_records
+
+    settings = pipeline_settings(partitions=2)
+    camera = f"cam-poison-{tmp_path.name[-6:]}"
+    processes = CamcountProcesses(settings, tmp_path)
+    try:
+        processes.start("infer", "infer")
+        counting = processes.start("count", "count")
+        producer = Producer(producer_config(settings))
+        producer.produce(settings.kafka.detections_topic, key=camera.encode(), value=b"\x07not avro",
+                         headers=DETECTIONS.headers())
+        assert producer.flush(10) == 0
+        dead = consume_records(settings, settings.kafka.records_dead_letter_topic, lambda rs: len(rs) >= 2,
+                               timeout_s=120, decode=lambda raw, _: {"value": raw})
+        result = processes.run("ingest", "--camera-id", camera, "--source", str(footage_path()), "--fps", "0",
+                               "--first-seq", "0", "--max-frames", "10")
+        assert result.returncode == 0, result.stderr
+        _wait_counted(settings, [camera], 9, timeout_s=120)
+        assert counting.poll() is None, "the counting app must keep running"
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.counting.web_port}/metrics", timeout=5) as response:
+            body = response.read().decode()
+    finally:
+        processes.stop_all()
+    assert sorted(d["_headers"]["dlq-stage"] for d in dead) == [b"count", b"sink"]
+    assert {(d["value"], d["_headers"]["dlq-error-code"]) for d in dead} == {(b"\x07not avro", b"SCHEMA_002")}
+    assert 'camcount_count_dead_records_total{code="SCHEMA_002"} 1.0' in body
+    assert f'camcount_sink_dead_records_total{{code="SCHEMA_002",topic="{settings.kafka.detections_topic}"}} 1.0' \
+        in body
