@@ -92,8 +92,6 @@ def cmd_infer(settings: Settings, args: argparse.Namespace) -> int:
 # --- count / sink --------------------------------------------------------------------------------------------
 def cmd_count(settings: Settings, args: argparse.Namespace) -> int:
     import logging
-    import os
-    import signal
     import threading
 
     from foundation.kafka import wait_for_broker
@@ -101,22 +99,30 @@ def cmd_count(settings: Settings, args: argparse.Namespace) -> int:
 
     # As the inference worker and ingest do: an unreachable broker is one line naming it, not an aiokafka traceback.
     wait_for_broker(settings.kafka_bootstrap(), timeout_s=15, client_config=settings.kafka.client_config)
+    if args.no_sink:
+        run_worker(settings)
+        return 0
+    sink = _clickhouse_sink(settings)
     sink_failed = threading.Event()
-    sink_metrics = []
-    if not args.no_sink:
-        sink = _clickhouse_sink(settings)
 
-        def run_sink() -> None:
-            try:
-                sink.run()
-            except Exception:  # stop the whole process, so an orchestrator restarts it, rather than count unsunk
-                logging.getLogger("camcount.sink").exception("ClickHouse sink failed; stopping the counting app")
-                sink_failed.set()
-                os.kill(os.getpid(), signal.SIGTERM)
+    def run_sink() -> None:
+        try:
+            sink.run()
+        except Exception as exc:  # stops alone: counting goes on, its outputs wait in Kafka for a sink to return
+            where = exc.one_line() if isinstance(exc, CamcountError) else repr(exc)
+            logging.getLogger("camcount.sink").error(
+                "ClickHouse sink stopped (counting goes on; camcount_sink_up is 0): %s; fix the cause and restart "
+                "`camcount count`, or run `camcount sink` beside it", where,
+                exc_info=not isinstance(exc, CamcountError))
+            sink_failed.set()
 
-        threading.Thread(target=run_sink, name="clickhouse-sink", daemon=True).start()
-        sink_metrics.append(sink.metrics_registry)
-    run_worker(settings, extra_metrics=sink_metrics)
+    thread = threading.Thread(target=run_sink, name="clickhouse-sink", daemon=True)
+    thread.start()
+    try:
+        run_worker(settings, extra_metrics=[sink.metrics_registry])
+    finally:
+        sink.stop()
+        thread.join(30)
     return 1 if sink_failed.is_set() else 0
 
 

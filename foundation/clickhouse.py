@@ -14,9 +14,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from clickhouse_driver import Client
 from clickhouse_driver.errors import Error as ClickHouseError
+from clickhouse_driver.errors import (
+    NetworkError,
+    ServerException,
+    SocketTimeoutError,
+    UnexpectedPacketFromServerError,
+)
 from clickhouse_driver.util.helpers import parse_url
 
-from foundation.errors import CamcountError
+from foundation.errors import CamcountError, ServiceUnavailable
 from foundation.settings import Settings
 
 CLICKHOUSE_DDL_DIR = Path(str(files("infra") / "clickhouse"))
@@ -37,10 +43,33 @@ def clickhouse_client(settings: Settings, database: str | None = None) -> Client
     """A client on camcount's database (``clickhouse_database``), or on ``database`` when given.
 
     Use this rather than ``Client.from_url``: a CLICKHOUSE_URL without a database path would otherwise land in
-    ``default`` while the DDL went into ``clickhouse.database``.
+    ``default`` while the DDL went into ``clickhouse.database``. Timeouts come from ``clickhouse.connect_timeout_s``
+    and ``clickhouse.query_timeout_s`` unless the URL sets them.
     """
     host, kwargs = parse_url(settings.clickhouse_url())
-    return Client(host, **{**kwargs, "database": database or clickhouse_database(settings)})
+    timeouts = {"connect_timeout": settings.clickhouse.connect_timeout_s,
+                "send_receive_timeout": settings.clickhouse.query_timeout_s}
+    return Client(host, **{**timeouts, **kwargs, "database": database or clickhouse_database(settings)})
+
+
+class ClickHouseUnavailable(ServiceUnavailable):
+    """ClickHouse cannot be reached, or answers "not now" (see ``RETRIABLE_SERVER_CODES``)."""
+
+    code = "SYS_002"
+
+
+# Server errors that mean "not now" rather than "never": retried like a lost connection (as the ClickHouse Kafka
+# Connect sink does). 159 timeout exceeded, 164 readonly, 202 too many simultaneous queries, 203 no free connection,
+# 209 socket timeout, 210 network error, 241 memory limit exceeded, 242 table is read only, 252 too many parts,
+# 319 unknown status of insert, 425 system error.
+RETRIABLE_SERVER_CODES = frozenset({159, 164, 202, 203, 209, 210, 241, 242, 252, 319, 425})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` from clickhouse-driver means the server is away or overloaded (retry), not a bad query."""
+    if isinstance(exc, NetworkError | SocketTimeoutError | UnexpectedPacketFromServerError | EOFError | OSError):
+        return True
+    return isinstance(exc, ServerException) and exc.code in RETRIABLE_SERVER_CODES
 
 
 def split_sql_statements(script: str) -> list[str]:

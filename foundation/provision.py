@@ -15,8 +15,7 @@ from clickhouse_driver.errors import Error as ClickHouseError
 from clickhouse_driver.util.helpers import parse_url
 from confluent_kafka.admin import AdminClient
 
-from foundation.clickhouse import apply_clickhouse_ddl, clickhouse_database, redact_url
-from foundation.errors import ServiceUnavailable
+from foundation.clickhouse import ClickHouseUnavailable, apply_clickhouse_ddl, clickhouse_database, redact_url
 from foundation.kafka import admin_config, ensure_topics, wait_for_broker
 from foundation.settings import Settings
 from foundation.topics import CATALOGUE
@@ -34,12 +33,6 @@ def create_topics(settings: Settings, extra: dict[str, int] | None = None) -> di
     return topics
 
 
-class ClickHouseUnreachable(ServiceUnavailable):
-    """ClickHouse did not answer ``SELECT 1`` in time."""
-
-    code = "SYS_002"
-
-
 def wait_for_services(settings: Settings, timeout_s: float) -> None:
     """Block until the broker answers a Metadata request and ClickHouse a query, each within ``timeout_s``."""
     wait_for_broker(settings.kafka_bootstrap(), timeout_s, client_config=settings.kafka.client_config)
@@ -52,7 +45,7 @@ def wait_for_services(settings: Settings, timeout_s: float) -> None:
             return
         except (ClickHouseError, OSError, EOFError) as exc:
             if time.monotonic() >= deadline:
-                raise ClickHouseUnreachable(
+                raise ClickHouseUnavailable(
                     f"ClickHouse at {redact_url(settings.clickhouse_url())} not reachable after {timeout_s:g}s "
                     f"({exc})", remedy="start it, or set CLICKHOUSE_URL to a running server") from None
             time.sleep(0.5)

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from foundation.paths import HomeLayout
+from foundation.resilience import ResilienceSettings
 from foundation.topics import CATALOGUE
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -60,6 +61,9 @@ class KafkaSettings(_Section):
 class ClickHouseSettings(_Section):
     url: str | None = None
     database: str = "camcount"
+    connect_timeout_s: float = Field(5.0, gt=0, description="TCP connect timeout of every ClickHouse client")
+    query_timeout_s: float = Field(30.0, gt=0, description="send/receive timeout of a query or insert (the driver's "
+                                   "default, 300 s, would stall the sink for minutes on a hung server)")
 
 
 class RedisSettings(_Section):
@@ -95,7 +99,8 @@ class InferenceSettings(_Section):
     )
     transactional: bool = Field(False, description="exactly-once via Kafka transactions")
     max_batch: int = Field(8, ge=1)
-    max_delay_ms: int = Field(20, ge=0)
+    max_delay_ms: int = Field(20, ge=0, description="idle poll: how long an idle worker waits for a frame before it "
+                              "commits, checks for a model swap and for stop; frames are never held to fill a batch")
     decode_threads: int = Field(2, ge=1)
     max_frame_pixels: int = Field(3840 * 2160, ge=1)
     max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1)
@@ -128,6 +133,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     counting: CountingSettings = Field(default_factory=CountingSettings)
+    resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -1,11 +1,15 @@
 """Moves crossings, window counts, zone occupancy, the inference log and shadow pairs from Kafka into ClickHouse.
 
 Commit protocol, per batch:
-  1. insert the batch's rows into ClickHouse (idempotent tables, so a retried batch is harmless);
-  2. update the Redis live state, if configured (best effort: never the source of truth);
-  3. commit the offsets just past the batch.
-Invariant: an offset is committed only after its row is in ClickHouse, so a crash loses nothing and a replay
-only rewrites rows that are already there.
+  1. decode the batch; set aside the records it cannot decode (see below);
+  2. insert its rows into ClickHouse (idempotent tables, so a retried batch is harmless), retrying while ClickHouse
+     is away: the sink's partitions are paused meanwhile, so the backlog waits in Kafka, and a circuit breaker
+     (``ClickHouse``) spaces the attempts once it is clearly down;
+  3. update the Redis live state, if configured (best effort, behind its own breaker: never the source of truth);
+  4. commit the offsets just past the batch.
+Invariant: an offset is committed only after its row is in ClickHouse (or its record on the dead-letter topic), so
+a crash loses nothing and a replay only rewrites rows that are already there. Only an error that retrying cannot
+fix (a query ClickHouse refuses, a broker that refuses dead letters) stops the sink.
 
 A record the sink cannot decode (a schema version it does not know, e.g. a producer upgraded before the sink,
 or a corrupt payload) is never skipped silently. By default (``kafka.bad_records: dead-letter``) it is set aside
@@ -22,13 +26,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from foundation.clickhouse import clickhouse_client
+from foundation.clickhouse import ClickHouseUnavailable, clickhouse_client, is_unavailable, redact_url
 from foundation.errors import CamcountError
 from foundation.kafka import FETCH_WAIT_MS_SINK, consumer_config, next_offsets, producer_config, wait_for_broker
+from foundation.resilience import BreakerMetrics, CircuitOpen, backoff, circuit_breaker
 from foundation.settings import Settings
 from foundation.topics import CROSSINGS
 from schemas import SchemaError, UnknownSchemaVersion, headers_dict
@@ -37,6 +43,9 @@ from sinks.clickhouse import SINK_TABLES, ClickHouseWriter, SinkTable
 from sinks.redis_live import LiveCrossingTotals
 
 log = logging.getLogger(__name__)
+
+LIVE_BACKLOG = 100_000
+"""Crossings held back for the Redis live totals while Redis is away (the oldest go first beyond this)."""
 
 
 class UnreadableRecord(CamcountError, RuntimeError):
@@ -70,6 +79,14 @@ class ClickHouseSink:
         self.metrics_registry = CollectorRegistry()
         self._dead_records = Counter("camcount_sink_dead_records", "Records the sink set aside, undecodable",
                                      ("topic", "code"), registry=self.metrics_registry)
+        self.up = Gauge("camcount_sink_up", "1 while the ClickHouse sink runs, 0 once it stopped on an error",
+                        registry=self.metrics_registry)
+        breakers = BreakerMetrics(self.metrics_registry)
+        self._breaker = circuit_breaker("clickhouse", settings.resilience, breakers,
+                                        exclude=(lambda exc: not isinstance(exc, ClickHouseUnavailable),))
+        self._redis_breaker = circuit_breaker("redis-live-totals", settings.resilience, breakers)
+        self._held: list[Message] = []
+        self._live_backlog: deque[dict] = deque(maxlen=LIVE_BACKLOG)
         self._producer: Producer | None = None
         self._stop = threading.Event()
         self._tables: dict[str, SinkTable] = {table.stream.topic(settings.kafka): table for table in SINK_TABLES}
@@ -83,31 +100,74 @@ class ClickHouseSink:
         consumer = Consumer(consumer_config(self.settings, self.group_id, fetch_wait_ms=FETCH_WAIT_MS_SINK))
         self._producer = Producer(producer_config(self.settings))
         consumer.subscribe(list(self._tables))
+        self.up.set(1)
         batch: list[Message] = []
         started = time.monotonic()
         try:
             while not self._stop.is_set():
-                for message in consumer.consume(500, timeout=0.2):
-                    if message.error() is None:
-                        batch.append(message)
-                    elif message.error().fatal():
-                        raise KafkaException(message.error())
-                    elif message.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer error: %s", message.error())
+                batch.extend(self._consume(consumer, 500, timeout_s=0.2))
                 if batch and (len(batch) >= self.max_rows or time.monotonic() - started >= self.max_interval_s):
-                    self._write(writer, batch)
+                    if not self._store(consumer, writer, batch):
+                        return  # stopped while ClickHouse was away: nothing committed, the group redoes the batch
                     consumer.commit(offsets=next_offsets(batch), asynchronous=False)
-                    batch, started = [], time.monotonic()
+                    batch, started = self._held, time.monotonic()
+                    self._held = []
                 elif not batch:
                     started = time.monotonic()
-            if batch:
-                self._write(writer, batch)
+            if batch and self._store(consumer, writer, batch):
                 consumer.commit(offsets=next_offsets(batch), asynchronous=False)
+        except BaseException:
+            self.up.set(0)
+            raise
         finally:
             consumer.close()
             writer.close()
 
-    def _write(self, writer: ClickHouseWriter, batch: list[Message]) -> None:
+    def _consume(self, consumer: Consumer, count: int, timeout_s: float) -> list[Message]:
+        messages = []
+        for message in consumer.consume(count, timeout=timeout_s):
+            if message.error() is None:
+                messages.append(message)
+            elif message.error().fatal():
+                raise KafkaException(message.error())
+            elif message.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", message.error())
+        return messages
+
+    def _store(self, consumer: Consumer, writer: ClickHouseWriter, batch: list[Message]) -> bool:
+        """Steps 1-3 for ``batch``; False if the sink was stopped while ClickHouse was still away."""
+        records = self._decode(batch)
+        paused: list = []
+
+        def wait_polling(seconds: float) -> None:
+            """Sleep between attempts while staying in the group; partitions paused, so nothing new arrives
+            (a record that still does, e.g. from a partition assigned meanwhile, is held for the next batch)."""
+            if not paused:
+                paused.extend(consumer.assignment())
+                consumer.pause(paused)
+            deadline = time.monotonic() + seconds
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                self._held.extend(self._consume(consumer, 100, timeout_s=min(0.2, max(deadline - time.monotonic(),
+                                                                                       0.0))))
+
+        try:
+            for attempt in backoff(self.settings.resilience, (ClickHouseUnavailable, CircuitOpen), sleep=wait_polling,
+                                   keep_trying=lambda: not self._stop.is_set(),
+                                   what=f"ClickHouse insert of {len(batch)} records"):
+                with attempt:
+                    self._breaker.call(self._insert, writer, records)
+        except (ClickHouseUnavailable, CircuitOpen):
+            if self._stop.is_set():
+                return False
+            raise
+        finally:
+            if paused:
+                consumer.resume(paused)
+        self._update_live_totals(records)
+        self.rows_written += sum(len(rows) for rows in records.values())
+        return True
+
+    def _decode(self, batch: list[Message]) -> dict[str, list[dict]]:
         records: dict[str, list[dict]] = {topic: [] for topic in self._tables}
         set_aside = []
         for message in batch:
@@ -120,15 +180,37 @@ class ClickHouseSink:
                 set_aside.append((message, exc))
         if set_aside:
             self._set_aside(set_aside)
-        for topic, table in self._tables.items():
-            writer.insert(table.table, table.columns, [table.row(record) for record in records[topic]])
-        if self.live_totals is not None:
-            try:
-                self.live_totals.add(records[CROSSINGS.topic(self.settings.kafka)])
-            except Exception:  # live state is a convenience; ClickHouse already holds the truth
-                log.exception("live state update failed; continuing")
-        self.rows_written += sum(len(rows) for rows in records.values())
+        return records
 
+    def _insert(self, writer: ClickHouseWriter, records: dict[str, list[dict]]) -> None:
+        try:
+            for topic, table in self._tables.items():
+                writer.insert(table.table, table.columns, [table.row(record) for record in records[topic]])
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise ClickHouseUnavailable(f"ClickHouse at {redact_url(self.settings.clickhouse_url())} is "
+                                            f"unavailable: {' '.join(str(exc).split())[:300]}") from exc
+            raise
+
+    def _update_live_totals(self, records: dict[str, list[dict]]) -> None:
+        """Add the batch's crossings, and any held back while Redis was away, to the live totals.
+
+        Adding is idempotent per event id, so the backlog is simply retried with each batch until Redis answers;
+        it holds the latest ``LIVE_BACKLOG`` crossings (live totals are a convenience: ClickHouse has them all).
+        """
+        if self.live_totals is None:
+            return
+        self._live_backlog.extend(records[CROSSINGS.topic(self.settings.kafka)])
+        if not self._live_backlog:
+            return
+        try:
+            self._redis_breaker.call(self.live_totals.add, list(self._live_backlog))
+        except CircuitOpen:
+            return  # Redis is known to be away: skip at once instead of waiting out its timeout per batch
+        except Exception as exc:  # live state is a convenience; ClickHouse already holds the truth
+            log.warning("live totals not updated, %d crossings held back: %s", len(self._live_backlog), exc)
+            return
+        self._live_backlog.clear()
 
     def _set_aside(self, bad: list[tuple[Message, SchemaError]]) -> None:
         """Produce each record to the dead-letter topic and wait for the broker's acknowledgement of all of them."""

@@ -226,3 +226,21 @@ def pipeline_settings(isolated_settings: Callable[..., Settings], model_registry
         })
 
     return make
+
+
+@pytest.fixture(scope="module")
+def outage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, Settings]]:
+    """A private local stack (its own broker, ClickHouse and Redis) that a fault-injection test may pause, stop or
+    restart without disturbing the session stack; provisioned, with fast retries and breakers."""
+    settings = local_stack_settings(tmp_path_factory.mktemp("outage-home"))
+    settings = settings.model_copy(update={
+        "resilience": settings.resilience.model_copy(update={
+            "retry_initial_s": 0.1, "retry_max_s": 0.5, "breaker_failures": 3, "breaker_reset_s": 1.0}),
+        "clickhouse": settings.clickhouse.model_copy(update={"connect_timeout_s": 1.0, "query_timeout_s": 2.0}),
+    })
+    stack = LocalStack(settings)
+    stack.up()
+    try:
+        yield stack, settings
+    finally:
+        stack.down()

@@ -46,6 +46,8 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "camcount_count_late_frames_total": ("counter", {"camera"}),
     "camcount_count_dead_records_total": ("counter", {"code"}),
     "camcount_sink_dead_records_total": ("counter", {"topic", "code"}),
+    "camcount_sink_up": ("gauge", set()),
+    "camcount_dependency_breaker_state": ("gauge", {"dependency"}),
 }
 TARGET_LABELS = {"job", "instance"}
 LABEL_VALUES = {"status": {"ok", "failed", "skipped"}, "topic": TOPICS}
