@@ -94,7 +94,10 @@ def cmd_count(settings: Settings, args: argparse.Namespace) -> int:
     import logging
     import threading
 
+    from prometheus_client import CollectorRegistry
+
     from foundation.kafka import wait_for_broker
+    from foundation.resilience import BreakerMetrics
     from stream_apps.counting_app import run_worker
 
     # As the inference worker and ingest do: an unreachable broker is one line naming it, not an aiokafka traceback.
@@ -102,7 +105,9 @@ def cmd_count(settings: Settings, args: argparse.Namespace) -> int:
     if args.no_sink:
         run_worker(settings)
         return 0
-    sink = _clickhouse_sink(settings)
+    registry = CollectorRegistry()  # one /metrics for the counting app and its sink
+    breakers = BreakerMetrics(registry)
+    sink = _clickhouse_sink(settings, registry, breakers)
     sink_failed = threading.Event()
 
     def run_sink() -> None:
@@ -119,7 +124,7 @@ def cmd_count(settings: Settings, args: argparse.Namespace) -> int:
     thread = threading.Thread(target=run_sink, name="clickhouse-sink", daemon=True)
     thread.start()
     try:
-        run_worker(settings, extra_metrics=[sink.metrics_registry])
+        run_worker(settings, registry, breakers)
     finally:
         sink.stop()
         thread.join(30)
@@ -136,11 +141,12 @@ def cmd_sink(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _clickhouse_sink(settings: Settings):
+def _clickhouse_sink(settings: Settings, registry=None, breakers=None):
     from sinks.kafka_sink import ClickHouseSink
     from sinks.redis_live import LiveCrossingTotals
 
-    return ClickHouseSink(settings, live_totals=LiveCrossingTotals(settings.redis_url(), settings.redis.key_prefix))
+    return ClickHouseSink(settings, live_totals=LiveCrossingTotals(settings.redis_url(), settings.redis.key_prefix),
+                          registry=registry, breakers=breakers)
 
 
 # --- parser --------------------------------------------------------------------------------------------------

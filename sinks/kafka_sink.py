@@ -68,7 +68,11 @@ class ClickHouseSink:
         max_rows: int = 5000,
         max_interval_s: float = 1.0,
         live_totals: LiveCrossingTotals | None = None,
+        registry: CollectorRegistry | None = None,
+        breakers: BreakerMetrics | None = None,
     ) -> None:
+        """``registry``: where the sink's metrics go (a new one when not given), shared with the process's other
+        parts; ``breakers``: that registry's breaker gauge, when another part already created it."""
         self.settings = settings
         self.group_id = group_id
         self.max_rows = max_rows
@@ -76,12 +80,12 @@ class ClickHouseSink:
         self.live_totals = live_totals
         self.rows_written = 0
         self.dead_letters = 0
-        self.metrics_registry = CollectorRegistry()
+        self.metrics_registry = registry or CollectorRegistry()
         self._dead_records = Counter("camcount_sink_dead_records", "Records the sink set aside, undecodable",
                                      ("topic", "code"), registry=self.metrics_registry)
         self.up = Gauge("camcount_sink_up", "1 while the ClickHouse sink runs, 0 once it stopped on an error",
                         registry=self.metrics_registry)
-        breakers = BreakerMetrics(self.metrics_registry)
+        breakers = breakers or BreakerMetrics(self.metrics_registry)
         self._breaker = circuit_breaker("clickhouse", settings.resilience, breakers,
                                         exclude=(lambda exc: not isinstance(exc, ClickHouseUnavailable),))
         self._redis_breaker = circuit_breaker("redis-live-totals", settings.resilience, breakers)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,6 +36,7 @@ from counting.tracker import TrackerStateError
 from counting.windows import CrossingWindows, Labels, ZoneMinutes
 from counting.zones import ZoneStateError
 from foundation.kafka import base_config
+from foundation.resilience import BreakerMetrics, CircuitOpen, circuit_breaker
 from foundation.settings import Settings
 from schemas import CROSSING, DETECTIONS, WINDOW_COUNT, ZONE_OCCUPANCY, SchemaError, headers_dict
 from schemas.dead_letters import dead_letter_headers
@@ -151,8 +152,8 @@ class CountingService:
 
 
 class CountingMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
         self.frames = Counter("camcount_count_frames", "Detections records counted", ("camera",),
                               registry=self.registry)
         self.late_frames = Counter("camcount_count_late_frames", "Replayed or out-of-order frames ignored",
@@ -163,8 +164,10 @@ class CountingMetrics:
                                  ("camera", "line", "direction", "class"), registry=self.registry)
 
 
-def build_app(settings: Settings, extra_metrics: Sequence[CollectorRegistry] = ()) -> faust.App:
-    """The counting app; ``extra_metrics`` (e.g. the in-process sink's registry) are served on its /metrics too."""
+def build_app(settings: Settings, registry: CollectorRegistry | None = None,
+              breakers: BreakerMetrics | None = None) -> faust.App:
+    """The counting app; its /metrics serves ``registry`` (shared with an in-process sink), where ``breakers``
+    (created there when not given) reports its circuit breakers."""
     kafka = settings.kafka
     datadir = settings.layout().faust_data(settings.counting.app_id)
     datadir.mkdir(parents=True, exist_ok=True)
@@ -190,9 +193,9 @@ def build_app(settings: Settings, extra_metrics: Sequence[CollectorRegistry] = (
     zone_topic = app.topic(kafka.zone_occupancy_topic, key_serializer="raw", value_serializer="raw")
     camera_state = app.Table("camera-state", default=None, key_type=str)  # JSON keys and values
     live = AsyncLiveState(settings.redis_url(), settings.redis.key_prefix)
-    metrics = CountingMetrics()
-    for registry in extra_metrics:
-        metrics.registry.register(registry)
+    metrics = CountingMetrics(registry)
+    redis_breaker = circuit_breaker("redis-live-state", settings.resilience,
+                                    breakers or BreakerMetrics(metrics.registry))
     dead_records = app.topic(kafka.records_dead_letter_topic, key_serializer="raw", value_serializer="raw")
 
     @app.page("/metrics")
@@ -251,17 +254,21 @@ def build_app(settings: Settings, extra_metrics: Sequence[CollectorRegistry] = (
             for crossing in counted.crossings:
                 metrics.crossings.labels(camera, crossing["line"], crossing["direction"], crossing["class_name"]).inc()
             p = counted.provenance
-            try:
-                await live.frame_counted(p.camera_id, p.frame_seq, p.capture_ts_ms, counted.zones)
-            except RedisError as exc:  # live state is a convenience; counting goes on without it
+            try:  # live state is a convenience: counting goes on without it, and the next frame overwrites it
+                with redis_breaker.calling():  # open: skipped at once instead of waiting out Redis' timeout per frame
+                    await live.frame_counted(p.camera_id, p.frame_seq, p.capture_ts_ms, counted.zones)
+            except CircuitOpen:
+                pass
+            except RedisError as exc:
                 log.warning("Redis live state not updated: %s", exc)
 
     return app
 
 
-def run_worker(settings: Settings, extra_metrics: Sequence[CollectorRegistry] = ()) -> None:
+def run_worker(settings: Settings, registry: CollectorRegistry | None = None,
+               breakers: BreakerMetrics | None = None) -> None:
     """Runs the Faust worker until it is stopped (SIGINT/SIGTERM); returns after a clean stop."""
-    app = build_app(settings, extra_metrics)
+    app = build_app(settings, registry, breakers)
     worker = faust.Worker(app, loglevel=settings.log_level.lower())
     try:
         worker.execute_from_commandline()
