@@ -44,13 +44,15 @@ def cmd_provision(settings: Settings, args: argparse.Namespace) -> int:
 
 # --- ingest --------------------------------------------------------------------------------------------------
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from foundation.resilience import circuit_breaker
     from producers.experiment_assignment import ExperimentAssigner
     from producers.ingest import CameraIngestor
     from producers.sources import FrameSource
     from sinks.experiment_store import ExperimentStore
 
     source = FrameSource(args.source, folder_fps=args.fps or 1.0)
-    assigner = ExperimentAssigner(ExperimentStore.for_settings(settings))
+    assigner = ExperimentAssigner(ExperimentStore.for_settings(settings),
+                                  breaker=circuit_breaker("redis-experiments", settings.resilience))
     ingestor = CameraIngestor(settings, args.camera_id, source, fps=args.fps, loop=args.loop,
                               max_frames=args.max_frames, assign_variant=assigner, first_seq=args.first_seq)
     ingestor.install_signal_handlers()

@@ -1,8 +1,10 @@
 """Stamps each frame with its A/B experiment and variant, following the active experiment in Redis live.
 
 Ingestors never restart for an experiment: the active one is re-read every ``refresh_s`` seconds. When none is
-active, or Redis cannot be reached, frames carry no experiment and get the production model. When the stored
-experiment cannot be read (corrupt JSON, a dangling active pointer), frames keep the assignment they had.
+active, frames carry no experiment and get the production model. When Redis cannot be reached, or the stored
+experiment cannot be read (corrupt JSON, a dangling active pointer), frames keep the assignment they had. Lookups go
+through a circuit breaker: once Redis is known to be away they are skipped, so the publish path does not wait out
+the store's timeout at every refresh.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
+import pybreaker
 import redis
 
 from experiments.assignment import assign
@@ -20,8 +23,10 @@ log = logging.getLogger(__name__)
 
 
 class ExperimentAssigner:
-    def __init__(self, store: ExperimentStore, refresh_s: float = 5.0) -> None:
+    def __init__(self, store: ExperimentStore, refresh_s: float = 5.0,
+                 breaker: pybreaker.CircuitBreaker | None = None) -> None:
         self._store = store
+        self._breaker = breaker or pybreaker.CircuitBreaker(name="redis-experiments")
         self._refresh_s = refresh_s
         self._active: Experiment | None = None
         self._checked = -refresh_s
@@ -41,11 +46,14 @@ class ExperimentAssigner:
             return
         self._checked = now
         try:
-            active = self._store.active()
+            active = self._breaker.call(self._store.active)
+        except pybreaker.CircuitBreakerError:
+            return  # Redis is known to be away: keep the assignment until the breaker's probe
         except (ExperimentStoreUnavailable, redis.RedisError) as exc:  # unreachable, or another Redis failure
             if not self._redis_down:
-                log.warning("cannot read the active experiment from Redis (%s); frames go to production", exc)
-            self._redis_down, self._active = True, None
+                log.warning("cannot read the active experiment from Redis (%s); frames keep their assignment (%s)",
+                            exc, self._active.name if self._active else "production")
+            self._redis_down = True
             return
         except (ValueError, ExperimentStoreError) as exc:  # pydantic's ValidationError is a ValueError
             if not self._unreadable:

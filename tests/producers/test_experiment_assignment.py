@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
+import pybreaker
 import pytest
 import redis
 
@@ -51,3 +52,39 @@ def test_the_store_ingestors_use_gives_up_on_a_redis_that_does_not_answer():
         with pytest.raises(redis.TimeoutError):
             ExperimentStore.for_settings(settings).active()
     assert time.monotonic() - started < REDIS_TIMEOUT_S + 2
+
+
+class _FlakyStore:
+    """A store whose Redis answers ``answers`` times, then is away; counts the lookups that reach it."""
+
+    def __init__(self, store: ExperimentStore, answers: int) -> None:
+        self._store, self._answers, self.lookups = store, answers, 0
+
+    def active(self):
+        self.lookups += 1
+        if self.lookups > self._answers:
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        return self._store.active()
+
+
+def test_with_redis_away_frames_keep_the_last_known_assignment():
+    client = _DictRedis()
+    store = ExperimentStore(client, prefix="t")  # type: ignore[arg-type]
+    _started(store, client, "fast-model")
+    assigner = ExperimentAssigner(_FlakyStore(store, answers=1), refresh_s=0)  # type: ignore[arg-type]
+    before = assigner("cam-1", 0)
+
+    assert before[0] == "fast-model"
+    assert [assigner("cam-1", 0) for _ in range(3)] == [before] * 3
+
+
+def test_once_its_breaker_opens_lookups_no_longer_reach_an_absent_redis():
+    client = _DictRedis()
+    store = ExperimentStore(client, prefix="t")  # type: ignore[arg-type]
+    flaky = _FlakyStore(store, answers=0)
+    assigner = ExperimentAssigner(flaky, refresh_s=0,  # type: ignore[arg-type]
+                                  breaker=pybreaker.CircuitBreaker(fail_max=2, reset_timeout=60))
+    for _ in range(10):
+        assigner("cam-1", 0)
+
+    assert flaky.lookups == 2
