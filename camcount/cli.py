@@ -57,8 +57,9 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
                               max_frames=args.max_frames, assign_variant=assigner, first_seq=args.first_seq)
     ingestor.install_signal_handlers()
     stats = ingestor.run()
-    print(f"camera {args.camera_id}: {stats.delivered} frames delivered, {stats.failed} failed")
-    return 0 if stats.failed == 0 else 1
+    print(f"camera {args.camera_id}: {stats.delivered} frames delivered, {stats.failed} failed, "
+          f"{stats.dropped} dropped (producer buffer full)")
+    return 0 if stats.failed == 0 and stats.dropped == 0 else 1
 
 
 # --- infer ---------------------------------------------------------------------------------------------------

@@ -27,11 +27,18 @@ def production_variant(camera_id: str, capture_ts_ms: int) -> tuple[str, str]:
     return "", ""
 
 
+BUFFER_KBYTES = 256 * 1024
+"""Frames the producer may hold while the broker is away (librdkafka ``queue.buffering.max.kbytes``): at 10 fps of
+~100 KB frames, about four minutes; librdkafka retries them until ``message.timeout.ms`` (5 min) ends."""
+
+
 @dataclass
 class IngestStats:
     published: int = 0
     delivered: int = 0
     failed: int = 0
+    dropped: int = 0
+    """Frames of a live source not published because the producer's buffer was full (the broker away too long)."""
     started: float = field(default_factory=time.monotonic)
 
     def rate(self) -> float:
@@ -52,6 +59,10 @@ class CameraIngestor:
     grabbed. A file or folder is replayed frame by frame at ``fps``, stamped with the wall clock when paced (a paced
     file behaves like a camera), or, unpaced (fps 0), on the source's own timeline from the start of the run.
     The first frame is published at once; ``max_frames`` ends the run as soon as that many are published.
+
+    While the broker is away the producer buffers up to ``BUFFER_KBYTES`` and retries. When that is full, a file
+    source waits (nothing is lost), and a live source, which cannot wait, drops the frame and counts it in
+    ``stats.dropped`` (logged, and in the final report): nothing is dropped silently.
     """
 
     def __init__(
@@ -97,7 +108,8 @@ class CameraIngestor:
 
     def run(self, progress_every: int = 100) -> IngestStats:
         wait_for_broker(self.settings.kafka_bootstrap(), timeout_s=15, client_config=self.settings.kafka.client_config)
-        self._producer = new_client(Producer, producer_config(self.settings))
+        self._producer = new_client(Producer, producer_config(self.settings, **{
+            "queue.buffering.max.kbytes": BUFFER_KBYTES}))
         topic = self.settings.kafka.frames_topic
         start_ms = time.time() * 1000.0
         first_seq = int(start_ms) if self.first_seq is None else self.first_seq
@@ -134,8 +146,8 @@ class CameraIngestor:
             if remaining:
                 self.stats.failed += remaining
                 log.error("camera %s: %d frames not delivered within 30 s", self.camera_id, remaining)
-        log.info("camera %s: done, %d published, %d delivered, %d failed",
-                 self.camera_id, self.stats.published, self.stats.delivered, self.stats.failed)
+        log.info("camera %s: done, %d published, %d delivered, %d failed, %d dropped (buffer full)",
+                 self.camera_id, self.stats.published, self.stats.delivered, self.stats.failed, self.stats.dropped)
         return self.stats
 
     def _due_frames(self, pacer: Pacer) -> Iterator[SourceFrame]:
@@ -171,7 +183,14 @@ class CameraIngestor:
                 self._producer.produce(topic, value=value, key=self.camera_id.encode(), headers=headers,
                                        on_delivery=self._on_delivery)
                 break
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                self._producer.poll(0.1)
+            except BufferError:  # the buffer is full: the broker has been away for a while
+                if self.source.is_live:  # a camera does not wait: drop this frame, counted
+                    self.stats.dropped += 1
+                    if self.stats.dropped == 1 or self.stats.dropped % 100 == 0:
+                        log.warning("camera %s: producer buffer full (broker away?): %d frames dropped so far",
+                                    self.camera_id, self.stats.dropped)
+                    self._producer.poll(0)
+                    return
+                self._producer.poll(0.1)  # a file waits until deliveries drain
         self._producer.poll(0)
         self.stats.published += 1

@@ -92,3 +92,27 @@ def test_stop_during_a_long_frame_period_ends_the_run_at_once(producer):
     started = time.monotonic()
     stats = ingestor.run()
     assert stats.published == 1 and time.monotonic() - started < 5
+
+
+class _FullBuffer:
+    """A producer whose buffer stays full, as while the broker has been away for long."""
+
+    def produce(self, *args, **kwargs) -> None:
+        raise BufferError("Local: Queue full")
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+
+class _LiveCamera:
+    source, is_live, native_fps = "rtsp://door-1/stream", True, 10.0
+
+
+def test_a_live_camera_drops_and_counts_frames_it_cannot_buffer_while_the_broker_is_away():
+    ingestor = CameraIngestor(Settings(), "door-1", _LiveCamera(), fps=5)  # type: ignore[arg-type]
+    ingestor._producer = _FullBuffer()  # type: ignore[assignment]
+
+    for seq in range(3):
+        ingestor._publish("frames", seq, 1_700_000_000_000 + seq, np.zeros((8, 8, 3), np.uint8))
+
+    assert (ingestor.stats.dropped, ingestor.stats.published) == (3, 0)
