@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+from fastavro.validation import validate
 
 from foundation.errors import CamcountError
 
@@ -84,11 +85,12 @@ class AvroCodec:
         headers = headers or {}
         name = headers.get(SCHEMA_HEADER, b"").decode(errors="replace")
         version = headers.get(SCHEMA_VERSION_HEADER, b"").decode(errors="replace")
-        known = version.isascii() and version.isdigit() and 1 <= int(version) <= self.version
+        # int() raises ValueError on more than 4300 digits (Python 3.11+): no version we read has more than 9
+        known = version.isascii() and version.isdigit() and len(version) <= 9 and 1 <= int(version) <= self.version
         if name != self.name or not known:
             supported = f"v{self.version}" if self.version == 1 else f"v1 to v{self.version}"
             raise UnknownSchemaVersion(
-                f"expected schema {self.name} {supported}, got {name or '(none)'} v{version or '(none)'}: "
+                f"expected schema {self.name} {supported}, got {name[:40] or '(none)'} v{version[:12] or '(none)'}: "
                 f"upgrade this consumer or re-produce the message with a supported version"
             )
         return int(version)
@@ -101,8 +103,10 @@ class AvroCodec:
         version = self.version if headers is None else self.writer_version(headers)
         reader = None if version == self.version else self.parsed  # None: no schema resolution needed
         try:
-            return fastavro.schemaless_reader(io.BytesIO(payload), self._writers[version], reader)
-        except Exception as exc:  # fastavro raises many types (EOFError, UnicodeDecodeError, ...)
+            record = fastavro.schemaless_reader(io.BytesIO(payload), self._writers[version], reader)
+            validate(record, self.parsed)  # the reader takes an int's varint up to 64 bits: 2**31 is no Avro int
+            return record
+        except Exception as exc:  # fastavro raises many types (EOFError, UnicodeDecodeError, ValidationError, ...)
             raise UndecodablePayload(
                 f"payload is not a valid {self.name} v{version} Avro record: {exc!r}") from exc
 

@@ -37,7 +37,7 @@ from foundation.kafka import FETCH_WAIT_MS_SINK, consumer_config, next_offsets, 
 from foundation.resilience import BreakerMetrics, CircuitOpen, backoff, circuit_breaker
 from foundation.settings import Settings
 from foundation.topics import CROSSINGS
-from schemas import SchemaError, UnknownSchemaVersion, headers_dict
+from schemas import SchemaError, UndecodablePayload, UnknownSchemaVersion, headers_dict
 from schemas.dead_letters import dead_letter_headers
 from sinks.clickhouse import SINK_TABLES, ClickHouseWriter, SinkTable
 from sinks.redis_live import LiveCrossingTotals
@@ -140,7 +140,7 @@ class ClickHouseSink:
 
     def _store(self, consumer: Consumer, writer: ClickHouseWriter, batch: list[Message]) -> bool:
         """Steps 1-3 for ``batch``; False if the sink was stopped while ClickHouse was still away."""
-        records = self._decode(batch)
+        rows, crossings = self._decode(batch)
         paused: list = []
 
         def wait_polling(seconds: float) -> None:
@@ -159,7 +159,7 @@ class ClickHouseSink:
                                    keep_trying=lambda: not self._stop.is_set(),
                                    what=f"ClickHouse insert of {len(batch)} records"):
                 with attempt:
-                    self._breaker.call(self._insert, writer, records)
+                    self._breaker.call(self._insert, writer, rows)
         except (ClickHouseUnavailable, CircuitOpen):
             if self._stop.is_set():
                 return False
@@ -167,36 +167,49 @@ class ClickHouseSink:
         finally:
             if paused:
                 consumer.resume(paused)
-        self._update_live_totals(records)
-        self.rows_written += sum(len(rows) for rows in records.values())
+        self._update_live_totals(crossings)
+        self.rows_written += sum(len(table_rows) for table_rows in rows.values())
         return True
 
-    def _decode(self, batch: list[Message]) -> dict[str, list[dict]]:
-        records: dict[str, list[dict]] = {topic: [] for topic in self._tables}
+    def _decode(self, batch: list[Message]) -> tuple[dict[str, list[tuple]], list[dict]]:
+        """The batch's rows per topic, and its crossing records (for the live totals); a record that cannot be
+        decoded, or whose fields do not fit its table (a timestamp past year 9999, say), is set aside."""
+        rows: dict[str, list[tuple]] = {topic: [] for topic in self._tables}
+        crossings: list[dict] = []
+        crossings_topic = CROSSINGS.topic(self.settings.kafka)
         set_aside = []
         for message in batch:
+            table = self._tables[message.topic()]
             try:
-                records[message.topic()].append(
-                    self._tables[message.topic()].codec.decode(message.value(), headers_dict(message.headers())))
+                record = table.codec.decode(message.value(), headers_dict(message.headers()))
+                try:
+                    row = table.row(record)
+                except (ValueError, OverflowError, OSError) as exc:
+                    raise UndecodablePayload(f"a field of this {table.codec.name} record does not fit table "
+                                             f"{table.table}: {exc}") from exc
             except SchemaError as exc:
                 if self.settings.kafka.bad_records == "stop":
                     raise UnreadableRecord(_unreadable(message, self.group_id, exc)) from exc
                 set_aside.append((message, exc))
+                continue
+            rows[message.topic()].append(row)
+            if message.topic() == crossings_topic:
+                crossings.append(record)
         if set_aside:
             self._set_aside(set_aside)
-        return records
+        return rows, crossings
 
-    def _insert(self, writer: ClickHouseWriter, records: dict[str, list[dict]]) -> None:
+    def _insert(self, writer: ClickHouseWriter, rows: dict[str, list[tuple]]) -> None:
         try:
             for topic, table in self._tables.items():
-                writer.insert(table.table, table.columns, [table.row(record) for record in records[topic]])
+                writer.insert(table.table, table.columns, rows[topic])
         except Exception as exc:
             if is_unavailable(exc):
                 raise ClickHouseUnavailable(f"ClickHouse at {redact_url(self.settings.clickhouse_url())} is "
                                             f"unavailable: {' '.join(str(exc).split())[:300]}") from exc
             raise
 
-    def _update_live_totals(self, records: dict[str, list[dict]]) -> None:
+    def _update_live_totals(self, crossings: list[dict]) -> None:
         """Add the batch's crossings, and any held back while Redis was away, to the live totals.
 
         Adding is idempotent per event id, so the backlog is simply retried with each batch until Redis answers;
@@ -204,7 +217,7 @@ class ClickHouseSink:
         """
         if self.live_totals is None:
             return
-        self._live_backlog.extend(records[CROSSINGS.topic(self.settings.kafka)])
+        self._live_backlog.extend(crossings)
         if not self._live_backlog:
             return
         try:

@@ -42,7 +42,7 @@ from schemas import CROSSING, DETECTIONS, WINDOW_COUNT, ZONE_OCCUPANCY, SchemaEr
 from schemas.dead_letters import dead_letter_headers
 from sinks.redis_live import AsyncLiveState
 from stream_apps.faust_kafka import CountingFaustApp, faust_broker_options
-from stream_apps.records import Provenance, crossing_event_id, detections_from_record
+from stream_apps.records import Provenance, check_detections_record, crossing_event_id, detections_from_record
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +234,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
             header_map = headers_dict(list(headers.items()) if isinstance(headers, dict) else headers)
             try:
                 record = DETECTIONS.decode(event.value, header_map)
+                check_detections_record(record)
             except SchemaError as exc:  # set aside, never skipped silently; acknowledged before the offset commits
                 message = event.message
                 log.warning("setting aside %s/%s/%s on %s: %s", message.topic, message.partition, message.offset,

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from models.detections import Detections
+from schemas import UndecodablePayload
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,18 @@ class Provenance:
                    record["model_version"], record["variant"], record["experiment"])
 
 
+def check_detections_record(record: dict[str, Any]) -> None:
+    """Raise UndecodablePayload unless the record's parallel box arrays agree (4 coordinates per box)."""
+    boxes = len(record["confidence"])
+    if len(record["xyxy"]) != 4 * boxes or len(record["class_id"]) != boxes:
+        raise UndecodablePayload(
+            f"detections record of {record['camera_id']!r} frame {record['frame_seq']} has {len(record['xyxy'])} box "
+            f"coordinates, {boxes} confidences and {len(record['class_id'])} class ids (want 4 per box)")
+
+
 def detections_from_record(record: dict[str, Any]) -> Detections:
     """The boxes of a ``detections`` record as a Detections struct (frame pixel coordinates)."""
+    check_detections_record(record)
     return Detections(
         np.asarray(record["xyxy"], dtype=np.float32).reshape(-1, 4),
         np.asarray(record["confidence"], dtype=np.float32),

@@ -67,8 +67,9 @@ def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: Frame
     """Decode one ``frames`` message or raise BadFrame with the code that says why not.
 
     A frame older than ``limits.max_age_ms`` at ``now_ms`` comes back without its image (not even decoded).
-    A JPEG is measured by its frame header first, so none larger than ``limits.max_pixels`` is ever decoded; a
-    decoder failure is a BadFrame (CORRUPT_IMAGE) too, so no frame can make this raise anything else.
+    A JPEG is measured by its frame header first, so none larger than ``limits.max_pixels`` is ever decoded, and
+    any other format is refused undecoded; a decoder failure is a BadFrame (CORRUPT_IMAGE) too, so no frame can make
+    this raise anything else.
     """
     if payload is None:
         raise BadFrame(FrameErrorCode.UNDECODABLE_AVRO, "message has no value (tombstone)")
@@ -90,7 +91,10 @@ def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: Frame
     header = jpeg_dimensions(record["image"])
     if header is None and record["image"][:2] == _SOI:
         raise BadFrame(FrameErrorCode.CORRUPT_IMAGE, "JPEG without a readable frame header (SOF) before its data")
-    if header is not None and header[0] * header[1] > limits.max_pixels:
+    if header is None:  # OpenCV would decode a PNG, BMP, ... of any size, unmeasured: a small PNG inflates to GBs
+        raise BadFrame(FrameErrorCode.CORRUPT_IMAGE,
+                       f"image of {len(record['image'])} bytes is not a JPEG, the only format measured before decoding")
+    if header[0] * header[1] > limits.max_pixels:
         raise BadFrame(FrameErrorCode.TOO_MANY_PIXELS,
                        f"JPEG header declares {header[0]}x{header[1]}, more than the {limits.max_pixels}-pixel limit")
     jpeg = np.frombuffer(record["image"], dtype=np.uint8)
@@ -133,7 +137,9 @@ def jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
         if marker == 0xFF:  # a fill byte before the marker
             position += 1
             continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: markers without a segment
+        # TEM, RSTn: markers without a segment; FF 00, a stuffed zero, is no marker at all and libjpeg drops it
+        # (read as a segment, its "length" could jump over the frame header libjpeg reads)
+        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD7:
             position += 2
             continue
         if marker in (0xD9, 0xDA):  # EOI, SOS: the image ends or its data starts, and no frame header came
@@ -144,9 +150,7 @@ def jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
             if length < 8 or len(header) < 5:
                 return None
             return int.from_bytes(header[3:5], "big"), int.from_bytes(header[1:3], "big")
-        if length < 2:
-            return None
-        position += 2 + length
+        position += 2 + max(length, 2)  # a length under 2: libjpeg skips no data and reads on after it
     return None
 
 

@@ -131,7 +131,8 @@ def test_in_strict_mode_a_record_the_sink_cannot_decode_stops_it_without_committ
 @pytest.mark.parametrize(("value", "headers", "code"), [
     (GOOD, NEXT_VERSION, "SCHEMA_001"),
     (GOOD[:3], CROSSING.headers(), "SCHEMA_002"),
-], ids=["unknown-schema-version", "corrupt-payload"])
+    (CROSSING.encode({**CROSSING_RECORD, "event_id": "far", "capture_ts_ms": 2**62}), CROSSING.headers(), "SCHEMA_002"),
+], ids=["unknown-schema-version", "corrupt-payload", "capture-time-past-year-9999"])
 def test_a_record_the_sink_cannot_decode_is_set_aside_with_its_source_and_the_records_after_it_are_written(
     isolated_settings, value, headers, code
 ):
