@@ -1,13 +1,20 @@
-"""``camcount bench pipeline``: the inference worker through the broker versus the same work in-process.
+"""``camcount bench pipeline``: the inference worker through the broker versus the same work in-process, and where
+a frame's latency goes on its way through the broker and the worker.
 
-Both runs use the same JPEG frames of the same footage, the same model, batch size and decode threads, one after
-the other in one process, so their ratio is the cost of Kafka, serialisation and commits:
+All runs use the same JPEG frames of the same footage, the same model and decode threads, one after the other in
+one process (the worker runs in a thread of it, so every timestamp is this host's wall clock):
 
-  * in-process: decode (thread pool) -> detect, batch by batch, as fast as it goes;
-  * pipeline, throughput: all frames are first published to a fresh ``frames`` topic, then a worker drains it;
-    the rate is frames over the time from the worker's first fetch to the last detections record received;
-  * pipeline, latency: frames are published paced at ``load`` (default 80%) of the in-process rate, so the
-    worker keeps up, and each record's end-to-end latency is its receive time minus its capture time.
+  * batch-1 reference: one frame's ``detect`` (preprocess + inference + postprocess) and one JPEG decode, timed
+    back to back: the compute a frame's latency cannot go below;
+  * throughput, per max batch size: in-process, decode (thread pool) -> detect, batch by batch, as fast as it goes;
+    through the broker, all frames are first published to a fresh ``frames`` topic, then a worker drains it; the
+    rate is frames over the time from the worker's partition assignment to the last detections record received.
+    Their ratio is the cost of Kafka, serialisation and commits;
+  * latency, per load: frames are published paced at ``load`` x the in-process rate (of the largest batch size, the
+    worker's max batch), and each frame's capture -> detections-read time is split into the stages of
+    :data:`BUDGET`: the publisher notes each frame's delivery acknowledgement, the worker's timing header
+    (``stream_apps.inference.metrics.TIMING_HEADER``) gives fetch, decode, inference and produce times, and the
+    reader notes when it got the record.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ import itertools
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -31,26 +39,84 @@ from foundation.settings import Settings
 from models.detector import Detector
 from models.loading import load_detector
 from producers.encoding import encode_jpeg
-from producers.sources import FrameSource, Pacer
+from producers.sources import FrameSource
 from schemas import DETECTIONS, FRAME, headers_dict
+from stream_apps.inference.metrics import TIMING_HEADER, parse_timing
 from stream_apps.inference.routing import RouteTable
 from stream_apps.inference.worker import InferenceWorker
+
+# (key, label, from, to): consecutive stages of one frame, so their times add up to its end-to-end latency.
+# capture and appended come from the publisher, read from the reader, the rest from the worker's timing header.
+BUDGET: tuple[tuple[str, str, str, str], ...] = (
+    ("append", "capture -> broker append (ack)", "capture", "appended"),
+    ("fetch", "broker -> worker fetch", "appended", "fetched"),
+    ("decode", "decode (incl. waiting for a thread)", "fetched", "decoded"),
+    ("queue", "queue for the model", "decoded", "infer_start"),
+    ("inference", "inference (its whole batch)", "infer_start", "infer_end"),
+    ("publish", "publish (inference end -> produce)", "infer_end", "produced"),
+    ("read", "broker -> downstream reader", "produced", "read"),
+)
+E2E = ("e2e", "end to end (capture -> read)", "capture", "read")
+BUDGET_LABELS = {key: label for key, label, _, _ in (*BUDGET, E2E)}
+
+
+@dataclass
+class Percentiles:
+    """ms; None when nothing was measured."""
+
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    count: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Percentiles:
+        if not values:
+            return cls(None, None, None, 0)
+        p50, p95, p99 = (round(float(v), 1) for v in np.percentile(values, [50, 95, 99]))
+        return cls(p50, p95, p99, len(values))
+
+
+@dataclass
+class ThroughputFigures:
+    batch: int
+    in_process_fps: float
+    pipeline_fps: float
+    ratio: float
+
+
+@dataclass
+class LatencyFigures:
+    load: float
+    max_batch: int
+    paced_fps: float
+    stages: dict[str, Percentiles]  # BUDGET keys, then "e2e"
+    batch_mean: float
+    batch_max: int
 
 
 @dataclass
 class PipelineFigures:
     frames: int
-    batch: int
+    model: str
     provider: str
-    in_process_fps: float
-    pipeline_fps: float
-    ratio: float
-    paced_fps: float
-    e2e_p50_ms: float
-    e2e_p95_ms: float
+    batch1_detect_ms: Percentiles
+    jpeg_decode_ms: Percentiles
+    throughput: list[ThroughputFigures] = field(default_factory=list)
+    latency: list[LatencyFigures] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def stage_budget(samples: Sequence[dict[str, float]]) -> dict[str, Percentiles]:
+    """Percentiles (ms) of each stage of :data:`BUDGET` and of end to end, over per-frame timestamp dicts (ms since
+    the epoch, keyed capture, appended, fetched, ...); a frame lacking one end of a stage is left out of that
+    stage."""
+    budget = {}
+    for key, _, start, end in (*BUDGET, E2E):
+        budget[key] = Percentiles.of([s[end] - s[start] for s in samples if start in s and end in s])
+    return budget
 
 
 def _jpeg_frames(footage: Path, count: int) -> list[bytes]:
@@ -59,59 +125,101 @@ def _jpeg_frames(footage: Path, count: int) -> list[bytes]:
     return [encode_jpeg(f.image) for f in frames]
 
 
+def _decode(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
 def _in_process_fps(detector: Detector, jpegs: list[bytes], batch: int, threads: int) -> float:
-    decode = lambda data: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # noqa: E731
     with ThreadPoolExecutor(threads) as pool:
         started = time.perf_counter()
         for start in range(0, len(jpegs), batch):
-            detector.detect(list(pool.map(decode, jpegs[start:start + batch])))
+            detector.detect(list(pool.map(_decode, jpegs[start:start + batch])))
         return len(jpegs) / (time.perf_counter() - started)
 
 
-def _publish(settings: Settings, jpegs: list[bytes], fps: float = 0.0) -> None:
+def _batch1_reference(detector: Detector, jpegs: list[bytes], runs: int = 20) -> tuple[Percentiles, Percentiles]:
+    """ms of one frame's detect (batch 1) and of one JPEG decode, ``runs`` times each on distinct frames."""
+    detect_ms, decode_ms = [], []
+    for jpeg in itertools.islice(itertools.cycle(jpegs), runs):
+        started = time.perf_counter()
+        image = _decode(jpeg)
+        decoded = time.perf_counter()
+        detector.detect([image])
+        decode_ms.append((decoded - started) * 1000)
+        detect_ms.append((time.perf_counter() - decoded) * 1000)
+    return Percentiles.of(detect_ms), Percentiles.of(decode_ms)
+
+
+def _publish(settings: Settings, jpegs: list[bytes], fps: float = 0.0, appended: dict[int, float] | None = None
+             ) -> None:
+    """Publishes ``jpegs`` as frames of 4 cameras, ``fps`` apart (0: at once); ``appended`` gets each frame's
+    delivery-acknowledgement time (ms since the epoch) by frame_seq. Between frames it polls the producer, so
+    acknowledgements are noted when they arrive, not when the next frame is due."""
     producer = Producer(producer_config(settings))
-    pacer = Pacer(fps)
+    period = 1.0 / fps if fps > 0 else 0.0
+    started = time.monotonic()
     for seq, jpeg in enumerate(jpegs):
-        pacer.wait()
+        while (wait := started + seq * period - time.monotonic()) > 0:
+            producer.poll(wait)
         camera = f"bench-{seq % 4}"
         value = FRAME.encode({"camera_id": camera, "frame_seq": seq, "capture_ts_ms": int(time.time() * 1000),
                               "width": 768, "height": 576, "image": jpeg})
-        producer.produce(settings.kafka.frames_topic, key=camera.encode(), value=value, headers=FRAME.headers())
+        producer.produce(settings.kafka.frames_topic, key=camera.encode(), value=value, headers=FRAME.headers(),
+                         on_delivery=None if appended is None else _noting_ack(appended, seq))
         producer.poll(0)
     producer.flush(30)
 
 
-def _drain(settings: Settings, expected: int, timeout_s: float) -> tuple[list[float], float]:
-    """Reads detections until ``expected`` arrived; returns per-record e2e latencies (ms) and the last arrival."""
+def _noting_ack(appended: dict[int, float], seq: int):
+    def on_delivery(error, _message) -> None:
+        if error is None:
+            appended[seq] = time.time() * 1000
+
+    return on_delivery
+
+
+def _drain(settings: Settings, expected: int, timeout_s: float) -> tuple[list[dict[str, float]], float]:
+    """Reads detections until ``expected`` arrived; returns per-record timestamps (frame_seq, capture, read and the
+    worker's timing header, ms since the epoch) and the last arrival (perf_counter)."""
     consumer = Consumer(consumer_config(settings, f"bench-reader-{uuid.uuid4().hex[:8]}"))
     # Assigned, not subscribed: a group join (slow on some brokers) would delay the first reads and be
     # misread as pipeline latency.
     topic = settings.kafka.detections_topic
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    latencies: list[float] = []
+    samples: list[dict[str, float]] = []
     last = time.perf_counter()
     deadline = time.monotonic() + timeout_s
     try:
-        while len(latencies) < expected and time.monotonic() < deadline:
-            for message in consumer.consume(500, timeout=0.2):
+        while len(samples) < expected and time.monotonic() < deadline:
+            # Block for one record, then take what else has arrived: consume(n, timeout) alone would hold the
+            # records until n arrived or the timeout passed, and that wait would count as latency.
+            messages = consumer.consume(1, timeout=0.2)
+            if messages:
+                messages += consumer.consume(500, timeout=0)
+            read = time.time() * 1000
+            for message in messages:
                 if message.error() is None:
-                    record = DETECTIONS.decode(message.value(), headers_dict(message.headers()))
-                    latencies.append(time.time() * 1000 - record["capture_ts_ms"])
+                    headers = headers_dict(message.headers())
+                    record = DETECTIONS.decode(message.value(), headers)
+                    samples.append({**parse_timing(headers.get(TIMING_HEADER)), "seq": record["frame_seq"],
+                                    "capture": record["capture_ts_ms"], "read": read})
                     last = time.perf_counter()
     finally:
         consumer.close()
-    if len(latencies) < expected:
-        raise TimeoutError(f"only {len(latencies)} of {expected} detections records arrived in {timeout_s:.0f} s")
-    return latencies, last
+    if len(samples) < expected:
+        raise TimeoutError(f"only {len(samples)} of {expected} detections records arrived in {timeout_s:.0f} s")
+    return samples, last
 
 
 def _run_worker(
     settings: Settings, detector: Detector, jpegs: list[bytes], paced_fps: float
-) -> tuple[list[float], float]:
-    """Runs a worker on ``jpegs``; returns e2e latencies and frames/s from partition assignment to the last record."""
+) -> tuple[list[dict[str, float]], float]:
+    """Runs a worker on ``jpegs``; returns per-frame timestamps and frames/s from partition assignment to the last
+    record."""
     worker = InferenceWorker(settings, RouteTable(detector))
     thread = threading.Thread(target=worker.run, name="bench-worker", daemon=True)
+    appended: dict[int, float] = {}
     if not paced_fps:
         _publish(settings, jpegs)
     thread.start()
@@ -119,33 +227,63 @@ def _run_worker(
         raise TimeoutError("the benchmark worker got no partitions within 60 s")
     started = time.perf_counter()
     if paced_fps:  # publish from a thread while this one reads the detections as they arrive
-        publisher = threading.Thread(target=_publish, args=(settings, jpegs, paced_fps), daemon=True)
+        publisher = threading.Thread(target=_publish, args=(settings, jpegs, paced_fps, appended), daemon=True)
         publisher.start()
-    latencies, last = _drain(settings, len(jpegs), timeout_s=60 + len(jpegs) / 5)
+    publishing_s = len(jpegs) / paced_fps if paced_fps else 0.0
+    try:
+        samples, last = _drain(settings, len(jpegs), timeout_s=60 + publishing_s + len(jpegs) / 5)
+    except TimeoutError as exc:
+        run = f"latency run at {paced_fps:.1f} frames/s" if paced_fps else "throughput run"
+        raise TimeoutError(f"{run}, max batch {settings.inference.max_batch}: {exc}") from None
     worker.stop()
     thread.join(30)
-    return latencies, len(jpegs) / (last - started)
+    for sample in samples:
+        if int(sample["seq"]) in appended:
+            sample["appended"] = appended[int(sample["seq"])]
+    return samples, len(jpegs) / (last - started)
 
 
-def bench_pipeline(settings: Settings, footage: Path, frames: int, batch: int, load: float = 0.8) -> PipelineFigures:
+def _namespace(base: Settings, max_batch: int) -> Settings:
+    inference = base.inference.model_copy(update={"max_batch": max_batch})
+    settings = base.model_copy(update={"inference": inference}).namespaced(f"bench{uuid.uuid4().hex[:6]}",
+                                                                          partitions=4)
+    create_topics(settings)
+    return settings
+
+
+def bench_pipeline(settings: Settings, footage: Path, frames: int, batches: Sequence[int] = (8,),
+                   loads: Sequence[float] = (0.8,)) -> PipelineFigures:
+    """Starts the local stack unless it runs, then :func:`measure_pipeline`."""
     LocalStack(settings).up()
-    detector = load_detector(settings, max_batch=batch)
+    return measure_pipeline(settings, footage, frames, batches, loads)
+
+
+def measure_pipeline(settings: Settings, footage: Path, frames: int, batches: Sequence[int] = (8,),
+                     loads: Sequence[float] = (0.8,)) -> PipelineFigures:
+    """Throughput at each max batch size of ``batches``, then the latency budget at each share of capacity in
+    ``loads`` with the largest batch size as the worker's max batch, on the running stack ``settings`` name."""
+    max_batch = max(batches)
+    detector = load_detector(settings, max_batch=max_batch)
     jpegs = _jpeg_frames(footage, frames)
     threads = settings.inference.decode_threads
-    _in_process_fps(detector, jpegs[: batch * 2], batch, threads)  # warm caches like the worker's warm-up
-    in_process = _in_process_fps(detector, jpegs, batch, threads)
-    inference = settings.inference.model_copy(update={"max_batch": batch, "metrics_port": 0})
-    base = settings.model_copy(update={"inference": inference})
-    drained = base.namespaced(f"bench{uuid.uuid4().hex[:6]}", partitions=4)
-    create_topics(drained)
-    _, pipeline_fps = _run_worker(drained, detector, jpegs, paced_fps=0)
-    paced = base.namespaced(f"bench{uuid.uuid4().hex[:6]}", partitions=4)
-    create_topics(paced)
-    paced_fps = load * in_process
-    latencies, _ = _run_worker(paced, detector, jpegs, paced_fps=paced_fps)
-    return PipelineFigures(
-        frames=frames, batch=batch, provider=detector.provider, in_process_fps=round(in_process, 1),
-        pipeline_fps=round(pipeline_fps, 1), ratio=round(pipeline_fps / in_process, 3),
-        paced_fps=round(paced_fps, 1), e2e_p50_ms=round(float(np.percentile(latencies, 50)), 1),
-        e2e_p95_ms=round(float(np.percentile(latencies, 95)), 1),
-    )
+    _in_process_fps(detector, jpegs[: max_batch * 2], max_batch, threads)  # warm caches like the worker's warm-up
+    batch1_detect, jpeg_decode = _batch1_reference(detector, jpegs)
+    base = settings.model_copy(update={"inference": settings.inference.model_copy(update={"metrics_port": 0})})
+    figures = PipelineFigures(frames=frames, model=f"{detector.name}@{detector.version}", provider=detector.provider,
+                              batch1_detect_ms=batch1_detect, jpeg_decode_ms=jpeg_decode)
+    in_process: dict[int, float] = {}
+    for batch in batches:
+        in_process[batch] = _in_process_fps(detector, jpegs, batch, threads)
+        _, pipeline_fps = _run_worker(_namespace(base, batch), detector, jpegs, paced_fps=0)
+        figures.throughput.append(ThroughputFigures(
+            batch=batch, in_process_fps=round(in_process[batch], 1), pipeline_fps=round(pipeline_fps, 1),
+            ratio=round(pipeline_fps / in_process[batch], 3)))
+    for load in loads:
+        paced_fps = load * in_process[max_batch]
+        samples, _ = _run_worker(_namespace(base, max_batch), detector, jpegs, paced_fps=paced_fps)
+        sizes = [s["batch"] for s in samples if "batch" in s]
+        figures.latency.append(LatencyFigures(
+            load=load, max_batch=max_batch, paced_fps=round(paced_fps, 1), stages=stage_budget(samples),
+            batch_mean=round(float(np.mean(sizes)), 2) if sizes else 0.0,
+            batch_max=int(max(sizes)) if sizes else 0))
+    return figures

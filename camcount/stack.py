@@ -54,6 +54,8 @@ Progress = Callable[[str], None]
 class StackError(ServiceUnavailable):
     """The local stack could not be started, checked, provisioned or stopped; the message says what to do."""
 
+    detail = "local-stack"
+
 
 @dataclass(frozen=True)
 class ServiceStatus:

@@ -38,6 +38,7 @@ class CameraConfigError(ConfigError):
     """A camera config file or entry is invalid; the message names the file and the field path to fix."""
 
     code = "CFG_002"
+    detail = "invalid-camera-config"
 
 
 class LineConfig(BaseModel):

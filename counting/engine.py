@@ -39,6 +39,7 @@ class CameraStateError(CamcountError, ValueError):
     """A camera snapshot cannot be restored; start the camera from an empty state instead."""
 
     code = "COUNT_001"
+    detail = "snapshot-unreadable"
 
 
 @dataclass(frozen=True)

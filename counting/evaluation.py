@@ -45,7 +45,8 @@ _DIRECTIONS: tuple[Direction, Direction] = ("in", "out")
 class GroundTruthError(CamcountError, ValueError):
     """A ground-truth file or line cannot be used; the message says what to fix."""
 
-    code = "INPUT_002"
+    code = "INF_001"
+    detail = "invalid-ground-truth"
 
 
 @dataclass(frozen=True)

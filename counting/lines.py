@@ -44,6 +44,7 @@ class LineStateError(CamcountError, ValueError):
     """A line counter snapshot cannot be restored; start the line from an empty state instead."""
 
     code = "COUNT_001"
+    detail = "snapshot-unreadable"
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class TrackerStateError(CamcountError, ValueError):
     """A tracker snapshot cannot be restored; start the camera from an empty state instead."""
 
     code = "COUNT_001"
+    detail = "snapshot-unreadable"
 
 
 class Tracker:

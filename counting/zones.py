@@ -29,6 +29,7 @@ class ZoneStateError(CamcountError, ValueError):
     """A zone counter snapshot cannot be restored; start the zone from an empty state instead."""
 
     code = "COUNT_001"
+    detail = "snapshot-unreadable"
 
 
 @dataclass(frozen=True)

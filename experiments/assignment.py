@@ -25,6 +25,7 @@ class AssignmentError(CamcountError, ValueError):
     """A frame cannot be assigned; the message says which input is missing."""
 
     code = "EXP_002"
+    detail = "assignment-failed"
 
 
 def unit_hash(*parts: str) -> float:

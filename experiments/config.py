@@ -42,6 +42,7 @@ class ExperimentConfigError(ConfigError):
     """An experiment definition is invalid; the message lists each offending field and how to fix it."""
 
     code = "CFG_003"
+    detail = "invalid-experiment"
 
 
 class Variant(BaseModel):

@@ -32,6 +32,7 @@ class UnknownVariant(CamcountError, KeyError):
     """An observation names a variant the experiment does not have; check the frame's experiment header."""
 
     code = "EXP_004"
+    detail = "unknown-variant"
 
 
 @dataclass(frozen=True)

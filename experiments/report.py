@@ -67,6 +67,7 @@ class ReportError(CamcountError, ValueError):
     """Samples do not fit the experiment (missing variant, misaligned arrays); the message says what to fix."""
 
     code = "EXP_001"
+    detail = "report-failed"
 
 
 @dataclass(frozen=True, eq=False)  # arrays have no single truth value to compare by

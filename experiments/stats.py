@@ -32,6 +32,7 @@ class InsufficientData(CamcountError, ValueError):
     """A sample is too small or malformed for a test; the message names the arm and the size it needs."""
 
     code = "EXP_003"
+    detail = "insufficient-data"
 
 
 @dataclass(frozen=True)

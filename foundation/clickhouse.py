@@ -32,6 +32,7 @@ class DDLError(CamcountError):
     """A DDL file cannot be applied (or could not be applied idempotently); the message names the statement."""
 
     code = "SYS_002"
+    detail = "ddl-failed"
 
 
 def clickhouse_database(settings: Settings) -> str:
@@ -56,6 +57,7 @@ class ClickHouseUnavailable(ServiceUnavailable):
     """ClickHouse cannot be reached, or answers "not now" (see ``RETRIABLE_SERVER_CODES``)."""
 
     code = "SYS_002"
+    detail = "clickhouse-unavailable"
 
 
 # Server errors that mean "not now" rather than "never": retried like a lost connection (as the ClickHouse Kafka

@@ -13,11 +13,14 @@ from typing import ClassVar
 class CamcountError(Exception):
     """Base of every camcount error.
 
-    ``code`` names the family for logs, metrics, dead letters and APIs (e.g. ``MODEL_001``); ``remedy``, when
+    ``code`` is the system's error taxonomy for logs, metrics, dead letters and APIs (e.g. ``MODEL_001``), ``detail``
+    the finer reason beside it (docs/errors.md lists both); ``remedy``, when
     given, is the what-to-do sentence appended to the message by :meth:`one_line`.
     """
 
     code: ClassVar[str] = "CAMCOUNT_000"
+    detail: ClassVar[str] = ""
+    """The finer reason beside the code, kebab-case (e.g. ``INF_001`` + ``oversized-payload``)."""
 
     def __init__(self, message: str = "", *, remedy: str | None = None) -> None:
         super().__init__(message)
@@ -35,15 +38,18 @@ class ConfigError(CamcountError, ValueError):
     """Settings that cannot be used: a bad value, an unknown key, a file that is missing or malformed."""
 
     code = "CFG_001"
+    detail = "invalid-settings"
 
 
 class ServiceUnavailable(CamcountError, ConnectionError):
     """A service camcount depends on (broker, ClickHouse, Redis, a local stack process) cannot be reached."""
 
     code = "SYS_001"
+    detail = "service-unavailable"
 
 
 class UsageError(CamcountError):
     """A command was given arguments or input it cannot act on; the message says which and what to do."""
 
     code = "CLI_001"
+    detail = "usage"

@@ -40,22 +40,33 @@ FETCH_WAIT_MS_SINK = 50
 """The ClickHouse sink, which batches its inserts anyway (``max_interval_s``)."""
 FETCH_WAIT_MS_COUNTING = 10
 """The Faust counting app (aiokafka ``fetch_max_wait_ms``; Faust itself would hard-code 1500 ms)."""
+FETCH_QUEUE_BACKOFF_MS = 10
+"""librdkafka ``fetch.queue.backoff.ms``: once a consumer's prefetch queue is over its bound
+(``queued.max.messages.kbytes``, e.g. the worker's ``inference.prefetch_kbytes``), its next fetch waits this long.
+librdkafka's 1000 ms default made a worker catching up on a backlog idle most of each second: it drained the queue
+in a fraction of the pause and then waited (``camcount bench ceiling``: 740 -> 5000 frames/s without JPEG decode,
+see docs/performance.md). It must stay well under the time a worker takes to drain its prefetch queue; the cost is
+one queue-size check per partition per period while the queue is full."""
 
 
 class BrokerUnreachable(ServiceUnavailable):
     """No Kafka broker answered a Metadata request at the configured bootstrap address."""
+
+    detail = "broker-unreachable"
 
 
 class KafkaConfigError(ConfigError):
     """librdkafka refuses a client setting (an unknown property or a bad value), e.g. in kafka.client_config."""
 
     code = "CFG_004"
+    detail = "invalid-kafka-client-config"
 
 
 class TopicCreationError(CamcountError, RuntimeError):
     """The broker refused to create a topic for a reason other than it already existing."""
 
     code = "SYS_001"
+    detail = "topic-creation-refused"
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -93,6 +104,7 @@ def consumer_config(settings: Settings, group_id: str, fetch_wait_ms: int = FETC
         "fetch.max.bytes": MAX_FETCH_BYTES,
         "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
         "fetch.wait.max.ms": fetch_wait_ms,
+        "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
     }
     return _merge(config, overrides, settings)
 

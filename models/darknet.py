@@ -46,7 +46,8 @@ _UNSUPPORTED_OPTIONS: dict[str, dict[str, str]] = {
 class DarknetImportError(CamcountError):
     """A cfg or weights file cannot be converted; the message says which file, section and what to change."""
 
-    code = "MODEL_007"
+    code = "MODEL_002"
+    detail = "darknet-import-failed"
 
 
 @dataclass(frozen=True)

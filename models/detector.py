@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models.detections import Detections
-from models.errors import ModelError, ModelLoadError
+from models.errors import InferenceFailed, ModelError, ModelLoadError
 from models.manifest import ModelManifest
 from models.postprocess import DEFAULT_MAX_DETECTIONS, check_output_shape, postprocess
 from models.preprocess import BatchPreprocessor, LetterboxTransform, synthetic_frame
@@ -141,7 +141,7 @@ class Detector:
                 check_output_shape(outputs[0], self.manifest.format, self.manifest.num_classes, batch_size)
         except Exception as exc:
             self._state, self._error = "error", str(exc)
-            if isinstance(exc, ModelError):
+            if isinstance(exc, ModelError) and not isinstance(exc, InferenceFailed):  # a failed warm-up is a load
                 raise
             raise ModelLoadError(
                 f"warm-up of {self.name}@{self.version} on {self.provider} failed: {exc}; "
@@ -202,10 +202,13 @@ class Detector:
 
     def _run(self, batch_size: int) -> list[np.ndarray]:
         batch = self._preprocessor.batch(batch_size)
-        if self._binding is None:
-            return self._session.session.run(None, {self._session.input_name: batch})
-        self._binding.bind_cpu_input(self._session.input_name, batch)
-        for name in self._session.output_names:
-            self._binding.bind_output(name, self._device)
-        self._session.session.run_with_iobinding(self._binding)
-        return self._binding.copy_outputs_to_cpu()
+        try:
+            if self._binding is None:
+                return self._session.session.run(None, {self._session.input_name: batch})
+            self._binding.bind_cpu_input(self._session.input_name, batch)
+            for name in self._session.output_names:
+                self._binding.bind_output(name, self._device)
+            self._session.session.run_with_iobinding(self._binding)
+            return self._binding.copy_outputs_to_cpu()
+        except Exception as exc:  # ONNX Runtime raises its own (Fail, RuntimeException, ...) and RuntimeError
+            raise InferenceFailed(f"{self.name}@{self.version} failed on a batch of {batch_size}: {exc}") from exc

@@ -8,9 +8,11 @@ from foundation.errors import CamcountError
 
 
 class ModelError(CamcountError):
-    """Base of all model-layer failures. ``str(error)`` starts with the code, e.g. ``[MODEL_002] ...``."""
+    """Base of all model-layer failures. ``str(error)`` starts with the code, e.g. ``[MODEL_002] ...``; ``detail``
+    says which of the code's cases it is (e.g. ``checksum-mismatch``)."""
 
-    code: ClassVar[str] = "MODEL_000"
+    code: ClassVar[str] = "MODEL_002"
+    detail: ClassVar[str] = "load-failed"
 
     def __init__(self, message: str) -> None:
         super().__init__(f"[{self.code}] {message}")
@@ -20,28 +22,41 @@ class ModelError(CamcountError):
 class ModelNotFound(ModelError):
     """A model reference is malformed, or names a model, version or alias the registry does not hold."""
 
-    code = "MODEL_001"
+    code = "MODEL_001"  # not found
+    detail = "not-found"
 
 
 class ChecksumMismatch(ModelError):
     """The stored weights' sha256 differs from the manifest: the file was modified or corrupted."""
 
-    code = "MODEL_002"
+    code = "MODEL_002"  # load failed
+    detail = "checksum-mismatch"
 
 
 class OutputFormatMismatch(ModelError):
     """The model's inputs or outputs do not match the format, input size or class count its manifest declares."""
 
-    code = "MODEL_003"
+    code = "MODEL_004"  # version mismatch: this version is not what its manifest says
+    detail = "format-mismatch"
 
 
 class ModelLoadError(ModelError):
     """ONNX Runtime cannot load the model, or the warm-up inference fails."""
 
-    code = "MODEL_004"
+    code = "MODEL_002"  # load failed
+    detail = "runtime-load-failed"
+
+
+class InferenceFailed(ModelError):
+    """ONNX Runtime failed while running a batch (a kernel error, device memory); the batch's frames get ERROR
+    records and the worker goes on."""
+
+    code = "MODEL_003"  # inference failed
+    detail = "inference-failed"
 
 
 class ModelVersionExists(ModelError):
     """A version is registered twice; registered versions are immutable."""
 
-    code = "MODEL_005"
+    code = "MODEL_004"  # version mismatch
+    detail = "version-exists"

@@ -42,7 +42,8 @@ _CREDENTIALS_HINT = (
 class S3RegistryError(ModelError):
     """The registry's bucket cannot be used: it is missing, unreachable, or the credentials are refused."""
 
-    code = "MODEL_006"
+    code = "MODEL_002"
+    detail = "registry-unavailable"
 
 
 class S3RegistryStorage:

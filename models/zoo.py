@@ -30,7 +30,8 @@ YOLOV3_TINY_SHA256 = {
 class ModelFetchError(CamcountError):
     """Model files could not be fetched or failed verification; the message says what to run or check."""
 
-    code = "MODEL_008"
+    code = "MODEL_002"
+    detail = "download-failed"
 
 
 @dataclass(frozen=True)

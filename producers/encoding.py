@@ -14,7 +14,8 @@ JPEG_QUALITY = 90
 class FrameEncodingError(CamcountError, RuntimeError):
     """OpenCV could not JPEG-encode an image (an empty or malformed array)."""
 
-    code = "INPUT_003"
+    code = "INF_002"
+    detail = "encode-failed"
 
 
 def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:

@@ -26,7 +26,8 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp:
 class SourceError(CamcountError):
     """A frame source cannot be opened or read."""
 
-    code = "INPUT_001"
+    code = "INF_001"
+    detail = "unreadable-source"
 
 
 @dataclass(frozen=True)

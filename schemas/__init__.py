@@ -33,19 +33,22 @@ _SCHEMA_DIR = Path(__file__).resolve().parent
 class SchemaError(CamcountError):
     """A message does not match the schema its topic requires."""
 
-    code = "SCHEMA_000"
+    code = "INF_001"  # input validation failed
+    detail = "invalid-record"
 
 
 class UnknownSchemaVersion(SchemaError):
     """The record's schema version header is newer than this reader (or missing); upgrade the consumer."""
 
-    code = "SCHEMA_001"
+    code = "INF_001"
+    detail = "unknown-schema-version"
 
 
 class UndecodablePayload(SchemaError):
     """The bytes are not a valid record of the topic's schema."""
 
-    code = "SCHEMA_002"
+    code = "INF_001"
+    detail = "undecodable-record"
 
 
 @dataclass(frozen=True)

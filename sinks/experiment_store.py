@@ -52,6 +52,7 @@ class ExperimentStoreError(CamcountError, RuntimeError):
     """Base of experiment-store failures; the message says what to do."""
 
     code = "EXP_005"
+    detail = "experiment-state"
 
 
 class ExperimentAlreadyActive(ExperimentStoreError):
@@ -78,6 +79,7 @@ class ExperimentStoreUnavailable(ExperimentStoreError, redis.RedisError):
     """
 
     code = "SYS_003"
+    detail = "redis-unavailable"
 
     def __init__(self, message: str = "", *, remedy: str | None = None) -> None:
         super().__init__(message, remedy=remedy)

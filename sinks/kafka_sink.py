@@ -52,12 +52,14 @@ class UnreadableRecord(CamcountError, RuntimeError):
     """A consumed record cannot be decoded; the sink stopped without writing or committing its batch."""
 
     code = "SINK_001"
+    detail = "stopped-at-unreadable-record"
 
 
 class DeadLettersNotDelivered(CamcountError):
     """The broker did not acknowledge records set aside on the dead-letter topic; their batch is not committed."""
 
     code = "SINK_002"
+    detail = "dead-letters-not-delivered"
 
 
 class ClickHouseSink:
@@ -82,7 +84,7 @@ class ClickHouseSink:
         self.dead_letters = 0
         self.metrics_registry = registry or CollectorRegistry()
         self._dead_records = Counter("camcount_sink_dead_records", "Records the sink set aside, undecodable",
-                                     ("topic", "code"), registry=self.metrics_registry)
+                                     ("topic", "code", "detail"), registry=self.metrics_registry)
         self.up = Gauge("camcount_sink_up", "1 while the ClickHouse sink runs, 0 once it stopped on an error",
                         registry=self.metrics_registry)
         breakers = breakers or BreakerMetrics(self.metrics_registry)
@@ -243,7 +245,7 @@ class ClickHouseSink:
             log.warning("setting aside %s/%d/%d on %s: %s", message.topic(), message.partition(), message.offset(),
                         topic, exc)
             self._producer.produce(topic, message.value(), message.key(), on_delivery=delivered, headers=(
-                dead_letter_headers(message.headers(), "sink", exc.code, str(exc), message.topic(),
+                dead_letter_headers(message.headers(), "sink", exc.code, exc.detail, str(exc), message.topic(),
                                     message.partition(), message.offset())))
         remaining = self._producer.flush(30)
         if failures or remaining:
@@ -251,7 +253,7 @@ class ClickHouseSink:
                 f"{len(failures) + remaining} dead letter(s) for {topic} not acknowledged ({'; '.join(failures)}); "
                 "their batch was not committed and is read again after a restart", remedy="check the broker")
         for message, exc in bad:
-            self._dead_records.labels(message.topic(), exc.code).inc()
+            self._dead_records.labels(message.topic(), exc.code, exc.detail).inc()
         self.dead_letters += len(bad)
 
 

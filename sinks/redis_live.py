@@ -38,6 +38,11 @@ return 1
 """
 
 
+def event_key(prefix: str, event_id: str) -> str:
+    """The mark of a crossing already added to the live totals."""
+    return f"{prefix}:event:{event_id}"
+
+
 def camera_key(prefix: str, camera_id: str) -> str:
     return f"{prefix}:camera:{camera_id}"
 
@@ -94,7 +99,7 @@ class LiveCrossingTotals:
             return 0
         with self._redis.pipeline(transaction=False) as pipe:
             for c in crossings:
-                keys = [f"{self._prefix}:event:{c['event_id']}",
+                keys = [event_key(self._prefix, c["event_id"]),
                         line_key(self._prefix, c["camera_id"], c["line"], c["capture_ts_ms"])]
                 self._add_once(keys, [c["direction"], f"{c['direction']}:{c['class_name']}", LINE_TTL_S], client=pipe)
             return sum(pipe.execute())

@@ -159,7 +159,7 @@ class CountingMetrics:
         self.late_frames = Counter("camcount_count_late_frames", "Replayed or out-of-order frames ignored",
                                    ("camera",), registry=self.registry)
         self.dead_records = Counter("camcount_count_dead_records", "Detections records set aside, undecodable",
-                                    ("code",), registry=self.registry)
+                                    ("code", "detail"), registry=self.registry)
         self.crossings = Counter("camcount_crossings", "Line crossings counted",
                                  ("camera", "line", "direction", "class"), registry=self.registry)
 
@@ -239,11 +239,11 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
                 message = event.message
                 log.warning("setting aside %s/%s/%s on %s: %s", message.topic, message.partition, message.offset,
                             kafka.records_dead_letter_topic, exc)
-                headers = dead_letter_headers(list(header_map.items()), "count", exc.code, str(exc), message.topic,
-                                              message.partition, message.offset)
+                headers = dead_letter_headers(list(header_map.items()), "count", exc.code, exc.detail, str(exc),
+                                              message.topic, message.partition, message.offset)
                 delivery = await dead_records.send(key=event.key, value=event.value, headers=headers)
                 await delivery
-                metrics.dead_records.labels(exc.code).inc()
+                metrics.dead_records.labels(exc.code, exc.detail).inc()
                 continue
             camera = record["camera_id"]
             counted = await service.handle(record, publish)

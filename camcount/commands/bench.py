@@ -71,28 +71,57 @@ def _add_model_parser(actions: argparse._SubParsersAction) -> None:
 
 
 # --- bench pipeline -------------------------------------------------------------------------------------------
+def _loads(text: str) -> list[float]:
+    """argparse type: ``0.3,0.5,0.8`` -> [0.3, 0.5, 0.8] (each a finite number > 0, duplicates removed)."""
+    loads = [positive_float(part.strip()) for part in text.split(",") if part.strip()]
+    if not loads:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated shares of capacity, e.g. 0.3,0.5,0.8")
+    return list(dict.fromkeys(loads))
+
+
+def _ms(p50: float | None, p95: float | None, p99: float | None) -> str:
+    return " / ".join("-" if v is None else f"{v:.0f}" if v >= 100 else f"{v:.1f}" for v in (p50, p95, p99))
+
+
 def cmd_bench_pipeline(settings: Settings, args: argparse.Namespace) -> int:
-    from camcount.pipeline_bench import bench_pipeline
+    from camcount.pipeline_bench import BUDGET_LABELS, bench_pipeline
 
     figures = bench_pipeline(settings, Path(args.source) if args.source else default_video(settings), args.frames,
                              args.batch, args.load)
     if args.json:
         print(json.dumps(figures.as_dict()))
         return 0
-    print(f"{figures.frames} frames, batch {figures.batch}, {figures.provider}")
-    print(f"  in-process loop : {figures.in_process_fps:7.1f} frames/s")
-    print(f"  broker pipeline : {figures.pipeline_fps:7.1f} frames/s  (ratio {figures.ratio:.3f})")
-    print(f"  end-to-end at {figures.paced_fps:.1f} frames/s: p50 {figures.e2e_p50_ms:.0f} ms, "
-          f"p95 {figures.e2e_p95_ms:.0f} ms")
+    detect, decode = figures.batch1_detect_ms, figures.jpeg_decode_ms
+    print(f"{figures.frames} frames, {figures.model} on {figures.provider}")
+    print(f"batch-1 reference, same run: detect {_ms(detect.p50, detect.p95, detect.p99)} ms, "
+          f"JPEG decode {_ms(decode.p50, decode.p95, decode.p99)} ms (p50 / p95 / p99)")
+    print(f"{'max batch':>9}  {'in-process frames/s':>19}  {'through broker frames/s':>23}  ratio")
+    for t in figures.throughput:
+        print(f"{t.batch:>9}  {t.in_process_fps:>19.1f}  {t.pipeline_fps:>23.1f}  {t.ratio:.3f}")
+    if not figures.latency:
+        return 0
+    heads = [f"load {lat.load:g} ({lat.paced_fps:.1f} f/s)" for lat in figures.latency]
+    width = max(24, *(len(h) for h in heads))
+    print(f"latency budget, ms p50 / p95 / p99, max batch {figures.latency[0].max_batch}:")
+    print(f"  {'stage':<36}" + "".join(f"  {h:>{width}}" for h in heads))
+    for key, label in BUDGET_LABELS.items():
+        cells = [_ms(lat.stages[key].p50, lat.stages[key].p95, lat.stages[key].p99) for lat in figures.latency]
+        print(f"  {label:<36}" + "".join(f"  {c:>{width}}" for c in cells))
+    cells = [f"{lat.batch_mean:.2f} / {lat.batch_max}" for lat in figures.latency]
+    print(f"  {'frames per model run, mean / max':<36}" + "".join(f"  {c:>{width}}" for c in cells))
     return 0
 
 
 def _add_pipeline_parser(actions: argparse._SubParsersAction) -> None:
-    p = actions.add_parser("pipeline", help="worker through the broker vs the same work in-process, same run")
+    p = actions.add_parser("pipeline", help="worker through the broker vs the same work in-process, and the latency "
+                                            "budget by stage, same run")
     p.add_argument("--frames", type=positive_int, default=400, help="frames to push through (default 400)")
-    p.add_argument("--batch", type=positive_int, default=8, help="max batch (default 8)")
-    p.add_argument("--load", type=positive_float, default=0.8,
-                   help="latency phase: publish rate as a share of the in-process rate (default 0.8)")
+    p.add_argument("--batch", type=batch_sizes, default=[8],
+                   help="comma-separated max batch sizes for the throughput runs; the largest is the worker's max "
+                        "batch in the latency runs (default 8)")
+    p.add_argument("--load", type=_loads, default=[0.8],
+                   help="comma-separated latency runs: publish rate as a share of the in-process rate, e.g. "
+                        "0.3,0.5,0.8 (default 0.8)")
     p.add_argument("--source", help="video file (default <home>/data/vtest.avi)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_bench_pipeline)
@@ -160,6 +189,34 @@ def cmd_accuracy(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_count_latency(settings: Settings, args: argparse.Namespace) -> int:
+    from camcount.count_latency_bench import bench_count_latency
+
+    figures = bench_count_latency(settings, Path(args.source) if args.source else default_video(settings),
+                                  args.frames, args.load, args.poll_ms)
+    if args.json:
+        print(json.dumps(figures.as_dict()))
+        return 0
+    print(f"capture -> counted, {figures.crossings} crossings, one camera at {figures.fps} fps "
+          f"(load {figures.load} of a {figures.batch1_ms} ms batch-1 inference), polled every {figures.poll_ms} ms")
+    print(f"  visible in ClickHouse: p50 {figures.clickhouse_p50_ms} ms, p95 {figures.clickhouse_p95_ms} ms, "
+          f"max {figures.clickhouse_max_ms} ms")
+    print(f"  visible in Redis:      p50 {figures.redis_p50_ms} ms, p95 {figures.redis_p95_ms} ms, "
+          f"max {figures.redis_max_ms} ms")
+    return 0
+
+
+def _add_count_latency_parser(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser("count-latency", help="capture -> crossing visible in ClickHouse and Redis, real processes")
+    p.add_argument("--frames", type=positive_int, default=795, help="frames of the footage to replay (default 795)")
+    p.add_argument("--load", type=positive_float, default=0.5,
+                   help="camera rate as a share of one worker's batch-1 rate (default 0.5)")
+    p.add_argument("--poll-ms", type=positive_int, default=100, help="how often ClickHouse and Redis are asked")
+    p.add_argument("--source", help="video file (default <home>/data/vtest.avi)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=cmd_bench_count_latency)
+
+
 def _add_accuracy_parser(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser("accuracy", help="counts and event precision/recall against hand-labelled crossings")
     add_accuracy_arguments(p)
@@ -184,6 +241,49 @@ def _add_counting_parser(actions: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_bench_counting)
 
 
+# --- bench ceiling ---------------------------------------------------------------------------------------------
+def _add_ceiling_parser(actions: argparse._SubParsersAction) -> None:
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        from camcount.ceiling_bench import bench_ceiling
+
+        f = bench_ceiling(settings, Path(args.source) if args.source else default_video(settings), args.frames,
+                          args.batch, None if args.full_size else args.width, args.input_size, args.partitions,
+                          args.decode_threads)
+        if args.json:
+            print(json.dumps(f.as_dict()))
+            return 0
+        print(f"one worker process, {f.frames} frames of {f.jpeg_width}x{f.jpeg_height} JPEG ({f.jpeg_kbytes} KiB), "
+              f"batch {f.batch}, {f.partitions} partitions, {f.decode_threads} decode threads, {f.model} "
+              f"({f.model_input}x{f.model_input}); {f.cpu}, {f.cpus} CPUs")
+        for name, fps, cores, records, distinct in (
+                ("with JPEG decode", f.with_decode_fps, f.with_decode_cpu_cores, f.with_decode_records,
+                 f.with_decode_distinct_frames),
+                ("without JPEG decode", f.without_decode_fps, f.without_decode_cpu_cores, f.without_decode_records,
+                 f.without_decode_distinct_frames)):
+            print(f"  {name:<20}: {fps:8.1f} frames/s  ({cores:.2f} CPU cores busy in this process; "
+                  f"{records} records back, {distinct} distinct frames)")
+        print(f"  JPEG decode alone   : {f.decode_fps_per_core:8.1f} frames/s per core (cv2.imdecode, one thread); "
+              f"{f.decode_fps_pool:.1f} frames/s through the worker's decode on {f.decode_threads} threads")
+        return 0
+
+    p = actions.add_parser("ceiling", help="frames/s one worker process moves with a near-zero-cost model, with "
+                                           "and without JPEG decode (GPU sizing)")
+    p.add_argument("--frames", type=positive_int, default=5000, help="frames published per phase (default 5000)")
+    p.add_argument("--batch", type=positive_int, default=32, help="worker max batch (default 32)")
+    p.add_argument("--width", type=positive_int, default=384,
+                   help="scale the footage's frames down to this width before JPEG encoding (default 384)")
+    p.add_argument("--full-size", action="store_true", help="keep the footage's frame size instead of --width")
+    p.add_argument("--input-size", type=positive_int, default=32,
+                   help="the null model's square input: sets the letterbox cost, e.g. 608 for the default model's "
+                        "(default 32)")
+    p.add_argument("--partitions", type=positive_int, default=4, help="partitions of the bench's topics (default 4)")
+    p.add_argument("--decode-threads", type=positive_int,
+                   help="worker decode pool threads (default: settings.inference.decode_threads)")
+    p.add_argument("--source", help="video file (default <home>/data/vtest.avi)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=run)
+
+
 def register_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks: model, pipeline, accuracy, counting")
     actions = bench.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -191,3 +291,5 @@ def register_parser(sub: argparse._SubParsersAction) -> None:
     _add_pipeline_parser(actions)
     _add_accuracy_parser(actions)
     _add_counting_parser(actions)
+    _add_ceiling_parser(actions)
+    _add_count_latency_parser(actions)

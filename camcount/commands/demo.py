@@ -27,6 +27,7 @@ from sinks.redis_live import read_camera
 
 class DemoError(CamcountError, RuntimeError):
     code = "CLI_002"
+    detail = "demo-failed"
     pass
 
 

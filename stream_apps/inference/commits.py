@@ -17,6 +17,7 @@ class DeliveryFailed(CamcountError):
     """The broker refused records of a batch; its offsets stay uncommitted, so the group will redo it."""
 
     code = "SYS_004"
+    detail = "delivery-failed"
 
 
 @dataclass

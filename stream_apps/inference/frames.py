@@ -15,25 +15,47 @@ from foundation.errors import CamcountError
 from schemas import FRAME, UndecodablePayload, UnknownSchemaVersion
 
 
-class FrameErrorCode(str, Enum):
-    UNDECODABLE_AVRO = "INF_001"
-    UNKNOWN_SCHEMA_VERSION = "INF_002"
-    CORRUPT_IMAGE = "INF_003"
-    OVERSIZED_PAYLOAD = "INF_004"
-    TOO_MANY_PIXELS = "INF_005"
-    UNKNOWN_VARIANT = "INF_006"
-    VARIANT_UNAVAILABLE = "INF_007"
-    """The frame's experiment could not be read, or its variant's model could not be loaded; see the reason."""
+class FrameProblem(str, Enum):
+    """Why a frame is dead-lettered: the value is the finer reason (``dlq-error-detail``), ``code`` the error code
+    of the system's taxonomy (``dlq-error-code``, docs/errors.md)."""
+
+    UNDECODABLE_RECORD = "undecodable-record"
+    UNKNOWN_SCHEMA_VERSION = "unknown-schema-version"
+    OVERSIZED_PAYLOAD = "oversized-payload"
+    TOO_MANY_PIXELS = "too-many-pixels"
+    UNKNOWN_VARIANT = "unknown-variant"
+    CORRUPT_IMAGE = "corrupt-image"
+    VARIANT_MODEL_UNAVAILABLE = "variant-model-unavailable"
+    """The model of the frame's variant could not be loaded; see the reason."""
+    EXPERIMENT_UNREADABLE = "experiment-unreadable"
+    """The frame's experiment could not be read from the experiment store; see the reason."""
+
+    @property
+    def code(self) -> str:
+        return _TAXONOMY[self]
+
+
+_TAXONOMY = {
+    FrameProblem.UNDECODABLE_RECORD: "INF_001", FrameProblem.UNKNOWN_SCHEMA_VERSION: "INF_001",
+    FrameProblem.OVERSIZED_PAYLOAD: "INF_001", FrameProblem.TOO_MANY_PIXELS: "INF_001",
+    FrameProblem.UNKNOWN_VARIANT: "INF_001",  # input validation failed
+    FrameProblem.CORRUPT_IMAGE: "INF_002",  # preprocessing (decoding) failed
+    FrameProblem.VARIANT_MODEL_UNAVAILABLE: "MODEL_002",  # model load failed
+    FrameProblem.EXPERIMENT_UNREADABLE: "SYS_003",  # cache (the experiment store) failed
+}
 
 
 class BadFrame(CamcountError):
-    """A frame the worker cannot use; ``code`` (an instance's :class:`FrameErrorCode`) goes on its dead letter."""
+    """A frame the worker cannot use; its dead letter carries ``code`` and ``detail`` (see :class:`FrameProblem`)."""
 
-    code = "INF_000"
+    code = "INF_001"
+    detail = "undecodable-record"
 
-    def __init__(self, code: FrameErrorCode, reason: str) -> None:
-        super().__init__(f"{code.value}: {reason}")
-        self.code = code
+    def __init__(self, problem: FrameProblem, reason: str) -> None:
+        super().__init__(f"{problem.code} {problem.value}: {reason}")
+        self.problem = problem
+        self.code = problem.code
+        self.detail = problem.value
         self.reason = reason
 
 
@@ -72,43 +94,43 @@ def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: Frame
     this raise anything else.
     """
     if payload is None:
-        raise BadFrame(FrameErrorCode.UNDECODABLE_AVRO, "message has no value (tombstone)")
+        raise BadFrame(FrameProblem.UNDECODABLE_RECORD, "message has no value (tombstone)")
     if len(payload) > limits.max_bytes:
-        raise BadFrame(FrameErrorCode.OVERSIZED_PAYLOAD,
+        raise BadFrame(FrameProblem.OVERSIZED_PAYLOAD,
                        f"payload of {len(payload)} bytes exceeds the {limits.max_bytes}-byte limit")
     try:
         record = FRAME.decode(payload, headers)
     except UnknownSchemaVersion as exc:
-        raise BadFrame(FrameErrorCode.UNKNOWN_SCHEMA_VERSION, str(exc)) from exc
+        raise BadFrame(FrameProblem.UNKNOWN_SCHEMA_VERSION, str(exc)) from exc
     except UndecodablePayload as exc:
-        raise BadFrame(FrameErrorCode.UNDECODABLE_AVRO, str(exc)) from exc
+        raise BadFrame(FrameProblem.UNDECODABLE_RECORD, str(exc)) from exc
     declared = record["width"] * record["height"]
     if declared > limits.max_pixels:
-        raise BadFrame(FrameErrorCode.TOO_MANY_PIXELS,
+        raise BadFrame(FrameProblem.TOO_MANY_PIXELS,
                        f"frame of {record['width']}x{record['height']} exceeds the {limits.max_pixels}-pixel limit")
     if limits.max_age_ms and now_ms is not None and now_ms - record["capture_ts_ms"] > limits.max_age_ms:
         return _frame(record, record["width"], record["height"], None)
     header = jpeg_dimensions(record["image"])
     if header is None and record["image"][:2] == _SOI:
-        raise BadFrame(FrameErrorCode.CORRUPT_IMAGE, "JPEG without a readable frame header (SOF) before its data")
+        raise BadFrame(FrameProblem.CORRUPT_IMAGE, "JPEG without a readable frame header (SOF) before its data")
     if header is None:  # OpenCV would decode a PNG, BMP, ... of any size, unmeasured: a small PNG inflates to GBs
-        raise BadFrame(FrameErrorCode.CORRUPT_IMAGE,
+        raise BadFrame(FrameProblem.CORRUPT_IMAGE,
                        f"image of {len(record['image'])} bytes is not a JPEG, the only format measured before decoding")
     if header[0] * header[1] > limits.max_pixels:
-        raise BadFrame(FrameErrorCode.TOO_MANY_PIXELS,
+        raise BadFrame(FrameProblem.TOO_MANY_PIXELS,
                        f"JPEG header declares {header[0]}x{header[1]}, more than the {limits.max_pixels}-pixel limit")
     jpeg = np.frombuffer(record["image"], dtype=np.uint8)
     try:
         image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR) if jpeg.size else None
     except Exception as exc:  # cv2.error, e.g. a size over OpenCV's own limit in a header we could not read
-        raise BadFrame(FrameErrorCode.CORRUPT_IMAGE,
+        raise BadFrame(FrameProblem.CORRUPT_IMAGE,
                        f"image of {jpeg.size} bytes failed to decode: {str(exc).strip()}") from exc
     if image is None:
-        raise BadFrame(FrameErrorCode.CORRUPT_IMAGE,
+        raise BadFrame(FrameProblem.CORRUPT_IMAGE,
                        f"image of {jpeg.size} bytes is not a decodable {record['encoding']} picture")
     height, width = image.shape[:2]
     if width * height > limits.max_pixels:
-        raise BadFrame(FrameErrorCode.TOO_MANY_PIXELS,
+        raise BadFrame(FrameProblem.TOO_MANY_PIXELS,
                        f"decoded frame of {width}x{height} exceeds the {limits.max_pixels}-pixel limit")
     return _frame(record, width, height, image)
 

@@ -26,7 +26,7 @@ from models.loading import load_registered_model, open_model_registry
 from models.registry import RegisteredModel
 from models.watcher import ModelWatcher
 from sinks.experiment_store import ExperimentNotFound, ExperimentStore, ExperimentStoreUnavailable
-from stream_apps.inference.frames import BadFrame, FrameErrorCode
+from stream_apps.inference.frames import BadFrame, FrameProblem
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class RouteTable:
         self._experiments: dict[str, Experiment] = {}
         self._models: dict[str, Detector] = {}
         self._unknown: dict[str, float] = {}
-        self._unavailable: dict[str, tuple[float, str]] = {}
+        self._unavailable: dict[str, tuple[float, FrameProblem, str]] = {}  # when, why, what to say
         """Experiment -> (when, why) for the last attempt that left some of its variants without a route."""
         self._unavailable_retry_s = unavailable_retry_s
         self._idle_release_s = idle_release_s
@@ -121,7 +121,7 @@ class RouteTable:
     def route(self, experiment: str, variant: str) -> Route:
         if not experiment:
             if variant:
-                raise BadFrame(FrameErrorCode.UNKNOWN_VARIANT,
+                raise BadFrame(FrameProblem.UNKNOWN_VARIANT,
                                f"variant {variant!r} without an experiment: set both headers or neither")
             return self._production
         route = self._routes.get((experiment, variant))
@@ -133,9 +133,9 @@ class RouteTable:
         if route is None and experiment in self._unavailable:
             definition = self._experiments.get(experiment)
             if definition is None or variant in {v.name for v in definition.variants}:
-                raise BadFrame(FrameErrorCode.VARIANT_UNAVAILABLE, self._unavailable[experiment][1])
+                raise BadFrame(*self._unavailable[experiment][1:])
         if route is None:
-            raise BadFrame(FrameErrorCode.UNKNOWN_VARIANT,
+            raise BadFrame(FrameProblem.UNKNOWN_VARIANT,
                            f"experiment {experiment!r} has no variant {variant!r} here: check the ingestor's "
                            f"experiment, or start the experiment with `camcount ab start`")
         return route
@@ -207,9 +207,10 @@ class RouteTable:
             self._unknown[name] = now
             return
         except (ExperimentStoreUnavailable, redis.RedisError, ValueError) as exc:  # store down, or unparsable
-            self._unavailable[name] = (self._clock(), f"experiment {name!r} cannot be read: {exc!r}")
-            log.error("experiment %s cannot be read (%r); its frames are dead-lettered as %s for %.0f s", name,
-                      exc, FrameErrorCode.VARIANT_UNAVAILABLE.value, self._unavailable_retry_s)
+            problem = FrameProblem.EXPERIMENT_UNREADABLE
+            self._unavailable[name] = (self._clock(), problem, f"experiment {name!r} cannot be read: {exc!r}")
+            log.error("experiment %s cannot be read (%r); its frames are dead-lettered as %s %s for %.0f s", name,
+                      exc, problem.code, problem.value, self._unavailable_retry_s)
             return
         self._experiments[name] = experiment
         failures: list[str] = []
@@ -229,10 +230,11 @@ class RouteTable:
             log.info("experiment %s: variant %s served by %s@%s (conf %s, nms %s)", name, variant.name,
                      detector.name, detector.version, variant.confidence_threshold, variant.nms_threshold)
         if failures:
-            self._unavailable[name] = (self._clock(), "; ".join(failures))
-            log.error("%s; the frames of %s are dead-lettered as %s for %.0f s before a retry", "; ".join(failures),
-                      "that variant" if len(failures) == 1 else "those variants",
-                      FrameErrorCode.VARIANT_UNAVAILABLE.value, self._unavailable_retry_s)
+            problem = FrameProblem.VARIANT_MODEL_UNAVAILABLE
+            self._unavailable[name] = (self._clock(), problem, "; ".join(failures))
+            log.error("%s; the frames of %s are dead-lettered as %s %s for %.0f s before a retry", "; ".join(failures),
+                      "that variant" if len(failures) == 1 else "those variants", problem.code, problem.value,
+                      self._unavailable_retry_s)
 
 
 def load_routes(settings: Settings) -> RouteTable:

@@ -1,5 +1,15 @@
 """The inference worker: one member of the ``frames`` consumer group.
 
+Batching policy: a frame is never held back to fill a batch; a batch is what arrived while the model ran the batch
+before it. With no batch waiting, the worker blocks for one frame (up to ``inference.max_delay_ms``, after which it
+comes round to commit acknowledged offsets, pick up a new production model and check for stop), then adds what else
+has already arrived, up to ``max_batch``, without waiting, and starts decoding them: that is the waiting batch. With
+a batch waiting, it takes what has arrived since, without waiting, starts decoding it, and completes the waiting
+batch at once. At low load batches stay at 1-2 frames and a frame's latency approaches its own decode + inference;
+under load frames pile up in librdkafka's queue while the model runs, so batches grow to ``max_batch`` by themselves
+and throughput is kept. Each detections record carries a timing header (``metrics.TIMING_HEADER``: fetched,
+decoded, inference start and end, produced) so a reader can see where its latency went.
+
 Commit protocol, per batch of frames taken from the partitions this worker owns:
   1. decode and validate every frame on the decode pool (started as soon as the batch is fetched, so it
      overlaps the previous batch's inference); bad frames go to the dead-letter topic, stale ones become
@@ -16,7 +26,9 @@ Batches complete in fetch order, one at a time, so each partition's output keeps
 fetched batch waits while another completes, and librdkafka's prefetch is bounded, so memory stays bounded
 however slow the model is. On revoke, the waiting batch is completed and committed before the partitions go; on
 loss (session timeout), it and every offset not yet committed for the lost partitions are dropped, since the
-partitions may already be someone else's.
+partitions may already be someone else's. On stop (checked between batches, so within ``max_delay_ms`` when idle),
+the waiting batch is completed and the committer drained before the worker closes; a stop that finds the producer
+queue full raises StoppedWhileQueueFull and leaves the batch being produced uncommitted, to be redone.
 """
 
 from __future__ import annotations
@@ -27,9 +39,17 @@ import time
 import uuid
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from foundation.errors import CamcountError
 from foundation.kafka import consumer_config, next_offsets, producer_config, wait_for_broker
@@ -37,9 +57,10 @@ from foundation.settings import Settings
 from models.agreement import match_detections
 from models.detections import Detections
 from schemas import DETECTIONS, SHADOW_PAIR, headers_dict
+from schemas.dead_letters import dead_letter_headers
 from stream_apps.inference.commits import AckedCommitter, PendingBatch
 from stream_apps.inference.frames import BadFrame, DecodedFrame, FrameLimits, decode_frame
-from stream_apps.inference.metrics import InferenceMetrics
+from stream_apps.inference.metrics import InferenceMetrics, timing_header
 from stream_apps.inference.routing import Route, RouteTable
 
 log = logging.getLogger(__name__)
@@ -52,6 +73,7 @@ class StoppedWhileQueueFull(CamcountError):
     the batch it was producing is never committed, so the group redoes it."""
 
     code = "WORKER_001"
+    detail = "stopped-while-queue-full"
 
 
 @dataclass
@@ -64,9 +86,17 @@ class WorkerStats:
 
 @dataclass
 class FetchedBatch:
-    messages: list[Message]
-    decoded: list[Future]
-    fetched: float
+    """Frames fetched to run together: each one's message, its decoding (a future of the decoded frame or BadFrame
+    and the wall-clock time decoding ended) and its fetch time (wall clock, s)."""
+
+    messages: list[Message] = field(default_factory=list)
+    decoded: list[Future] = field(default_factory=list)
+    fetched: list[float] = field(default_factory=list)
+
+    def extend(self, more: FetchedBatch) -> None:
+        self.messages += more.messages
+        self.decoded += more.decoded
+        self.fetched += more.fetched
 
 
 class InferenceWorker:
@@ -149,18 +179,14 @@ class InferenceWorker:
     def run(self) -> WorkerStats:
         self._connect()
         assert self._consumer is not None and self._producer is not None
-        max_batch = self.settings.inference.max_batch
-        timeout_s = max(self.settings.inference.max_delay_ms / 1000.0, 0.005)
+        poll_s = max(self.settings.inference.max_delay_ms / 1000.0, 0.005)
         try:
             while not self._stop.is_set():
                 self.routes.refresh()  # hot swap happens here, between batches
-                messages = [m for m in self._consumer.consume(max_batch, timeout=timeout_s)
-                            if not self._is_consumer_error(m)]
-                fetched = self._start_decoding(messages) if messages else None
-                if self._waiting is not None:
-                    batch, self._waiting = self._waiting, None
-                    self._complete(batch)
-                self._waiting = fetched
+                if self._waiting is None:
+                    self._fetch_first(poll_s)
+                else:
+                    self._fetch_next_and_complete()
                 self._committer.commit_acknowledged()
                 self._refresh_lag()
             if self._waiting is not None:
@@ -173,10 +199,46 @@ class InferenceWorker:
             self._producer.flush(10)
         return self.stats
 
+    def _fetch_first(self, poll_s: float) -> None:
+        """Nothing waits: block up to ``poll_s`` for one frame, then add what else has already arrived, without
+        waiting, and start decoding them as the waiting batch."""
+        first = self._consume(1, poll_s)
+        if not first:
+            return
+        # Waiting before the second consume: a revoke during it completes and commits this frame, as it would any
+        # waiting batch, while the partition is still ours.
+        self._waiting = self._start_decoding(first)
+        more = self._consume(self.settings.inference.max_batch - 1, 0) if self.settings.inference.max_batch > 1 else []
+        if more:
+            if self._waiting is None:  # completed by a revoke, or dropped on loss, during that consume
+                self._waiting = self._start_decoding(more)
+            else:
+                self._waiting.extend(self._start_decoding(more))
+
+    def _fetch_next_and_complete(self) -> None:
+        """A batch waits (decoding): take what has arrived since, without waiting, and start decoding it; then
+        complete the waiting batch at once. The next batch is what arrived while the model ran this one."""
+        assert self._waiting is not None
+        messages = self._consume(self.settings.inference.max_batch, 0)
+        fetched = self._start_decoding(messages) if messages else None
+        if self._waiting is not None:  # not already completed by a revoke during the consume
+            batch, self._waiting = self._waiting, None
+            self._complete(batch)
+        self._waiting = fetched
+
+    def _consume(self, count: int, timeout_s: float) -> list[Message]:
+        assert self._consumer is not None
+        return [m for m in self._consumer.consume(count, timeout=timeout_s) if not self._is_consumer_error(m)]
+
     def _start_decoding(self, messages: list[Message]) -> FetchedBatch:
-        now_ms = int(time.time() * 1000)
-        return FetchedBatch(messages, [self._pool.submit(self._decode, m, now_ms) for m in messages],
-                            time.monotonic())
+        batch = FetchedBatch()
+        now = time.time()
+        now_ms = int(now * 1000)
+        for message in messages:
+            batch.messages.append(message)
+            batch.decoded.append(self._pool.submit(self._decode_timed, message, now_ms))
+            batch.fetched.append(now)
+        return batch
 
     def _complete(self, batch: FetchedBatch) -> None:
         """Steps 2-5 of the commit protocol for one fetched batch."""
@@ -212,8 +274,10 @@ class InferenceWorker:
         shadowed: dict[int, tuple[str, Route, Detections, float]] = {}
         published: list[tuple[DecodedFrame, object]] = []
         decoded_of: dict[int, DecodedFrame] = {}
-        for message, future in zip(batch.messages, batch.decoded):
-            result = future.result()
+        times: dict[int, dict[str, float]] = {}  # per record: the stages of its timing header (ms since the epoch)
+        fetched_at: dict[int, float] = {}
+        for message, future, fetched in zip(batch.messages, batch.decoded, batch.fetched):
+            result, decoded = future.result()
             if isinstance(result, BadFrame):
                 self._dead_letter(message, result)
                 continue
@@ -222,6 +286,9 @@ class InferenceWorker:
             except BadFrame as bad:
                 self._dead_letter(message, bad)
                 continue
+            times[id(message)] = {"fetched": fetched * 1000, "decoded": decoded * 1000}
+            fetched_at[id(message)] = fetched
+            self._observe_fetch(route.detector, message, fetched, decoded)
             if result.stale:
                 detector = route.detector
                 records[id(message)] = self._detections_record(message, result, detector, None, 0.0, "SKIPPED")
@@ -235,22 +302,29 @@ class InferenceWorker:
             if shadow is not None:
                 routes[shadow[1].key] = shadow[1]
                 groups[shadow[1].key].append((message, result, shadow[0]))
-        started = time.monotonic()
         for key, members in groups.items():
             route = routes[key]
             detector = route.detector
-            self.metrics.queue.labels(detector.name, detector.version).observe(started - batch.fetched)
+            started = time.time()
+            queue = self.metrics.queue.labels(detector.name, detector.version)
+            for message, _, shadow_variant in members:
+                if shadow_variant is None:
+                    queue.observe(max(started - fetched_at[id(message)], 0.0))
             try:
                 results = detector.detect([frame.image for _, frame, _ in members],
                                           conf=route.confidence_threshold, iou=route.nms_threshold)
             except Exception:  # a model that fails on some input must not take the worker (and its group) down
                 log.exception("%s@%s failed on a batch of %d frames; marking them ERROR", detector.name,
                               detector.version, len(members))
+                ended = time.time()
                 for message, frame, shadow_variant in members:
                     if shadow_variant is None:
                         records[id(message)] = self._detections_record(message, frame, detector, None, 0.0, "ERROR")
                         self.metrics.frames.labels(detector.name, detector.version, frame.variant, "failed").inc()
+                        times[id(message)].update(infer_start=started * 1000, infer_end=ended * 1000,
+                                                  batch=len(members))
                 continue
+            ended = time.time()
             self._observe_batch(detector, len(members))
             per_frame_ms = detector.last_timings.infer_ms / len(members)
             for (message, frame, shadow_variant), detections in zip(members, results):
@@ -262,12 +336,14 @@ class InferenceWorker:
                 records[id(message)] = self._detections_record(message, frame, detector, detections, per_frame_ms)
                 served[id(message)] = (route, detections, per_frame_ms)
                 published.append((frame, detector))
+                times[id(message)].update(infer_start=started * 1000, infer_end=ended * 1000, batch=len(members))
         publish_started = time.monotonic()
         topic = self.settings.kafka.detections_topic
         for message in batch.messages:  # input order, so each partition's output keeps its order
             value = records.get(id(message))
             if value is not None:
-                self._produce(topic, message.key(), value, DETECTIONS.headers())
+                timing = {**times[id(message)], "produced": time.time() * 1000}
+                self._produce(topic, message.key(), value, [*DETECTIONS.headers(), timing_header(timing)])
             if id(message) in shadowed and id(message) in served:
                 pair = self._shadow_pair(decoded_of[id(message)], served[id(message)], shadowed[id(message)])
                 self._produce(self.settings.kafka.shadow_topic, message.key(), pair, SHADOW_PAIR.headers())
@@ -297,6 +373,10 @@ class InferenceWorker:
         except BadFrame as bad:
             return bad
 
+    def _decode_timed(self, message: Message, now_ms: int) -> tuple[DecodedFrame | BadFrame, float]:
+        result = self._decode(message, now_ms)
+        return result, time.time()
+
     def _detections_record(self, message: Message, frame: DecodedFrame, detector,
                            detections: Detections | None, infer_ms: float, status: str = "OK") -> bytes:
         detections = detections if detections is not None else Detections.empty()
@@ -314,14 +394,11 @@ class InferenceWorker:
         })
 
     def _dead_letter(self, message: Message, bad: BadFrame) -> None:
-        headers = list(message.headers() or []) + [
-            ("dlq-error-code", bad.code.value.encode()),
-            ("dlq-reason", bad.reason.encode(errors="replace")),
-            ("dlq-source", f"{message.topic()}/{message.partition()}/{message.offset()}".encode()),
-        ]
+        headers = dead_letter_headers(message.headers(), "infer", bad.code, bad.detail, bad.reason, message.topic(),
+                                      message.partition(), message.offset())
         log.warning("dead-lettering %s/%d/%d: %s", message.topic(), message.partition(), message.offset(), bad)
         self._produce(self.settings.kafka.dead_letter_topic, message.key(), message.value(), headers)
-        self.metrics.dead_letters.labels(bad.code.value).inc()
+        self.metrics.dead_letters.labels(bad.code, bad.detail).inc()
         self.stats.dead_letters += 1
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers) -> None:
@@ -352,6 +429,13 @@ class InferenceWorker:
         return True
 
     # --- metrics ------------------------------------------------------------------------------------------
+    def _observe_fetch(self, detector, message: Message, fetched: float, decoded: float) -> None:
+        labels = (detector.name, detector.version)
+        kind, timestamp_ms = message.timestamp()
+        if kind != TIMESTAMP_NOT_AVAILABLE and timestamp_ms > 0:  # clocks of other hosts may be ahead: clamp
+            self.metrics.fetch.labels(*labels).observe(max(fetched - timestamp_ms / 1000, 0.0))
+        self.metrics.decode.labels(*labels).observe(max(decoded - fetched, 0.0))
+
     def _observe_batch(self, detector, size: int) -> None:
         labels = (detector.name, detector.version)
         timings = detector.last_timings

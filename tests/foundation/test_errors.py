@@ -33,11 +33,19 @@ def test_every_camcount_error_has_its_own_family_code():
     assert not missing, f"give these a code: {missing}"
 
 
-def test_every_code_is_listed_in_the_error_docs():
-    documented = set(re.findall(r"^\| ([A-Z]+_\d{3}) \|", (REPO / "docs" / "errors.md").read_text(), re.M))
+def test_every_code_and_detail_is_listed_in_the_error_docs():
+    from stream_apps.inference.frames import FrameProblem
 
-    undocumented = {cls.code for cls in _all_error_classes()} - documented
-    assert not undocumented, f"add these codes to docs/errors.md: {sorted(undocumented)}"
+    documented = set(re.findall(r"^\| ([A-Z]+_\d{3}) \| ([a-z-]+) \|", (REPO / "docs" / "errors.md").read_text(),
+                                re.M))
+    raised = {(cls.code, cls.detail) for cls in _all_error_classes()} | {(p.code, p.value) for p in FrameProblem}
+
+    assert not raised - documented, f"add these to docs/errors.md: {sorted(raised - documented)}"
+
+
+def test_every_error_has_a_kebab_case_detail():
+    assert [cls.__qualname__ for cls in _all_error_classes() if not re.fullmatch(r"[a-z]+(-[a-z0-9]+)*",
+                                                                                cls.detail)] == []
 
 
 def test_one_line_joins_message_and_remedy_and_flattens_newlines():

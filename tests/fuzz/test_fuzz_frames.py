@@ -1,5 +1,5 @@
 """Fuzzing the frame decoder as the inference worker calls it: whatever a producer puts on ``frames`` (value and
-headers), ``decode_frame`` returns a frame or raises BadFrame with a FrameErrorCode, never anything else, and never
+headers), ``decode_frame`` returns a frame or raises BadFrame with a FrameProblem, never anything else, and never
 decodes a picture larger than the pixel limit (so a small payload cannot make the worker allocate gigabytes)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from schemas import FRAME, headers_dict
 from stream_apps.inference.frames import (
     BadFrame,
     DecodedFrame,
-    FrameErrorCode,
     FrameLimits,
+    FrameProblem,
     decode_frame,
     jpeg_dimensions,
 )
@@ -83,12 +83,12 @@ def _decode(value, pairs, limits, now_ms):
 def _check(outcome, decoded_pixels, limits):
     assert all(pixels <= limits.max_pixels for pixels in decoded_pixels), \
         f"decoded {decoded_pixels} pixels, over the {limits.max_pixels}-pixel limit"
-    event(outcome.code.value if isinstance(outcome, BadFrame) else "stale" if outcome.stale else "decoded")
+    event(outcome.problem.value if isinstance(outcome, BadFrame) else "stale" if outcome.stale else "decoded")
     if isinstance(outcome, BadFrame):
-        assert isinstance(outcome.code, FrameErrorCode)
-        assert outcome.code in {FrameErrorCode.UNDECODABLE_AVRO, FrameErrorCode.UNKNOWN_SCHEMA_VERSION,
-                                FrameErrorCode.CORRUPT_IMAGE, FrameErrorCode.OVERSIZED_PAYLOAD,
-                                FrameErrorCode.TOO_MANY_PIXELS}
+        assert isinstance(outcome.problem, FrameProblem)
+        assert outcome.problem in {FrameProblem.UNDECODABLE_RECORD, FrameProblem.UNKNOWN_SCHEMA_VERSION,
+                                FrameProblem.CORRUPT_IMAGE, FrameProblem.OVERSIZED_PAYLOAD,
+                                FrameProblem.TOO_MANY_PIXELS}
         return
     assert isinstance(outcome, DecodedFrame)
     if not outcome.stale:
@@ -224,4 +224,4 @@ def test_pictures_over_the_limit_are_refused_before_decoding(image):
                           "image": image})
     outcome, decoded = _decode(value, FRAME.headers(), limits, None)
     assert isinstance(outcome, BadFrame) and decoded == []
-    assert outcome.code in (FrameErrorCode.CORRUPT_IMAGE, FrameErrorCode.TOO_MANY_PIXELS)
+    assert outcome.problem in (FrameProblem.CORRUPT_IMAGE, FrameProblem.TOO_MANY_PIXELS)

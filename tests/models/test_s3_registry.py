@@ -162,7 +162,7 @@ def test_a_missing_file_reads_as_none(s3: BaseClient, bucket: str, tmp_path: Pat
 def test_a_missing_bucket_is_an_error_saying_to_create_it(s3: BaseClient, tmp_path: Path) -> None:
     registry = open_registry("s3://no-such-bucket", tmp_path / "cache")
 
-    with pytest.raises(S3RegistryError, match="MODEL_006.*bucket 'no-such-bucket' does not exist.*create it"):
+    with pytest.raises(S3RegistryError, match="MODEL_002.*bucket 'no-such-bucket' does not exist.*create it"):
         registry.list()
 
 

@@ -137,7 +137,7 @@ def test_a_corrupt_onnx_file_keeps_the_served_version_and_reports_model_004(
     corrupt_onnx_keeping_checksum(registry, "1.1.0")
     registry.promote("fixed", "1.1.0")
     assert watcher.poll() is None
-    assert watcher.serving == "1.0.0" and watcher.status()["error"]["code"] == "MODEL_004"
+    assert watcher.serving == "1.0.0" and watcher.status()["error"]["code"] == "MODEL_002"
 
 
 def test_any_load_exception_counts_as_a_load_error(registry: ModelRegistry) -> None:
@@ -146,7 +146,7 @@ def test_any_load_exception_counts_as_a_load_error(registry: ModelRegistry) -> N
 
     watcher = ModelWatcher(registry, "fixed@production", explode, serving="0.9.0")
     assert watcher.poll() is None
-    assert watcher.status()["error"]["code"] == "MODEL_004"
+    assert watcher.status()["error"]["code"] == "MODEL_002"
     assert "out of GPU memory" in watcher.status()["error"]["message"]
 
 
@@ -284,5 +284,5 @@ def test_in_background_mode_a_failed_load_keeps_the_served_version_and_reports_m
 
     assert poll_until_settled(watcher) is None
     status = watcher.status()
-    assert status["serving"] == "1.0.0" and status["error"]["code"] == "MODEL_004"
+    assert status["serving"] == "1.0.0" and status["error"]["code"] == "MODEL_002"
     assert "engine build failed" in status["error"]["message"]

@@ -128,13 +128,14 @@ def test_in_strict_mode_a_record_the_sink_cannot_decode_stops_it_without_committ
     assert committed <= 1  # the next offset to read is at most the unreadable record's
 
 
-@pytest.mark.parametrize(("value", "headers", "code"), [
-    (GOOD, NEXT_VERSION, "SCHEMA_001"),
-    (GOOD[:3], CROSSING.headers(), "SCHEMA_002"),
-    (CROSSING.encode({**CROSSING_RECORD, "event_id": "far", "capture_ts_ms": 2**62}), CROSSING.headers(), "SCHEMA_002"),
+@pytest.mark.parametrize(("value", "headers", "detail"), [
+    (GOOD, NEXT_VERSION, "unknown-schema-version"),
+    (GOOD[:3], CROSSING.headers(), "undecodable-record"),
+    (CROSSING.encode({**CROSSING_RECORD, "event_id": "far", "capture_ts_ms": 2**62}), CROSSING.headers(),
+     "undecodable-record"),
 ], ids=["unknown-schema-version", "corrupt-payload", "capture-time-past-year-9999"])
 def test_a_record_the_sink_cannot_decode_is_set_aside_with_its_source_and_the_records_after_it_are_written(
-    isolated_settings, value, headers, code
+    isolated_settings, value, headers, detail
 ):
     settings = isolated_settings(1)
     topic = settings.kafka.crossings_topic
@@ -157,10 +158,10 @@ def test_a_record_the_sink_cannot_decode_is_set_aside_with_its_source_and_the_re
     (dead,) = consume_records(settings, settings.kafka.records_dead_letter_topic, lambda rs: len(rs) >= 1,
                               timeout_s=30, decode=lambda raw, _: {"value": raw})
     assert dead["value"] == value
-    assert (dead["_headers"]["dlq-error-code"], dead["_headers"]["dlq-source"]) == (code.encode(),
-                                                                                    f"{topic}/0/1".encode())
+    assert (dead["_headers"]["dlq-error-code"], dead["_headers"]["dlq-error-detail"], dead["_headers"]["dlq-source"]) \
+        == (b"INF_001", detail.encode(), f"{topic}/0/1".encode())
     assert sink.metrics_registry.get_sample_value("camcount_sink_dead_records_total",
-                                                  {"topic": topic, "code": code}) == 1
+                                                  {"topic": topic, "code": "INF_001", "detail": detail}) == 1
     reader = Consumer(consumer_config(settings, group))
     try:
         assert reader.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == 3

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from schemas import FRAME
-from stream_apps.inference.frames import BadFrame, FrameErrorCode, FrameLimits, decode_frame, jpeg_dimensions
+from stream_apps.inference.frames import BadFrame, FrameLimits, FrameProblem, decode_frame, jpeg_dimensions
 
 LIMITS = FrameLimits(max_bytes=100_000, max_pixels=1_000_000)
 
@@ -23,10 +23,10 @@ def _message(image: bytes, width=32, height=24, capture_ts_ms=1_000) -> bytes:
                          "height": height, "image": image})
 
 
-def _code(payload, headers=None, limits=LIMITS) -> FrameErrorCode:
+def _code(payload, headers=None, limits=LIMITS) -> FrameProblem:
     with pytest.raises(BadFrame) as caught:
         decode_frame(payload, dict(FRAME.headers()) if headers is None else headers, limits)
-    return caught.value.code
+    return caught.value.problem
 
 
 def test_a_good_frame_decodes_to_its_image():
@@ -36,31 +36,31 @@ def test_a_good_frame_decodes_to_its_image():
 
 
 def test_garbage_is_undecodable_avro():
-    assert _code(b"\x00\x01garbage") == FrameErrorCode.UNDECODABLE_AVRO
+    assert _code(b"\x00\x01garbage") == FrameProblem.UNDECODABLE_RECORD
 
 
 def test_a_tombstone_is_undecodable_avro():
-    assert _code(None) == FrameErrorCode.UNDECODABLE_AVRO
+    assert _code(None) == FrameProblem.UNDECODABLE_RECORD
 
 
 def test_missing_schema_headers_are_an_unknown_schema_version():
-    assert _code(_message(_jpeg()), headers={}) == FrameErrorCode.UNKNOWN_SCHEMA_VERSION
+    assert _code(_message(_jpeg()), headers={}) == FrameProblem.UNKNOWN_SCHEMA_VERSION
 
 
 def test_a_corrupt_jpeg_is_a_corrupt_image():
-    assert _code(_message(b"\xff\xd8\xff\xe0 not really")) == FrameErrorCode.CORRUPT_IMAGE
+    assert _code(_message(b"\xff\xd8\xff\xe0 not really")) == FrameProblem.CORRUPT_IMAGE
 
 
 def test_an_oversized_payload_is_refused_before_decoding():
-    assert _code(_message(b"\x00" * 200_000)) == FrameErrorCode.OVERSIZED_PAYLOAD
+    assert _code(_message(b"\x00" * 200_000)) == FrameProblem.OVERSIZED_PAYLOAD
 
 
 def test_declared_dimensions_above_the_pixel_limit_are_refused():
-    assert _code(_message(_jpeg(), width=5000, height=5000)) == FrameErrorCode.TOO_MANY_PIXELS
+    assert _code(_message(_jpeg(), width=5000, height=5000)) == FrameProblem.TOO_MANY_PIXELS
 
 
 def test_a_decoded_image_above_the_pixel_limit_is_refused_even_if_declared_small():
-    assert _code(_message(_jpeg(2000, 1000)), limits=FrameLimits(10**7, 1_000_000)) == FrameErrorCode.TOO_MANY_PIXELS
+    assert _code(_message(_jpeg(2000, 1000)), limits=FrameLimits(10**7, 1_000_000)) == FrameProblem.TOO_MANY_PIXELS
 
 
 def test_a_stale_frame_comes_back_without_its_image():
@@ -91,17 +91,17 @@ def test_the_jpeg_header_gives_the_declared_size_without_decoding():
 
 def test_a_jpeg_header_above_the_pixel_limit_is_refused_without_decoding():
     started = time.monotonic()
-    assert _code(_message(_jpeg_declaring(20000, 20000))) == FrameErrorCode.TOO_MANY_PIXELS
+    assert _code(_message(_jpeg_declaring(20000, 20000))) == FrameProblem.TOO_MANY_PIXELS
     assert time.monotonic() - started < 1.0  # decoding it would allocate 1.2 GB and take seconds
 
 
 def test_a_jpeg_header_above_opencvs_own_limit_is_refused_not_raised():
-    assert _code(_message(_jpeg_declaring(65000, 65000))) == FrameErrorCode.TOO_MANY_PIXELS
+    assert _code(_message(_jpeg_declaring(65000, 65000))) == FrameProblem.TOO_MANY_PIXELS
 
 
 def test_a_decoder_error_is_a_corrupt_image():
     limits = FrameLimits(max_bytes=100_000, max_pixels=2**32)  # lets the header through to OpenCV, which refuses it
-    assert _code(_message(_jpeg_declaring(65000, 65000)), limits=limits) == FrameErrorCode.CORRUPT_IMAGE
+    assert _code(_message(_jpeg_declaring(65000, 65000)), limits=limits) == FrameProblem.CORRUPT_IMAGE
 
 
 def _with_junk_before_the_frame_header(jpeg: bytes) -> bytes:
@@ -112,11 +112,11 @@ def _with_junk_before_the_frame_header(jpeg: bytes) -> bytes:
 def test_junk_bytes_before_the_frame_header_do_not_hide_its_size():
     assert jpeg_dimensions(_with_junk_before_the_frame_header(_jpeg_declaring(8000, 8000))) == (8000, 8000)
     assert _code(_message(_with_junk_before_the_frame_header(_jpeg_declaring(8000, 8000)))) == \
-        FrameErrorCode.TOO_MANY_PIXELS
+        FrameProblem.TOO_MANY_PIXELS
 
 
 def test_a_jpeg_without_a_frame_header_is_a_corrupt_image():
     jpeg = _jpeg()
     sof = jpeg.index(b"\xff\xc0")
     length = int.from_bytes(jpeg[sof + 2:sof + 4], "big")
-    assert _code(_message(jpeg[:sof] + jpeg[sof + 2 + length:])) == FrameErrorCode.CORRUPT_IMAGE
+    assert _code(_message(jpeg[:sof] + jpeg[sof + 2 + length:])) == FrameProblem.CORRUPT_IMAGE

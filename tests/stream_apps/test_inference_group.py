@@ -132,20 +132,22 @@ def test_poison_messages_go_to_the_dead_letter_topic_with_their_codes_while_good
     settings = pipeline_settings(partitions=2, max_frame_bytes=200_000, max_frame_pixels=4_000_000)
     camera = f"poison-{tmp_path.name[-4:]}"
     good = _tiny_jpeg()
-    poison = {
-        "INF_001": (b"\x00\xff not avro at all", FRAME.headers()),
-        "INF_002": (_frame_value(camera, 1, good), [("camcount-schema", b"frame"), (SCHEMA_VERSION_HEADER, b"99")]),
-        "INF_003": (_frame_value(camera, 2, b"\xff\xd8 truncated jpeg"), FRAME.headers()),
-        "INF_004": (_frame_value(camera, 3, b"\xff" * 300_000), FRAME.headers()),
-        "INF_005": (_frame_value(camera, 4, good, width=50_000, height=50_000), FRAME.headers()),
-        "INF_006": (_frame_value(camera, 5, good, variant="nobody-serves-this"), FRAME.headers()),
+    poison = {  # (code, detail) -> poison
+        ("INF_001", "undecodable-record"): (b"\x00\xff not avro at all", FRAME.headers()),
+        ("INF_001", "unknown-schema-version"): (
+            _frame_value(camera, 1, good), [("camcount-schema", b"frame"), (SCHEMA_VERSION_HEADER, b"99")]),
+        ("INF_002", "corrupt-image"): (_frame_value(camera, 2, b"\xff\xd8 truncated jpeg"), FRAME.headers()),
+        ("INF_001", "oversized-payload"): (_frame_value(camera, 3, b"\xff" * 300_000), FRAME.headers()),
+        ("INF_001", "too-many-pixels"): (_frame_value(camera, 4, good, width=50_000, height=50_000), FRAME.headers()),
+        ("INF_001", "unknown-variant"): (_frame_value(camera, 5, good, variant="nobody-serves-this"), FRAME.headers()),
     }
     producer = Producer(producer_config(settings))
     topic = settings.kafka.frames_topic
     good_seqs = []
     seq = 10
-    for code, (value, headers) in poison.items():
-        producer.produce(topic, key=camera.encode(), value=value, headers=headers + [("expected-code", code.encode())])
+    for (code, detail), (value, headers) in poison.items():
+        producer.produce(topic, key=camera.encode(), value=value,
+                         headers=headers + [("expected", f"{code} {detail}".encode())])
         producer.produce(topic, key=camera.encode(), value=_frame_value(camera, seq, good), headers=FRAME.headers())
         good_seqs.append(seq)
         seq += 1
@@ -159,11 +161,11 @@ def test_poison_messages_go_to_the_dead_letter_topic_with_their_codes_while_good
                                      lambda rs: len(rs) >= len(good_seqs), timeout_s=60)
     finally:
         processes.stop_all()
-    assert sorted(d["_headers"]["dlq-error-code"].decode() for d in dead) == sorted(poison)
-    for d in dead:
-        code = d["_headers"]["dlq-error-code"].decode()
-        assert d["_headers"]["expected-code"].decode() == code
-        assert d["value"] == poison[code][0], f"{code}: the original payload must be kept"
+    classified = [(d["_headers"]["dlq-error-code"].decode(), d["_headers"]["dlq-error-detail"].decode()) for d in dead]
+    assert sorted(classified) == sorted(poison)
+    for d, (code, detail) in zip(dead, classified):
+        assert d["_headers"]["expected"].decode() == f"{code} {detail}"
+        assert d["value"] == poison[(code, detail)][0], f"{code} {detail}: the original payload must be kept"
         assert d["_headers"]["dlq-reason"], code
     assert sorted(r["frame_seq"] for r in detections) == good_seqs
 

@@ -208,7 +208,8 @@ def test_an_undecodable_detections_record_is_set_aside_by_the_counting_app_and_t
     finally:
         processes.stop_all()
     assert sorted(d["_headers"]["dlq-stage"] for d in dead) == [b"count", b"sink"]
-    assert {(d["value"], d["_headers"]["dlq-error-code"]) for d in dead} == {(b"\x07not avro", b"SCHEMA_002")}
-    assert 'camcount_count_dead_records_total{code="SCHEMA_002"} 1.0' in body
-    assert f'camcount_sink_dead_records_total{{code="SCHEMA_002",topic="{settings.kafka.detections_topic}"}} 1.0' \
-        in body
+    assert {(d["value"], d["_headers"]["dlq-error-code"], d["_headers"]["dlq-error-detail"]) for d in dead} == {
+        (b"\x07not avro", b"INF_001", b"undecodable-record")}
+    assert 'camcount_count_dead_records_total{code="INF_001",detail="undecodable-record"} 1.0' in body
+    assert ('camcount_sink_dead_records_total{code="INF_001",detail="undecodable-record",'
+            f'topic="{settings.kafka.detections_topic}"}} 1.0') in body

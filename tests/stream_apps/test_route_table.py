@@ -1,5 +1,5 @@
 """A variant whose model cannot be loaded, or an experiment the store cannot read, never takes the worker down:
-those frames are refused as VARIANT_UNAVAILABLE (dead-lettered with the reason), everything else keeps being
+those frames are refused (dead-lettered as MODEL_002 or SYS_003 with the reason), everything else keeps being
 served, and the experiment is tried again after the retry period.
 
 Models here are plain named objects: a RouteTable only hands them to the worker, it never runs them.
@@ -18,7 +18,7 @@ from redis.retry import Retry
 from experiments.config import Experiment, load_experiment
 from models.errors import ChecksumMismatch
 from sinks.experiment_store import ExperimentNotFound, ExperimentStore
-from stream_apps.inference.frames import BadFrame, FrameErrorCode
+from stream_apps.inference.frames import BadFrame, FrameProblem
 from stream_apps.inference.routing import RouteTable
 from tests.services import free_ports
 
@@ -67,7 +67,7 @@ def _refusal(routes: RouteTable, experiment: str, variant: str) -> BadFrame:
 def test_frames_of_a_variant_whose_model_fails_to_load_are_refused_as_unavailable_with_the_reason():
     routes = RouteTable(PRODUCTION, ModelShelf(CANDIDATE_MODEL).load, _store(_experiment()))
     refusal = _refusal(routes, "exp", "candidate")
-    assert refusal.code == FrameErrorCode.VARIANT_UNAVAILABLE
+    assert refusal.problem == FrameProblem.VARIANT_MODEL_UNAVAILABLE
     assert CANDIDATE_MODEL in refusal.reason and "[MODEL_002]" in refusal.reason
 
 
@@ -98,7 +98,7 @@ def test_a_variant_model_fixed_after_a_failure_is_served_after_the_retry_period(
 def test_a_variant_the_experiment_does_not_have_is_still_an_unknown_variant():
     routes = RouteTable(PRODUCTION, ModelShelf(CANDIDATE_MODEL).load, _store(_experiment()))
     _refusal(routes, "exp", "candidate")
-    assert _refusal(routes, "exp", "nobody-serves-this").code == FrameErrorCode.UNKNOWN_VARIANT
+    assert _refusal(routes, "exp", "nobody-serves-this").problem == FrameProblem.UNKNOWN_VARIANT
 
 
 def test_control_frames_get_no_shadow_run_while_the_candidate_model_is_unavailable():
@@ -112,7 +112,8 @@ def test_frames_of_an_experiment_the_store_cannot_read_are_refused_as_unavailabl
     unreachable = redis.Redis(port=free_ports(1)[0], retry=Retry(NoBackoff(), 0))  # nothing listens there
     routes = RouteTable(PRODUCTION, ModelShelf().load, ExperimentStore(unreachable).get)
     refusal = _refusal(routes, "exp", "control")
-    assert refusal.code == FrameErrorCode.VARIANT_UNAVAILABLE and "ConnectionError" in refusal.reason
+    assert refusal.problem == FrameProblem.EXPERIMENT_UNREADABLE and "ConnectionError" in refusal.reason
+    assert (refusal.code, refusal.detail) == ("SYS_003", "experiment-unreadable")
     assert routes.route("", "").detector is PRODUCTION
 
 

@@ -113,7 +113,8 @@ def test_a_jpeg_whose_header_claims_more_pixels_than_opencv_allows_is_dead_lette
     detections, dead, alive = _serve(settings, RouteTable(EmptySceneDetector()),
                                      [{"image": _jpeg_declaring(65000, 65000)}, {}])
     assert alive
-    assert [(d["frame_seq"], d["_headers"]["dlq-error-code"]) for d in dead] == [(0, b"INF_005")]
+    assert [(d["frame_seq"], d["_headers"]["dlq-error-code"], d["_headers"]["dlq-error-detail"]) for d in dead] == [
+        (0, b"INF_001", b"too-many-pixels")]
     assert [r["frame_seq"] for r in detections] == [1]
 
 
@@ -132,6 +133,7 @@ def test_frames_of_a_variant_whose_model_fails_to_load_are_dead_lettered_and_the
     detections, dead, alive = _serve(settings, routes, [{"experiment": "exp", "variant": "candidate"},
                                                         {"experiment": "exp", "variant": "control"}, {}])
     assert alive
-    assert [(d["frame_seq"], d["_headers"]["dlq-error-code"]) for d in dead] == [(0, b"INF_007")]
-    assert b"[MODEL_004]" in dead[0]["_headers"]["dlq-reason"]
+    assert [(d["frame_seq"], d["_headers"]["dlq-error-code"], d["_headers"]["dlq-error-detail"]) for d in dead] == [
+        (0, b"MODEL_002", b"variant-model-unavailable")]
+    assert b"[MODEL_002]" in dead[0]["_headers"]["dlq-reason"]
     assert [(r["frame_seq"], r["variant"]) for r in detections] == [(1, "control"), (2, "")]
