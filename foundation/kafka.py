@@ -44,9 +44,9 @@ FETCH_QUEUE_BACKOFF_MS = 10
 """librdkafka ``fetch.queue.backoff.ms``: once a consumer's prefetch queue is over its bound
 (``queued.max.messages.kbytes``, e.g. the worker's ``inference.prefetch_kbytes``), its next fetch waits this long.
 librdkafka's 1000 ms default made a worker catching up on a backlog idle most of each second: it drained the queue
-in a fraction of the pause and then waited (``camcount bench ceiling``: 740 -> 5000 frames/s without JPEG decode,
-see docs/performance.md). It must stay well under the time a worker takes to drain its prefetch queue; the cost is
-one queue-size check per partition per period while the queue is full."""
+in a fraction of the pause and then waited (``camcount bench ceiling`` without JPEG decode on the 2-core dev VM:
+740-870 -> 3700-6500 frames/s, see docs/performance.md). It must stay well under the time a worker takes to drain
+its prefetch queue; the cost is one queue-size check per partition per period while the queue is full."""
 
 
 class BrokerUnreachable(ServiceUnavailable):
