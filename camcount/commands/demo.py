@@ -8,10 +8,12 @@ back from ClickHouse, and stops everything it started.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -160,7 +162,7 @@ def _run_experiment(settings: Settings, footage: Path, logs: Path, workers: dict
     store.start(experiment)
     print(f"      started {name}: cameras {', '.join(AB_CAMERAS)}, {AB_FRAMES} frames each at {AB_FPS} fps, "
           f"split by a sticky hash of the camera id", flush=True)
-    time.sleep(1)  # ingestors read the active experiment when they start
+    _wait_for_variant_models(settings, [INT8_VERSION], timeout_s=60)
     ingestors = [_spawn(["ingest", "--camera-id", camera, "--source", str(footage), "--fps", str(AB_FPS),
                          "--max-frames", str(AB_FRAMES)], logs / f"ingest-{camera}.log") for camera in AB_CAMERAS]
     client = clickhouse_client(settings)
@@ -199,6 +201,23 @@ def _print_report(settings: Settings, name: str) -> None:
     html.parent.mkdir(parents=True, exist_ok=True)
     html.write_text(render_html(report))
     print(f"      charts: {html}", flush=True)
+
+
+def _wait_for_variant_models(settings: Settings, versions: list[str], timeout_s: float) -> None:
+    """Wait until the worker has loaded the experiment's models (it preloads a running experiment's), so the first
+    frames are not measured waiting for them; read from the worker's ``/models`` endpoint."""
+    url = f"http://127.0.0.1:{settings.inference.metrics_port}/models"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                loaded = {model["version"] for model in json.load(response)["loaded"]}
+            if set(versions) <= loaded:
+                return
+        except (OSError, ValueError, KeyError):
+            pass  # the worker is still starting
+        time.sleep(0.5)
+    print(f"      the worker has not loaded {', '.join(versions)} after {timeout_s:.0f} s; starting anyway", flush=True)
 
 
 def latency_guardrail_ms(settings: Settings, reference: str, footage: Path) -> tuple[float, float]:

@@ -2,7 +2,9 @@
 
 Frames carry ``experiment`` and ``variant``; frames without an experiment get the production model. An
 experiment is looked up by name the first time one of its frames arrives, also after it stopped, so frames
-still in flight are served by their own variant's model. Models are loaded once per resolved version and
+still in flight are served by their own variant's model. The running experiment is also watched (on a background
+thread, so an absent store never stalls the worker) and its models are loaded between batches as soon as it starts,
+so its first frames do not wait about a second for them. Models are loaded once per resolved version and
 shared between variants that differ only in thresholds. When the experiment store fails, or a variant's model
 does not load, the frames that cannot be served are refused with a BadFrame (dead-lettered with the reason, to
 be replayed once fixed) and the rest keep being served: no frame can take the worker down.
@@ -11,6 +13,7 @@ be replayed once fixed) and the rest keep being served: no frame can take the wo
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,8 +68,10 @@ class RouteTable:
         unavailable_retry_s: float = UNAVAILABLE_RETRY_S,
         idle_release_s: float = IDLE_EXPERIMENT_RELEASE_S,
         clock: Callable[[], float] = time.monotonic,
+        find_active: Callable[[], Experiment | None] | None = None,
     ) -> None:
         """``production_thresholds`` (confidence, NMS) override the production model's manifest when set;
+        ``find_active``, when given, is asked every ``poll_interval_s`` for the running experiment, to preload it;
         an experiment that could not be read, or one of whose models did not load, is retried after
         ``unavailable_retry_s``; one without frames for ``idle_release_s`` is released."""
         self._clock = clock
@@ -87,6 +92,7 @@ class RouteTable:
         self._idle_release_s = idle_release_s
         self._last_frame: dict[str, float] = {}
         """Experiment -> when its last frame was routed, for releasing idle ones."""
+        self._active = _ActiveExperiment(find_active, poll_interval_s) if find_active is not None else None
 
     @property
     def production(self) -> Detector:
@@ -100,6 +106,7 @@ class RouteTable:
         next batch on. Experiments idle for ``idle_release_s`` are released here too.
         """
         self._release_idle_experiments()
+        self._preload_active_experiment()
         if self._watcher is None:
             return
         if not self._watcher.loading and self._clock() - self._polled < self._poll_interval_s:
@@ -152,6 +159,13 @@ class RouteTable:
         assert candidate is not None  # validated with shadow.enabled
         route = self._routes.get((experiment, candidate))
         return None if route is None else (candidate, route)  # None while the candidate's model is unavailable
+
+    def _preload_active_experiment(self) -> None:
+        name = self._active.name if self._active is not None else None
+        if name and name not in self._experiments and name not in self._unavailable:
+            self._add_experiment(name)
+            if name in self._experiments:
+                self._last_frame.setdefault(name, self._clock())  # released like any other once idle
 
     def _release_idle_experiments(self) -> None:
         """Forget experiments without frames for ``idle_release_s``, with the models no other route uses, and the
@@ -237,6 +251,25 @@ class RouteTable:
                       self._unavailable_retry_s)
 
 
+class _ActiveExperiment:
+    """The name of the running experiment, re-read every ``interval_s`` on a daemon thread."""
+
+    def __init__(self, find_active: Callable[[], Experiment | None], interval_s: float) -> None:
+        self.name: str | None = None
+        self._find_active = find_active
+        self._interval_s = interval_s
+        threading.Thread(target=self._watch, name="active-experiment", daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                active = self._find_active()
+                self.name = active.name if active is not None and active.status == "running" else None
+            except (ExperimentStoreUnavailable, redis.RedisError, ValueError) as exc:  # frames will report it
+                log.debug("running experiment not read: %s", exc)
+            time.sleep(self._interval_s)
+
+
 def load_routes(settings: Settings) -> RouteTable:
     registry = open_model_registry(settings)
 
@@ -251,4 +284,4 @@ def load_routes(settings: Settings) -> RouteTable:
                            background=True)
     return RouteTable(production, lambda reference: load(registry.resolve(reference)), store.get, watcher,
                       settings.inference.model_poll_s,
-                      (settings.model.confidence_threshold, settings.model.nms_threshold))
+                      (settings.model.confidence_threshold, settings.model.nms_threshold), find_active=store.active)

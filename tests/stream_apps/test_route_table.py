@@ -191,3 +191,32 @@ def test_variants_reaching_one_version_through_different_references_share_one_mo
     routes = RouteTable(PRODUCTION, load, _store(experiment))
 
     assert routes.route("alias", "pinned").detector is routes.route("alias", "canary").detector
+
+
+def test_the_running_experiment_s_models_are_loaded_before_its_first_frame():
+    experiment = _experiment().model_copy(update={"status": "running"})
+    shelf = ModelShelf()
+    routes = RouteTable(PRODUCTION, shelf.load, _store(experiment), poll_interval_s=0.02,
+                        find_active=lambda: experiment)
+    deadline = time.monotonic() + 5
+    while not shelf.loads and time.monotonic() < deadline:
+        routes.refresh()  # the worker calls this between batches
+        time.sleep(0.02)
+
+    assert sorted(shelf.loads) == sorted([CONTROL_MODEL, CANDIDATE_MODEL])
+    assert routes.route("exp", "candidate").detector.version == "9.0.0"
+    assert len(shelf.loads) == 2, "the first frame must not load anything"
+
+
+def test_an_unreachable_store_never_stalls_the_routes_while_watching_for_experiments():
+    def unreachable() -> Experiment:
+        time.sleep(0.5)
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    routes = RouteTable(PRODUCTION, ModelShelf().load, _store(), poll_interval_s=0.01, find_active=unreachable)
+    started = time.monotonic()
+    for _ in range(20):
+        routes.refresh()
+
+    assert time.monotonic() - started < 0.2
+    assert routes.route("", "").detector is PRODUCTION
