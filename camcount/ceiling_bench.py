@@ -42,7 +42,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from confluent_kafka.admin import AdminClient
 
 from camcount.stack import LocalStack
-from foundation.kafka import admin_config, consumer_config, producer_config
+from foundation.kafka import base_config, consumer_config, producer_config
 from foundation.provision import catalogue_topics, create_topics
 from foundation.settings import Settings
 from models.detector import Detector
@@ -216,7 +216,7 @@ def read_detections(settings: Settings, expected: int, timeout_s: float,
 
 def drop_topics(settings: Settings) -> None:
     """Delete the namespace's topics: the local broker keeps everything in memory."""
-    admin = AdminClient(admin_config(settings))
+    admin = AdminClient(base_config(settings))
     for future in admin.delete_topics(list(catalogue_topics(settings))).values():
         try:
             future.result()

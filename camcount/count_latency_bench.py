@@ -32,6 +32,7 @@ from foundation.clickhouse import clickhouse_client
 from foundation.kafka import consumer_config
 from foundation.provision import provision
 from foundation.settings import Settings
+from models.benchmark import single_frame_ms
 from models.loading import load_detector
 from producers.sources import sample_frames
 from schemas import CROSSING, headers_dict
@@ -60,18 +61,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _batch1_ms(settings: Settings, footage: Path) -> float:
-    """Median time of one single-frame detection on this machine."""
-    detector = load_detector(settings, max_batch=1)
-    frames = sample_frames(footage, 12)
-    times = []
-    for frame in frames:
-        started = time.perf_counter()
-        detector.detect([frame])
-        times.append((time.perf_counter() - started) * 1000)
-    return float(np.median(times[2:]))
 
 
 class _Crossings(threading.Thread):
@@ -115,7 +104,7 @@ def bench_count_latency(settings: Settings, footage: Path, frames: int, load: fl
         "counting": settings.counting.model_copy(update={"web_port": _free_port()}),
     })
     provision(settings, progress=lambda _: None)
-    batch1_ms = _batch1_ms(settings, footage)
+    batch1_ms = single_frame_ms(load_detector(settings, max_batch=1), sample_frames(footage, 12))
     fps = load * 1000.0 / batch1_ms
     workdir = settings.layout().logs / "bench-count-latency"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ from clickhouse_driver.util.helpers import parse_url
 
 from foundation.clickhouse import redact_url
 from foundation.errors import ServiceUnavailable
-from foundation.kafka import BrokerUnreachable, admin_config, fetch_metadata
+from foundation.kafka import BrokerUnreachable, base_config, fetch_metadata
 from foundation.paths import HomeLayout
 from foundation.provision import provision
 from foundation.settings import Settings
@@ -181,7 +181,7 @@ class _Kafka(_Service):
 
     def probe(self) -> tuple[bool, str]:
         try:
-            metadata = fetch_metadata(admin_config(self.settings), timeout_s=1.0)
+            metadata = fetch_metadata(base_config(self.settings), timeout_s=1.0)
         except BrokerUnreachable as exc:
             return False, str(exc)
         return True, f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics"

@@ -112,13 +112,9 @@ def consumer_config(settings: Settings, group_id: str, fetch_wait_ms: int = FETC
 def base_config(settings: Settings) -> dict[str, Any]:
     """What every client shares: the bootstrap servers and ``kafka.client_config`` (security, tuning).
 
-    Clients that are not librdkafka (the Faust counting app) translate this same dict.
+    Admin clients use it as it is; clients that are not librdkafka (the Faust counting app) translate it.
     """
     return _merge({"bootstrap.servers": settings.kafka_bootstrap()}, {}, settings)
-
-
-def admin_config(settings: Settings) -> dict[str, Any]:
-    return base_config(settings)
 
 
 def _merge(defaults: dict[str, Any], overrides: Mapping[str, Any], settings: Settings) -> dict[str, Any]:

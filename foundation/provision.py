@@ -16,7 +16,7 @@ from clickhouse_driver.util.helpers import parse_url
 from confluent_kafka.admin import AdminClient
 
 from foundation.clickhouse import ClickHouseUnavailable, apply_clickhouse_ddl, clickhouse_database, redact_url
-from foundation.kafka import admin_config, ensure_topics, wait_for_broker
+from foundation.kafka import base_config, ensure_topics, wait_for_broker
 from foundation.settings import Settings
 from foundation.topics import CATALOGUE
 
@@ -29,7 +29,7 @@ def catalogue_topics(settings: Settings) -> dict[str, int]:
 def create_topics(settings: Settings, extra: dict[str, int] | None = None) -> dict[str, int]:
     """Create the catalogue's topics plus ``extra`` (name -> partitions) if missing; returns everything ensured."""
     topics = {**catalogue_topics(settings), **(extra or {})}
-    ensure_topics(AdminClient(admin_config(settings)), topics)
+    ensure_topics(AdminClient(base_config(settings)), topics)
     return topics
 
 

@@ -9,6 +9,7 @@ half-open probe decides whether it closes again. Every state change is one log l
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +30,6 @@ class ResilienceSettings(BaseModel):
 
     retry_initial_s: float = Field(0.5, gt=0, description="first retry delay; doubles per attempt, with jitter")
     retry_max_s: float = Field(5.0, gt=0, description="longest delay between two retries")
-    retry_attempts: int = Field(3, ge=1, description="attempts of a call that gives up (not of the sink's inserts)")
     breaker_failures: int = Field(5, ge=1, description="consecutive failures that open a dependency's breaker")
     breaker_reset_s: float = Field(60.0, gt=0, description="how long an open breaker fails calls before a probe")
 
@@ -63,29 +63,17 @@ def circuit_breaker(dependency: str, settings: ResilienceSettings, metrics: Brea
                                     exclude=list(exclude), listeners=[_StateLog(gauge)], name=dependency)
 
 
-def backoff(settings: ResilienceSettings, retry_on: tuple[type[BaseException], ...], *,
-            attempts: int | None = None, sleep: Callable[[float], None] = time.sleep,
-            keep_trying: Callable[[], bool] = lambda: True, what: str = "call") -> tenacity.Retrying:
-    """A tenacity ``Retrying`` for ``retry_on``: exponential backoff with jitter up to ``retry_max_s``, for
-    ``attempts`` attempts (None: until ``keep_trying()`` is false). The last error is re-raised."""
-    stop = tenacity.stop_after_attempt(attempts) if attempts else tenacity.stop_never
+def backoff(settings: ResilienceSettings, retry_on: tuple[type[BaseException], ...], stop: threading.Event, *,
+            sleep: Callable[[float], None] = time.sleep, what: str = "call") -> tenacity.Retrying:
+    """A tenacity ``Retrying`` for ``retry_on``: exponential backoff with jitter up to ``retry_max_s``, until the
+    call succeeds or ``stop`` is set. The last error is re-raised."""
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(retry_on),
         wait=tenacity.wait_exponential_jitter(multiplier=settings.retry_initial_s, max=settings.retry_max_s,
                                                jitter=settings.retry_initial_s),
-        stop=stop | tenacity.stop_when_event_set(_StopFlag(keep_trying)),
+        stop=tenacity.stop_when_event_set(stop),
         sleep=sleep, reraise=True,
         before_sleep=lambda state: log.warning("%s failed (attempt %d: %s); retrying in %.1f s", what,
                                                state.attempt_number, state.outcome.exception(),
                                                state.next_action.sleep if state.next_action else 0.0),
     )
-
-
-class _StopFlag:
-    """An event-like object for ``stop_when_event_set``: set once ``keep_trying()`` turns false."""
-
-    def __init__(self, keep_trying: Callable[[], bool]) -> None:
-        self._keep_trying = keep_trying
-
-    def is_set(self) -> bool:
-        return not self._keep_trying()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -12,6 +13,17 @@ import numpy as np
 from models.detector import Detector
 
 logger = logging.getLogger(__name__)
+
+
+def single_frame_ms(detector: Detector, frames: Sequence[np.ndarray], warmup: int = 2) -> float:
+    """Median milliseconds of one single-frame ``detect`` over ``frames`` (the first ``warmup`` calls not counted):
+    the batch-1 inference time latency budgets are measured against."""
+    timings = []
+    for frame in frames:
+        started = time.perf_counter()
+        detector.detect([frame])
+        timings.append((time.perf_counter() - started) * 1000)
+    return float(np.median(timings[warmup:]))
 
 
 @dataclass(frozen=True)

@@ -157,8 +157,8 @@ class ClickHouseSink:
                                                                                        0.0))))
 
         try:
-            for attempt in backoff(self.settings.resilience, (ClickHouseUnavailable, CircuitOpen), sleep=wait_polling,
-                                   keep_trying=lambda: not self._stop.is_set(),
+            for attempt in backoff(self.settings.resilience, (ClickHouseUnavailable, CircuitOpen), self._stop,
+                                   sleep=wait_polling,
                                    what=f"ClickHouse insert of {len(batch)} records"):
                 with attempt:
                     self._breaker.call(self._insert, writer, rows)

@@ -37,7 +37,7 @@ from confluent_kafka.admin import AdminClient
 from camcount.stack import LocalStack
 from foundation.clickhouse import apply_clickhouse_ddl, clickhouse_database, quote_identifier
 from foundation.clickhouse import clickhouse_client as connect_clickhouse
-from foundation.kafka import admin_config
+from foundation.kafka import base_config
 from foundation.provision import catalogue_topics, create_topics
 from foundation.settings import Settings
 
@@ -149,7 +149,7 @@ def isolated_settings(stack_settings: Settings) -> Iterator[Callable[..., Settin
 
 
 def _drop_namespace(settings: Settings) -> None:
-    admin = AdminClient(admin_config(settings))  # must outlive the futures, or they fail with _DESTROY
+    admin = AdminClient(base_config(settings))  # must outlive the futures, or they fail with _DESTROY
     for topic, future in admin.delete_topics(list(catalogue_topics(settings))).items():
         try:
             future.result()

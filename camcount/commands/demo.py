@@ -227,16 +227,11 @@ def latency_guardrail_ms(settings: Settings, reference: str, footage: Path) -> t
     at most the batch already running, of either arm, and its own (``GUARDRAIL_BATCHES`` single-frame inferences of
     the slower, control model). Measured now, so a busy machine raises the bar as much as it slows the models.
     """
+    from models.benchmark import single_frame_ms
     from models.loading import load_detector
     from producers.sources import sample_frames
 
-    detector = load_detector(settings, reference, max_batch=1)
-    timings = []
-    for frame in sample_frames(footage, 12):
-        started = time.perf_counter()
-        detector.detect([frame])
-        timings.append((time.perf_counter() - started) * 1000)
-    batch1_ms = sorted(timings[2:])[len(timings[2:]) // 2]
+    batch1_ms = single_frame_ms(load_detector(settings, reference, max_batch=1), sample_frames(footage, 12))
     return GUARDRAIL_BASE_MS + GUARDRAIL_BATCHES * batch1_ms, batch1_ms
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from camcount.stack import LocalStack, ServiceStatus, StackError
-from foundation.kafka import admin_config, fetch_metadata
+from foundation.kafka import base_config, fetch_metadata
 from foundation.settings import Settings
 from tests.services import free_ports, free_stack_ports, local_stack_settings
 
@@ -150,4 +150,4 @@ def test_external_kafka_is_neither_started_nor_stopped(
     assert (kafka.managed, kafka.ready, kafka.pid) == (False, True, None)
     assert kafka.address == stack_settings.kafka_bootstrap()
     assert stack.down() == ["redis", "clickhouse"]
-    fetch_metadata(admin_config(stack_settings), timeout_s=2.0)
+    fetch_metadata(base_config(stack_settings), timeout_s=2.0)

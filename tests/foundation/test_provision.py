@@ -9,7 +9,7 @@ from clickhouse_driver import Client
 from confluent_kafka.admin import AdminClient
 
 from foundation.clickhouse import clickhouse_database, declared_clickhouse_objects
-from foundation.kafka import admin_config, ensure_topics
+from foundation.kafka import base_config, ensure_topics
 from foundation.provision import catalogue_topics, provision
 from foundation.settings import Settings
 from tests.services import free_ports, run_camcount
@@ -37,7 +37,7 @@ def test_stack_topics_exist_with_the_configured_partition_counts(stack_settings:
     kafka = stack_settings.kafka
     names = [kafka.frames_topic, kafka.detections_topic, kafka.crossings_topic, kafka.window_counts_topic,
              kafka.dead_letter_topic]
-    metadata = AdminClient(admin_config(stack_settings)).list_topics(timeout=5)
+    metadata = AdminClient(base_config(stack_settings)).list_topics(timeout=5)
     actual = {name: len(metadata.topics[name].partitions) for name in names if name in metadata.topics}
     assert actual == {name: kafka.partitions for name in names}
 
@@ -47,7 +47,7 @@ def test_existing_topic_with_other_partition_count_is_kept_with_a_warning(
     isolated_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = isolated_settings(partitions=2)
-    admin = AdminClient(admin_config(settings))
+    admin = AdminClient(base_config(settings))
     ensure_topics(admin, {settings.kafka.frames_topic: 3})
     assert len(admin.list_topics(timeout=5).topics[settings.kafka.frames_topic].partitions) == 2
     assert f"topic {settings.kafka.frames_topic} has 2 partitions, wanted 3" in caplog.text
@@ -63,7 +63,7 @@ def test_isolated_settings_get_their_own_provisioned_topics_and_database(
     assert len({s.kafka.frames_topic for s in (first, second, stack_settings)}) == 3
     assert len({clickhouse_database(s) for s in (first, second, stack_settings)}) == 3
     assert len({s.inference.group_id for s in (first, second, stack_settings)}) == 3
-    metadata = AdminClient(admin_config(first)).list_topics(timeout=5)
+    metadata = AdminClient(base_config(first)).list_topics(timeout=5)
     assert len(metadata.topics[first.kafka.frames_topic].partitions) == 2
     assert {name for (name,) in clickhouse_client(first).execute("SHOW TABLES")} == CAMCOUNT_TABLES
 
@@ -73,7 +73,7 @@ def test_provision_twice_is_idempotent_and_makes_the_topics_and_tables(
     isolated_settings: Callable[..., Settings], clickhouse_client: Callable[[Settings], Client]
 ) -> None:
     settings = isolated_settings(partitions=3, provisioned=False)
-    admin = AdminClient(admin_config(settings))
+    admin = AdminClient(base_config(settings))
     assert not set(catalogue_topics(settings)) & set(admin.list_topics(timeout=5).topics), "a fresh namespace"
     progress: list[str] = []
     first = provision(settings, progress.append)
