@@ -110,6 +110,17 @@ class InferenceSettings(_Section):
     model_poll_s: float = Field(5.0, gt=0, description="how often workers check the production alias for a new version")
 
 
+class ApiSettings(_Section):
+    host: str = Field("127.0.0.1", description="address `camcount api` listens on")
+    port: int = Field(8080, ge=1, le=65535, description="port `camcount api` listens on")
+    max_batch: int = Field(8, ge=1, description="largest micro-batch the API's dynamic batcher runs")
+    max_delay_ms: int = Field(5, ge=0, description="how long the batcher waits for more requests before running")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body accepted")
+    cache_ttl_s: int = Field(60, ge=0, description="result cache entry lifetime; 0 disables the cache")
+    cache_max_entries: int = Field(10000, ge=1, description="bound on cached results (oldest evicted first)")
+    allow_url_images: bool = Field(False, description="let inference requests name an image URL to fetch")
+
+
 class CountingSettings(_Section):
     app_id: str = "camcount-count"
     cameras: str = Field("config/cameras.yaml", description="camera config YAML (lines, zones, classes)")
@@ -134,6 +145,7 @@ class Settings(BaseSettings):
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     counting: CountingSettings = Field(default_factory=CountingSettings)
     resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod
