@@ -67,13 +67,15 @@ def cmd_infer(settings: Settings, args: argparse.Namespace) -> int:
     import signal
 
     from foundation.ops_http import OpsServer
-    from stream_apps.inference.metrics import InferenceMetrics, LoadedModelsCollector
+    from foundation.resilience import BreakerMetrics
+    from stream_apps.inference.metrics import FallbackCollector, InferenceMetrics, LoadedModelsCollector
     from stream_apps.inference.routing import load_routes
     from stream_apps.inference.worker import InferenceWorker
 
     metrics = InferenceMetrics()
-    routes = load_routes(settings)
+    routes = load_routes(settings, BreakerMetrics(metrics.registry))
     metrics.registry.register(LoadedModelsCollector(routes.detectors))
+    metrics.registry.register(FallbackCollector(routes.fallback))
     worker = InferenceWorker(settings, routes, metrics)
     signal.signal(signal.SIGINT, worker.stop)
     signal.signal(signal.SIGTERM, worker.stop)

@@ -90,6 +90,13 @@ class ModelSettings(_Section):
         None, ge=0.0, le=1.0, description="override the production model's manifest threshold in workers")
     nms_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="override the production model's manifest NMS IoU in workers")
+    fallbacks: list[str] = Field(
+        ["@previous"], description="models that serve, in order, while the reference cannot (it will not load, or "
+        "its inference breaker is open): NAME@VERSION_OR_ALIAS, or @ALIAS for the reference's own model name")
+    load_timeout_s: float = Field(120.0, gt=0, description="a model that has not loaded and warmed up by then counts "
+                                  "as failed (MODEL_002 load-timeout); the next in the chain serves")
+    load_retry_s: float = Field(60.0, gt=0, description="first retry delay of a production version that failed to "
+                                "load; doubles per failure up to 15 minutes")
 
 
 class InferenceSettings(_Section):

@@ -47,6 +47,13 @@ class ModelLoadError(ModelError):
     detail = "runtime-load-failed"
 
 
+class LoadTimeout(ModelLoadError):
+    """A model version did not load and warm up within ``model.load_timeout_s``; the fallback chain serves meanwhile
+    and the version is retried with backoff."""
+
+    detail = "load-timeout"
+
+
 class InferenceFailed(ModelError):
     """ONNX Runtime failed while running a batch (a kernel error, device memory); the batch's frames get ERROR
     records and the worker goes on."""

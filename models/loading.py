@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+from foundation.resilience import BreakerMetrics, circuit_breaker
 from foundation.settings import Settings
 from models.detector import Detector
+from models.fallback import FallbackChain
 from models.registry import ModelRegistry, RegisteredModel, open_registry
+from models.watcher import ModelWatcher
 
 
 def open_model_registry(settings: Settings) -> ModelRegistry:
@@ -25,3 +30,18 @@ def load_detector(settings: Settings, reference: str | None = None, max_batch: i
     registry = open_model_registry(settings)
     return load_registered_model(settings, registry.resolve(reference or settings.model.reference), max_batch,
                                  intra_op_threads)
+
+
+def load_model_chain(settings: Settings, max_batch: int, breakers: BreakerMetrics | None = None) -> FallbackChain:
+    """The production reference with its fallback chain (``model.fallbacks``), hot swap and inference breaker;
+    call ``start()`` on it to load the first model that serves."""
+    registry = open_model_registry(settings)
+    load = partial(load_registered_model, settings, max_batch=max_batch)
+    breaker = circuit_breaker(f"model:{settings.model.reference}", settings.resilience, breakers)
+
+    def watch(serving: str | None) -> ModelWatcher:
+        return ModelWatcher(registry, settings.model.reference, load, serving=serving, background=True,
+                            retry_after_s=settings.model.load_retry_s, load_timeout_s=settings.model.load_timeout_s)
+
+    return FallbackChain(registry, settings.model.reference, settings.model.fallbacks, load,
+                         settings.model.load_timeout_s, breaker, watch)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.detector import Detector
-from models.errors import ModelError, ModelLoadError
+from models.errors import LoadTimeout, ModelError, ModelLoadError
 from models.registry import ModelReference, ModelRegistry, RegisteredModel
 
 logger = logging.getLogger(__name__)
@@ -70,8 +70,11 @@ class ModelWatcher:
         max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
         clock: Callable[[], float] = time.monotonic,
         background: bool = False,
+        load_timeout_s: float | None = None,
     ) -> None:
-        """``serving`` is the version already running (None: the first ``poll`` loads the alias's target)."""
+        """``serving`` is the version already running (None: the first ``poll`` loads the alias's target). In
+        background mode a load still running after ``load_timeout_s`` fails as LoadTimeout (its thread is left to
+        finish, its result dropped)."""
         self._registry = registry
         self._reference = ModelReference.parse(reference)
         self._load = load
@@ -84,6 +87,7 @@ class ModelWatcher:
         self._failure: WatchFailure | None = None
         self._swaps = 0
         self._background = background
+        self._load_timeout_s = load_timeout_s
         self._loading: tuple[str, Future[Detector], float] | None = None
 
     @property
@@ -142,6 +146,10 @@ class ModelWatcher:
         assert self._loading is not None
         version, future, start = self._loading
         if not future.done():
+            if self._load_timeout_s is not None and time.perf_counter() - start > self._load_timeout_s:
+                self._loading = None
+                self._fail_load(version, LoadTimeout(f"{self._reference} -> {version} did not load within "
+                                                     f"{self._load_timeout_s:.0f} s (model.load_timeout_s)"))
             return None
         self._loading = None
         exc = future.exception()

@@ -36,7 +36,8 @@ ZONE_COLUMNS = ("camera_id", "zone", "class_name", "minute", "frames", "max_occu
                 "exits", "dwell_ms_sum", "model_name", "model_version", "variant", "experiment", "last_frame_seq",
                 "last_capture_ts_ms", "updated_ms")
 INFERENCE_COLUMNS = ("camera_id", "frame_seq", "capture_time", "capture_ts_ms", "model_name", "model_version",
-                     "variant", "experiment", "status", "detections", "mean_confidence", "infer_ms", "e2e_ms")
+                     "variant", "experiment", "status", "detections", "mean_confidence", "infer_ms", "e2e_ms",
+                     "fallback")
 
 
 def _utc(ms: int) -> datetime:
@@ -69,7 +70,8 @@ def inference_row(record: dict[str, Any]) -> tuple:
     return (record["camera_id"], record["frame_seq"], _utc(record["capture_ts_ms"]), record["capture_ts_ms"],
             record["model_name"], record["model_version"], record["variant"], record["experiment"],
             record["status"].lower(), len(confidence), sum(confidence) / len(confidence) if confidence else 0.0,
-            record["infer_ms"], float(max(record["inferred_ts_ms"] - record["capture_ts_ms"], 0)))
+            record["infer_ms"], float(max(record["inferred_ts_ms"] - record["capture_ts_ms"], 0)),
+            int(record["fallback"]))
 
 
 @dataclass(frozen=True)

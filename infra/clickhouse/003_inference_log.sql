@@ -13,7 +13,8 @@ CREATE TABLE IF NOT EXISTS inference_log
     detections      UInt32,
     mean_confidence Float32,
     infer_ms        Float32,
-    e2e_ms          Float32
+    e2e_ms          Float32,
+    fallback        UInt8 DEFAULT 0
 )
 ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(capture_time)

@@ -13,3 +13,6 @@ ALTER TABLE zone_occupancy ADD COLUMN last_capture_ts_ms Int64 DEFAULT -1 AFTER 
 -- shadow-pair schema v2: both sides' model names ('': written before v2).
 ALTER TABLE shadow_pairs ADD COLUMN control_model_name LowCardinality(String) DEFAULT '' AFTER candidate_variant;
 ALTER TABLE shadow_pairs ADD COLUMN candidate_model_name LowCardinality(String) DEFAULT '' AFTER control_model_name;
+
+-- detections schema v2: whether a fallback model served the frame (0: written before v2, or the reference served).
+ALTER TABLE inference_log ADD COLUMN fallback UInt8 DEFAULT 0 AFTER e2e_ms;

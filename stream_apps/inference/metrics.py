@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from models.detector import Detector
+from models.fallback import FallbackChain
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -77,6 +78,9 @@ class InferenceMetrics:
                              ("model", "version"), buckets=_LATENCY_BUCKETS, registry=r)
         self.dead_letters = Counter("camcount_dead_letters", "Frames sent to the dead-letter topic, by code",
                                     ("code", "detail"), registry=r)
+        self.fallback_frames = Counter("camcount_inference_fallback_frames",
+                                       "Frames served by a fallback model (model.fallbacks) instead of the production "
+                                       "reference", ("model", "version"), registry=r)
         self.lag = Gauge("camcount_consumer_lag", "Messages behind the partition's high watermark",
                          ("topic", "partition"), registry=r)
 
@@ -108,3 +112,21 @@ class LoadedModelsCollector(Collector):
                 warmup.add_metric([status["name"], status["version"]], status["warmup_ms"] / 1000)
         yield info
         yield warmup
+
+
+class FallbackCollector(Collector):
+    """``camcount_model_fallback_active{reference, model, version}``: 1 while a fallback serves the production
+    reference's frames (model/version: the one serving), else 0 with the reference's own model. Read at scrape time."""
+
+    def __init__(self, chain: FallbackChain | None) -> None:
+        self._chain = chain
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        active = GaugeMetricFamily("camcount_model_fallback_active",
+                                   "1 while a fallback model serves the production reference's frames",
+                                   labels=("reference", "model", "version"))
+        if self._chain is not None:
+            serving = self._chain.status()
+            model, _, version = (serving["serving"] or "@").partition("@")
+            active.add_metric([self._chain.reference, model, version], int(serving["fallback_active"]))
+        yield active

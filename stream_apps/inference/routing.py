@@ -15,19 +15,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import redis
 
 from experiments.assignment import should_shadow
 from experiments.config import Experiment
+from foundation.resilience import BreakerMetrics
 from foundation.settings import Settings
 from models.detector import Detector
 from models.errors import ModelError
-from models.loading import load_registered_model, open_model_registry
-from models.registry import RegisteredModel
-from models.watcher import ModelWatcher
+from models.fallback import FallbackChain, Served
+from models.loading import load_model_chain
 from sinks.experiment_store import ExperimentNotFound, ExperimentStore, ExperimentStoreUnavailable
 from stream_apps.inference.frames import BadFrame, FrameProblem
 
@@ -43,14 +44,23 @@ memory); a later frame of it looks it up again."""
 
 @dataclass(frozen=True)
 class Route:
+    """A model and its thresholds; the production route runs through ``chain`` (fallbacks behind the model)."""
+
     detector: Detector
     confidence_threshold: float | None = None
     nms_threshold: float | None = None
+    chain: FallbackChain | None = None
 
     @property
     def key(self) -> tuple[int, float | None, float | None]:
         """Frames with equal keys run as one batch."""
         return id(self.detector), self.confidence_threshold, self.nms_threshold
+
+    def serve(self, images: Sequence[np.ndarray]) -> Served:
+        if self.chain is not None:
+            return self.chain.detect(images, conf=self.confidence_threshold, iou=self.nms_threshold)
+        return Served(self.detector.detect(images, conf=self.confidence_threshold, iou=self.nms_threshold),
+                      self.detector, False)
 
 
 class RouteTable:
@@ -59,10 +69,9 @@ class RouteTable:
 
     def __init__(
         self,
-        production: Detector,
+        production: Detector | FallbackChain,
         load_model: Callable[[str], Detector] | None = None,
         find_experiment: Callable[[str], Experiment] | None = None,
-        production_watcher: ModelWatcher | None = None,
         poll_interval_s: float = 5.0,
         production_thresholds: tuple[float | None, float | None] = (None, None),
         unavailable_retry_s: float = UNAVAILABLE_RETRY_S,
@@ -70,16 +79,18 @@ class RouteTable:
         clock: Callable[[], float] = time.monotonic,
         find_active: Callable[[], Experiment | None] | None = None,
     ) -> None:
-        """``production_thresholds`` (confidence, NMS) override the production model's manifest when set;
+        """``production`` is a fixed detector, or a FallbackChain (hot swap and fallbacks, refreshed every
+        ``poll_interval_s``); ``production_thresholds`` (confidence, NMS) override the production model's manifest
+        when set;
         ``find_active``, when given, is asked every ``poll_interval_s`` for the running experiment, to preload it;
         an experiment that could not be read, or one of whose models did not load, is retried after
         ``unavailable_retry_s``; one without frames for ``idle_release_s`` is released."""
         self._clock = clock
         self._thresholds = production_thresholds
-        self._production = Route(production, *production_thresholds)
+        self._chain = production if isinstance(production, FallbackChain) else None
+        self._fixed_production = None if isinstance(production, FallbackChain) else production
         self._load_model = load_model
         self._find_experiment = find_experiment
-        self._watcher = production_watcher
         self._poll_interval_s = poll_interval_s
         self._polled = self._clock()
         self._routes: dict[tuple[str, str], Route] = {}
@@ -96,41 +107,47 @@ class RouteTable:
 
     @property
     def production(self) -> Detector:
-        return self._production.detector
+        """The detector that serves frames without an experiment now (a fallback while one is active)."""
+        return self._chain.serving if self._chain is not None else self._fixed_production
+
+    @property
+    def fallback(self) -> FallbackChain | None:
+        return self._chain
+
+    def _production_route(self) -> Route:
+        return Route(self.production, *self._thresholds, chain=self._chain)
 
     def refresh(self) -> None:
         """Hot swap: when the production alias moved to a version that loads and warms up, serve it from now on.
 
-        A version that fails keeps the current one serving (the watcher logs and reports the error code). While the
-        watcher loads a version in the background, every call checks whether it is ready, so it is served from the
-        next batch on. Experiments idle for ``idle_release_s`` are released here too.
+        A version that fails keeps the fallback chain serving (the watcher logs and reports the error code). While
+        the watcher loads a version in the background, every call checks whether it is ready, so it is served from
+        the next batch on. Experiments idle for ``idle_release_s`` are released here too.
         """
         self._release_idle_experiments()
         self._preload_active_experiment()
-        if self._watcher is None:
+        if self._chain is None:
             return
-        if not self._watcher.loading and self._clock() - self._polled < self._poll_interval_s:
+        if not self._chain.loading and self._clock() - self._polled < self._poll_interval_s:
             return
         self._polled = self._clock()
-        swap = self._watcher.poll()
-        if swap is not None:
-            log.info("production model swapped: %s -> %s (loaded and warmed up in %.0f ms)",
-                     swap.previous_version, swap.version, swap.load_ms)
-            self._production = Route(swap.detector, *self._thresholds)
+        self._chain.refresh()
 
     def status(self) -> dict:
-        """What the worker's ``/models`` endpoint shows: the production model, every loaded model (production and
-        experiment variants), and the hot-swap watcher's state (the failure that keeps a version out, if any)."""
+        """What the worker's ``/models`` endpoint shows: the production model, every loaded model (production,
+        fallbacks and experiment variants), the fallback chain and the hot-swap watcher's state (the failure that
+        keeps a version out, if any)."""
         return {"production": self.production.status(),
                 "loaded": [detector.status() for detector in self.detectors()],
-                "watcher": self._watcher.status() if self._watcher is not None else None}
+                "fallback": self._chain.status() if self._chain is not None else None,
+                "watcher": self._chain.watcher_status() if self._chain is not None else None}
 
     def route(self, experiment: str, variant: str) -> Route:
         if not experiment:
             if variant:
                 raise BadFrame(FrameProblem.UNKNOWN_VARIANT,
                                f"variant {variant!r} without an experiment: set both headers or neither")
-            return self._production
+            return self._production_route()
         route = self._routes.get((experiment, variant))
         if route is None:
             self._add_experiment(experiment)
@@ -182,7 +199,8 @@ class RouteTable:
             self._unavailable.pop(name, None)
             for key in [key for key in self._routes if key[0] == name]:
                 del self._routes[key]
-        in_use = {id(route.detector) for route in (self._production, *self._routes.values())}
+        in_use = {id(detector) for detector in self._production_detectors()}
+        in_use |= {id(route.detector) for route in self._routes.values()}
         released = [reference for reference, detector in self._models.items() if id(detector) not in in_use]
         for reference in released:
             del self._models[reference]
@@ -197,8 +215,12 @@ class RouteTable:
                 return loaded
         return detector
 
+    def _production_detectors(self) -> list[Detector]:
+        return self._chain.detectors() if self._chain is not None else [self._fixed_production]
+
     def detectors(self) -> list[Detector]:
-        return list({id(r.detector): r.detector for r in (self._production, *self._routes.values())}.values())
+        loaded = [*self._production_detectors(), *(route.detector for route in self._routes.values())]
+        return list({id(detector): detector for detector in loaded}.values())
 
     def _add_experiment(self, name: str) -> None:
         """Look experiment ``name`` up and add a route for each of its variants whose model loads.
@@ -270,18 +292,12 @@ class _ActiveExperiment:
             time.sleep(self._interval_s)
 
 
-def load_routes(settings: Settings) -> RouteTable:
-    registry = open_model_registry(settings)
-
-    def load(model: RegisteredModel) -> Detector:
-        return load_registered_model(settings, model, settings.inference.max_batch)
-
-    production = load(registry.resolve(settings.model.reference))
-    log.info("serving %s@%s on %s for frames without an experiment", production.name, production.version,
-             production.provider)
+def load_routes(settings: Settings, breakers: BreakerMetrics | None = None) -> RouteTable:
+    chain = load_model_chain(settings, settings.inference.max_batch, breakers)
+    production = chain.start()
+    log.info("serving %s@%s on %s for frames without an experiment%s", production.name, production.version,
+             production.provider, " (a FALLBACK: the production reference cannot serve)" if chain.fallback_active
+             else "")
     store = ExperimentStore.for_settings(settings)
-    watcher = ModelWatcher(registry, settings.model.reference, load, serving=production.version,
-                           background=True)
-    return RouteTable(production, lambda reference: load(registry.resolve(reference)), store.get, watcher,
-                      settings.inference.model_poll_s,
+    return RouteTable(chain, chain.load_reference, store.get, settings.inference.model_poll_s,
                       (settings.model.confidence_threshold, settings.model.nms_threshold), find_active=store.active)

@@ -270,7 +270,7 @@ class InferenceWorker:
         groups: dict[tuple, list[tuple[Message, DecodedFrame, str | None]]] = defaultdict(list)
         routes: dict[tuple, Route] = {}
         records: dict[int, bytes] = {}
-        served: dict[int, tuple[Route, Detections, float]] = {}
+        served_frames: dict[int, tuple[Route, Detections, float]] = {}
         shadowed: dict[int, tuple[str, Route, Detections, float]] = {}
         published: list[tuple[DecodedFrame, object]] = []
         decoded_of: dict[int, DecodedFrame] = {}
@@ -311,8 +311,7 @@ class InferenceWorker:
                 if shadow_variant is None:
                     queue.observe(max(started - fetched_at[id(message)], 0.0))
             try:
-                results = detector.detect([frame.image for _, frame, _ in members],
-                                          conf=route.confidence_threshold, iou=route.nms_threshold)
+                served = route.serve([frame.image for _, frame, _ in members])
             except Exception:  # a model that fails on some input must not take the worker (and its group) down
                 log.exception("%s@%s failed on a batch of %d frames; marking them ERROR", detector.name,
                               detector.version, len(members))
@@ -325,16 +324,20 @@ class InferenceWorker:
                                                   batch=len(members))
                 continue
             ended = time.time()
+            detector = served.detector
             self._observe_batch(detector, len(members))
             per_frame_ms = detector.last_timings.infer_ms / len(members)
-            for (message, frame, shadow_variant), detections in zip(members, results):
+            for (message, frame, shadow_variant), detections in zip(members, served.detections):
                 if shadow_variant is not None:
                     shadowed[id(message)] = (shadow_variant, route, detections, per_frame_ms)
                     continue
                 if id(message) in records:  # its own run failed (ERROR record); its shadow run did not
                     continue
-                records[id(message)] = self._detections_record(message, frame, detector, detections, per_frame_ms)
-                served[id(message)] = (route, detections, per_frame_ms)
+                records[id(message)] = self._detections_record(message, frame, detector, detections, per_frame_ms,
+                                                               fallback=served.fallback)
+                if served.fallback:
+                    self.metrics.fallback_frames.labels(detector.name, detector.version).inc()
+                served_frames[id(message)] = (route, detections, per_frame_ms)
                 published.append((frame, detector))
                 times[id(message)].update(infer_start=started * 1000, infer_end=ended * 1000, batch=len(members))
         publish_started = time.monotonic()
@@ -344,8 +347,9 @@ class InferenceWorker:
             if value is not None:
                 timing = {**times[id(message)], "produced": time.time() * 1000}
                 self._produce(topic, message.key(), value, [*DETECTIONS.headers(), timing_header(timing)])
-            if id(message) in shadowed and id(message) in served:
-                pair = self._shadow_pair(decoded_of[id(message)], served[id(message)], shadowed[id(message)])
+            if id(message) in shadowed and id(message) in served_frames:
+                pair = self._shadow_pair(decoded_of[id(message)], served_frames[id(message)],
+                                         shadowed[id(message)])
                 self._produce(self.settings.kafka.shadow_topic, message.key(), pair, SHADOW_PAIR.headers())
         return published, publish_started
 
@@ -377,8 +381,8 @@ class InferenceWorker:
         result = self._decode(message, now_ms)
         return result, time.time()
 
-    def _detections_record(self, message: Message, frame: DecodedFrame, detector,
-                           detections: Detections | None, infer_ms: float, status: str = "OK") -> bytes:
+    def _detections_record(self, message: Message, frame: DecodedFrame, detector, detections: Detections | None,
+                           infer_ms: float, status: str = "OK", fallback: bool = False) -> bytes:
         detections = detections if detections is not None else Detections.empty()
         return DETECTIONS.encode({
             "camera_id": frame.camera_id, "frame_seq": frame.frame_seq, "capture_ts_ms": frame.capture_ts_ms,
@@ -391,6 +395,7 @@ class InferenceWorker:
             "class_names": list(detector.manifest.class_names),
             "infer_ms": infer_ms, "inferred_ts_ms": int(time.time() * 1000),
             "source_partition": message.partition(), "source_offset": message.offset(),
+            "fallback": fallback,
         })
 
     def _dead_letter(self, message: Message, bad: BadFrame) -> None:

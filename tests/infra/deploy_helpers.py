@@ -42,6 +42,8 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "camcount_consumer_lag": ("gauge", {"topic", "partition"}),
     "camcount_dead_letters_total": ("counter", {"code", "detail"}),
     "camcount_model_info": ("gauge", {"model", "version", "provider", "state", "graph_cache"}),
+    "camcount_model_fallback_active": ("gauge", {"reference", "model", "version"}),
+    "camcount_inference_fallback_frames_total": ("counter", {"model", "version"}),
     "camcount_model_warmup_seconds": ("gauge", {"model", "version"}),
     "camcount_crossings_total": ("counter", {"camera", "line", "direction", "class"}),
     "camcount_count_frames_total": ("counter", {"camera"}),

@@ -58,10 +58,11 @@ def test_metric_names_the_configs_are_checked_against_are_the_ones_the_processes
     from foundation.settings import Settings
     from sinks.kafka_sink import ClickHouseSink
     from stream_apps.counting_app import CountingMetrics
-    from stream_apps.inference.metrics import InferenceMetrics, LoadedModelsCollector
+    from stream_apps.inference.metrics import FallbackCollector, InferenceMetrics, LoadedModelsCollector
 
     inference = InferenceMetrics()
     inference.registry.register(LoadedModelsCollector(lambda: []))
+    inference.registry.register(FallbackCollector(None))
     exported = {}
     for registry in (inference.registry, CountingMetrics().registry, ClickHouseSink(Settings()).metrics_registry):
         for family in registry.collect():
