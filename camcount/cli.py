@@ -67,12 +67,14 @@ def cmd_infer(settings: Settings, args: argparse.Namespace) -> int:
     import signal
 
     from foundation.ops_http import OpsServer
+    from foundation.process_metrics import register_resource_metrics
     from foundation.resilience import BreakerMetrics
     from stream_apps.inference.metrics import FallbackCollector, InferenceMetrics, LoadedModelsCollector
     from stream_apps.inference.routing import load_routes
     from stream_apps.inference.worker import InferenceWorker
 
     metrics = InferenceMetrics()
+    register_resource_metrics(metrics.registry)
     routes = load_routes(settings, BreakerMetrics(metrics.registry))
     metrics.registry.register(LoadedModelsCollector(routes.detectors))
     metrics.registry.register(FallbackCollector(routes.fallback))
@@ -102,15 +104,17 @@ def cmd_count(settings: Settings, args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
     from foundation.kafka import wait_for_broker
+    from foundation.process_metrics import register_resource_metrics
     from foundation.resilience import BreakerMetrics
     from stream_apps.counting_app import run_worker
 
     # As the inference worker and ingest do: an unreachable broker is one line naming it, not an aiokafka traceback.
     wait_for_broker(settings.kafka_bootstrap(), timeout_s=15, client_config=settings.kafka.client_config)
-    if args.no_sink:
-        run_worker(settings)
-        return 0
     registry = CollectorRegistry()  # one /metrics for the counting app and its sink
+    register_resource_metrics(registry)
+    if args.no_sink:
+        run_worker(settings, registry)
+        return 0
     breakers = BreakerMetrics(registry)
     sink = _clickhouse_sink(settings, registry, breakers)
     sink_failed = threading.Event()

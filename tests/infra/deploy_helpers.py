@@ -52,6 +52,18 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "camcount_sink_dead_records_total": ("counter", {"topic", "code", "detail"}),
     "camcount_sink_up": ("gauge", set()),
     "camcount_dependency_breaker_state": ("gauge", {"dependency"}),
+    # every process: foundation.process_metrics
+    "process_cpu_seconds_total": ("counter", set()),
+    "process_resident_memory_bytes": ("gauge", set()),
+    "process_virtual_memory_bytes": ("gauge", set()),
+    "process_start_time_seconds": ("gauge", set()),
+    "process_open_fds": ("gauge", set()),
+    "process_max_fds": ("gauge", set()),
+    "python_info": ("gauge", {"implementation", "major", "minor", "patchlevel", "version"}),
+    "camcount_process_threads": ("gauge", set()),
+    "camcount_gpu_utilization_ratio": ("gauge", {"gpu", "name"}),
+    "camcount_gpu_memory_used_bytes": ("gauge", {"gpu", "name"}),
+    "camcount_gpu_memory_total_bytes": ("gauge", {"gpu", "name"}),
 }
 TARGET_LABELS = {"job", "instance"}
 LABEL_VALUES = {"status": {"ok", "failed", "skipped"}, "topic": TOPICS}

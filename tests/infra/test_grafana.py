@@ -55,6 +55,7 @@ def test_grafana_dashboard_queries_only_exported_metrics(dashboard):
 
 
 def test_metric_names_the_configs_are_checked_against_are_the_ones_the_processes_export():
+    from foundation.process_metrics import register_resource_metrics
     from foundation.settings import Settings
     from sinks.kafka_sink import ClickHouseSink
     from stream_apps.counting_app import CountingMetrics
@@ -63,6 +64,7 @@ def test_metric_names_the_configs_are_checked_against_are_the_ones_the_processes
     inference = InferenceMetrics()
     inference.registry.register(LoadedModelsCollector(lambda: []))
     inference.registry.register(FallbackCollector(None))
+    register_resource_metrics(inference.registry)
     exported = {}
     for registry in (inference.registry, CountingMetrics().registry, ClickHouseSink(Settings()).metrics_registry):
         for family in registry.collect():

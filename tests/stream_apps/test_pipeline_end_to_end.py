@@ -124,10 +124,13 @@ def test_every_frame_gets_one_inference_log_row_with_its_model_version(pipeline_
         processes.stop_all()
 
 
-def test_the_counting_app_serves_metrics_and_readiness_over_http(pipeline_settings, tmp_path):
+def test_the_counting_app_and_the_worker_serve_metrics_with_their_resource_use_over_http(pipeline_settings, tmp_path):
     import urllib.request
 
-    settings = pipeline_settings(partitions=2)
+    from tests.services import free_ports
+
+    worker_port = free_ports(1)[0]
+    settings = pipeline_settings(partitions=2, metrics_port=worker_port)
     camera = f"cam-http-{tmp_path.name[-6:]}"
     processes = CamcountProcesses(settings, tmp_path)
     base = f"http://127.0.0.1:{settings.counting.web_port}"
@@ -141,10 +144,18 @@ def test_the_counting_app_serves_metrics_and_readiness_over_http(pipeline_settin
         with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
             assert response.status == 200
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
-            body = response.read().decode()
+            counting = response.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker_port}/metrics", timeout=5) as response:
+            worker = response.read().decode()
     finally:
         processes.stop_all()
-    assert f'camcount_count_frames_total{{camera="{camera}"}} 20.0' in body
+    assert f'camcount_count_frames_total{{camera="{camera}"}} 20.0' in counting
+    for body in (counting, worker):
+        samples = dict(line.rsplit(" ", 1) for line in body.splitlines() if line and not line.startswith("#"))
+        assert float(samples["process_resident_memory_bytes"]) > 50e6
+        assert float(samples["process_cpu_seconds_total"]) > 0
+        assert float(samples["camcount_process_threads"]) > 1
+        assert "camcount_gpu_memory_used_bytes{" not in body  # this CPU host has no NVML: no GPU series, no error
 
 
 def test_zone_occupancy_minutes_reach_clickhouse_with_every_counted_frame(pipeline_settings, tmp_path,
