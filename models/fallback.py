@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ class FallbackChain:
         self._failed_fallbacks: set[ModelReference] = set()
         self._watch = watch
         self._watcher: ModelWatcher | None = None
+        self._load_failures: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
 
     def start(self) -> Detector:
@@ -107,6 +109,7 @@ class FallbackChain:
             self._primary = load_within(self._load, self._registry.resolve(self.reference), self._load_timeout_s)
         except ModelError as exc:
             self._primary_error = exc
+            self._load_failures[(exc.code, exc.detail)] += 1
             log.error("%s cannot serve (%s); trying the fallback chain %s", self.reference, exc,
                       ", ".join(map(str, self._fallback_refs)) or "(empty)")
         if self._watch is not None:
@@ -136,6 +139,14 @@ class FallbackChain:
     def loading(self) -> bool:
         """Whether the watcher is loading a version in the background (``refresh`` hands it over once ready)."""
         return self._watcher is not None and self._watcher.loading
+
+    def load_failures(self) -> Counter[tuple[str, str]]:
+        """Every failed load of this chain's models since start (start-up, fallbacks, hot swaps), by (code, detail)."""
+        with self._lock:
+            total = Counter(self._load_failures)
+        if self._watcher is not None:
+            total.update(self._watcher.load_failures)
+        return total
 
     def watcher_status(self) -> dict[str, Any] | None:
         return self._watcher.status() if self._watcher is not None else None
@@ -195,7 +206,9 @@ class FallbackChain:
             loaded = [f"{d.name}@{d.version}" for d in self._fallbacks.values()]
         active = self.fallback_active
         serving = self._primary if not active else (self._fallbacks_in_order() or [self._last_resort()])[0]
+        watcher = self.watcher_status()
         return {"reference": self.reference, "fallback_active": active,
+                "target": watcher["target"] if watcher is not None else None,
                 "serving": None if serving is None else f"{serving.name}@{serving.version}",
                 "primary": None if primary is None else f"{primary.name}@{primary.version}",
                 "primary_error": None if self._primary_error is None else str(self._primary_error),
@@ -253,6 +266,7 @@ class FallbackChain:
         try:
             detector = load_within(self._load, model, self._load_timeout_s)
         except ModelError as exc:
+            self._load_failures[(exc.code, exc.detail)] += 1
             log.error("fallback %s cannot serve: %s", reference, exc)
             self._failed_fallbacks.add(reference)
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -88,6 +89,8 @@ class ModelWatcher:
         self._swaps = 0
         self._background = background
         self._load_timeout_s = load_timeout_s
+        self.load_failures: Counter[tuple[str, str]] = Counter()
+        """Failed loads by (code, detail), for the load-failure metric."""
         self._loading: tuple[str, Future[Detector], float] | None = None
 
     @property
@@ -159,8 +162,10 @@ class ModelWatcher:
         return self._swapped(future.result(), version, start)
 
     def _fail_load(self, version: str, exc: BaseException) -> None:
-        code, message = (exc.code, exc.message) if isinstance(exc, ModelError) else (ModelLoadError.code, str(exc))
-        self._fail(version, code, message)
+        error = exc if isinstance(exc, ModelError) else ModelLoadError(str(exc))
+        with self._lock:
+            self.load_failures[(error.code, error.detail)] += 1
+        self._fail(version, error.code, error.message)
 
     def _swapped(self, detector: Detector, version: str, start: float) -> SwapResult:
         load_ms = (time.perf_counter() - start) * 1e3

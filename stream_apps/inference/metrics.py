@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from models.detector import Detector
@@ -115,18 +115,27 @@ class LoadedModelsCollector(Collector):
 
 
 class FallbackCollector(Collector):
-    """``camcount_model_fallback_active{reference, model, version}``: 1 while a fallback serves the production
-    reference's frames (model/version: the one serving), else 0 with the reference's own model. Read at scrape time."""
+    """Model health of the production reference, read at scrape time:
+    ``camcount_model_fallback_active{reference, model, version, target}`` is 1 while a fallback serves (model/version:
+    the one serving; target: the version the reference names), else 0 with the reference's own model;
+    ``camcount_model_load_failures_total{reference, code, detail}`` counts failed loads (start-up, fallbacks, hot
+    swaps) by error code."""
 
     def __init__(self, chain: FallbackChain | None) -> None:
         self._chain = chain
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         active = GaugeMetricFamily("camcount_model_fallback_active",
                                    "1 while a fallback model serves the production reference's frames",
-                                   labels=("reference", "model", "version"))
+                                   labels=("reference", "model", "version", "target"))
+        failures = CounterMetricFamily("camcount_model_load_failures", "Failed model loads, by error code",
+                                       labels=("reference", "code", "detail"))
         if self._chain is not None:
-            serving = self._chain.status()
-            model, _, version = (serving["serving"] or "@").partition("@")
-            active.add_metric([self._chain.reference, model, version], int(serving["fallback_active"]))
+            status = self._chain.status()
+            model, _, version = (status["serving"] or "@").partition("@")
+            active.add_metric([self._chain.reference, model, version, status["target"] or ""],
+                              int(status["fallback_active"]))
+            for (code, detail), count in sorted(self._chain.load_failures().items()):
+                failures.add_metric([self._chain.reference, code, detail], count)
         yield active
+        yield failures

@@ -189,3 +189,14 @@ def test_a_background_load_slower_than_the_load_timeout_fails_as_model_002_load_
     assert watcher.poll() is None
     error = watcher.status()["error"]
     assert (error["version"], error["code"]) == ("2.0.0", "MODEL_002") and "did not load within" in error["message"]
+
+
+def test_failed_loads_are_counted_by_code_and_detail_for_the_load_failure_metric(registry):
+    corrupt_weights(registry, "1.1.0")
+    chain = chain_for(registry, Loader())
+    chain.start()  # production 1.1.0 fails: the chain serves 1.0.0
+    corrupt_weights(registry, "2.0.0")
+    registry.promote("fixed", "2.0.0")
+    chain.refresh()  # the watcher's load of 2.0.0 fails too
+    assert chain.load_failures() == {("MODEL_002", "checksum-mismatch"): 2}
+    assert chain.status()["target"] == "2.0.0"
