@@ -13,17 +13,24 @@ A frame's path through a worker, stage by stage (histogram, then the header's ti
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
+from models.detections import Detections
 from models.detector import Detector
 from models.fallback import FallbackChain
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+_COUNT_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89)
+_CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+_AREA_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 TIMING_HEADER = "camcount-timing"
 """Header on every detections record: when the worker fetched, decoded, inferred and produced it, as
@@ -81,8 +88,85 @@ class InferenceMetrics:
         self.fallback_frames = Counter("camcount_inference_fallback_frames",
                                        "Frames served by a fallback model (model.fallbacks) instead of the production "
                                        "reference", ("model", "version"), registry=r)
+        self.outputs = OutputDistribution(r)
         self.lag = Gauge("camcount_consumer_lag", "Messages behind the partition's high watermark",
                          ("topic", "partition"), registry=r)
+
+
+class _BucketCounts:
+    """One histogram's bucket counts and sums per label set, updated a whole array of values at a time."""
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = np.asarray(bounds, np.float64)
+        self.counts: dict[tuple[str, ...], np.ndarray] = {}
+        self.sums: dict[tuple[str, ...], float] = {}
+
+    def add(self, labels: tuple[str, ...], values: np.ndarray) -> None:
+        counts = self.counts.get(labels)
+        if counts is None:
+            counts = self.counts[labels] = np.zeros(len(self.bounds) + 1, np.int64)
+            self.sums[labels] = 0.0
+        buckets = np.searchsorted(self.bounds, values, side="left")  # value <= bound: that bucket
+        counts += np.bincount(buckets, minlength=len(counts))
+        self.sums[labels] += float(values.sum())
+
+    def family(self, name: str, documentation: str, labels: Sequence[str]) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, documentation, labels=labels)
+        for values, counts in self.counts.items():
+            cumulative = np.cumsum(counts).tolist()
+            buckets = [(floatToGoString(bound), count) for bound, count in zip(self.bounds.tolist(), cumulative)]
+            family.add_metric(list(values), [*buckets, ("+Inf", cumulative[-1])], self.sums[values])
+        return family
+
+
+class OutputDistribution(Collector):
+    """What a model outputs, per model version, variant and class: the signals drift monitoring compares over time
+    (detections per frame, confidence of each box, box area as a fraction of the frame). Classes come from the
+    model's manifest, so the label set is bounded by it.
+
+    A Prometheus histogram observes one value per call (about 2 us each): a frame of ten boxes cost about 60 us in
+    three of them. Here a batch's boxes are bucketed with numpy, once per class, and exported as histograms at
+    scrape time (docs/performance.md has the cost per frame).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._lock = threading.Lock()
+        self._per_frame = _BucketCounts(_COUNT_BUCKETS)
+        self._confidence = _BucketCounts(_CONFIDENCE_BUCKETS)
+        self._area = _BucketCounts(_AREA_BUCKETS)
+        registry.register(self)
+
+    def observe(self, detector: Detector, variant: str, frames: Sequence[Detections],
+                frame_areas: Sequence[int]) -> None:
+        """The outputs of ``frames`` (one Detections per frame, of ``frame_areas`` pixels each) of one model version
+        and variant: one call per batch keeps the cost per frame small."""
+        model = (detector.name, detector.version, variant)
+        counts = np.array([len(detections) for detections in frames], np.float64)
+        boxes = [detections for detections in frames if len(detections)]
+        with self._lock:
+            self._per_frame.add(model, counts)
+            if not boxes:
+                return
+            class_id = np.concatenate([d.class_id for d in boxes])
+            confidence = np.concatenate([d.confidence for d in boxes])
+            xyxy = np.concatenate([d.xyxy for d in boxes])
+            area = np.repeat([max(a, 1) for a, d in zip(frame_areas, frames) if len(d)], counts[counts > 0].astype(int))
+            ratio = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1]) / area
+            names = detector.manifest.class_names
+            for one_class in np.unique(class_id).tolist():
+                chosen = class_id == one_class
+                name = names[one_class] if 0 <= one_class < len(names) else str(one_class)
+                self._confidence.add((*model, name), confidence[chosen])
+                self._area.add((*model, name), ratio[chosen])
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        labels = ("model", "version", "variant")
+        with self._lock:
+            yield self._per_frame.family("camcount_inference_detections_per_frame", "Boxes kept per frame", labels)
+            yield self._confidence.family("camcount_inference_detection_confidence", "Confidence of each kept box",
+                                          (*labels, "class"))
+            yield self._area.family("camcount_inference_box_area_ratio",
+                                    "Area of each kept box over the frame's area", (*labels, "class"))
 
 
 class LoadedModelsCollector(Collector):

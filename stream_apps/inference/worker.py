@@ -272,7 +272,7 @@ class InferenceWorker:
         records: dict[int, bytes] = {}
         served_frames: dict[int, tuple[Route, Detections, float]] = {}
         shadowed: dict[int, tuple[str, Route, Detections, float]] = {}
-        published: list[tuple[DecodedFrame, object]] = []
+        published: list[tuple[DecodedFrame, object, Detections]] = []
         decoded_of: dict[int, DecodedFrame] = {}
         times: dict[int, dict[str, float]] = {}  # per record: the stages of its timing header (ms since the epoch)
         fetched_at: dict[int, float] = {}
@@ -338,7 +338,7 @@ class InferenceWorker:
                 if served.fallback:
                     self.metrics.fallback_frames.labels(detector.name, detector.version).inc()
                 served_frames[id(message)] = (route, detections, per_frame_ms)
-                published.append((frame, detector))
+                published.append((frame, detector, detections))
                 times[id(message)].update(infer_start=started * 1000, infer_end=ended * 1000, batch=len(members))
         publish_started = time.monotonic()
         topic = self.settings.kafka.detections_topic
@@ -451,15 +451,21 @@ class InferenceWorker:
         self.metrics.batch_size.labels(*labels).observe(size)
         self.stats.batches += 1
 
-    def _observe_publish(self, published: list[tuple[DecodedFrame, object]], publish_started: float) -> None:
+    def _observe_publish(self, published: list[tuple[DecodedFrame, object, Detections]],
+                         publish_started: float) -> None:
         now_ms = time.time() * 1000
         elapsed = time.monotonic() - publish_started
-        for detector in {id(d): d for _, d in published}.values():
+        for detector in {id(d): d for _, d, _ in published}.values():
             self.metrics.publish.labels(detector.name, detector.version).observe(elapsed)
-        for frame, detector in published:
+        outputs: dict[tuple[int, str], list[tuple[DecodedFrame, object, Detections]]] = defaultdict(list)
+        for frame, detector, detections in published:
             labels = (detector.name, detector.version)
             self.metrics.e2e.labels(*labels).observe(max(now_ms - frame.capture_ts_ms, 0) / 1000)
             self.metrics.frames.labels(*labels, frame.variant, "ok").inc()
+            outputs[(id(detector), frame.variant)].append((frame, detector, detections))
+        for (_, variant), frames in outputs.items():
+            self.metrics.outputs.observe(frames[0][1], variant, [d for _, _, d in frames],
+                                         [f.width * f.height for f, _, _ in frames])
         self.stats.frames_ok += len(published)
 
     def _refresh_lag(self) -> None:
