@@ -44,7 +44,7 @@ def _log_frames(client, experiment, infer_ms: dict[str, float], e2e_ms: dict[str
             ts = now_ms - (per_camera - seq) * 1000
             rows.append((camera, seq, datetime.fromtimestamp(ts / 1000, UTC).replace(microsecond=0, tzinfo=None), ts,
                          "yolov3-tiny", "x", variant, experiment.name, "ok", 5, 0.6,
-                         float(infer_ms[variant] + rng.normal(0, 1)), float(e2e_ms[variant] + rng.normal(0, 5))))
+                         float(infer_ms[variant] + rng.normal(0, 1)), float(e2e_ms[variant] + rng.normal(0, 5)), 0))
     client.execute(f"INSERT INTO inference_log ({', '.join(INFERENCE_COLUMNS)}) VALUES", rows)
 
 

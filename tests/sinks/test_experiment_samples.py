@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def inference(camera_id, seq, variant, *, status="ok", infer_ms=20.0, detections=2, experiment_name="fast-model"):
     ts = int(START.timestamp() * 1000) + seq * 1000
     return (camera_id, seq, datetime.fromtimestamp(ts / 1000, UTC), ts, "yolo", "1.0.0", variant, experiment_name,
-            status, detections, 0.8, infer_ms, infer_ms + 5)
+            status, detections, 0.8, infer_ms, infer_ms + 5, 0)
 
 
 def crossing(camera_id, seq, variant):
