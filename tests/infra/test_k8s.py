@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tests.infra.deploy_helpers import (
+    API_PORT,
     COUNT_WEB_PORT,
     DOCKERFILE,
     INFER_METRICS_PORT,
@@ -19,6 +20,7 @@ from tests.infra.deploy_helpers import (
 )
 
 K8S_DIR = ROOT / "infra" / "k8s"
+ALERTMANAGER_PORT = 9093
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +69,14 @@ def _k8s_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str,
     return env
 
 
+def _is_camcount_container(container: dict[str, Any]) -> bool:
+    return str(container["image"]).split("/")[-1].split(":")[0] == "camcount"
+
+
 def _containers(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    return [(f"{owner}/{c['name']}", c, spec) for owner, spec in _pod_specs(docs) for c in spec["containers"]]
+    """The camcount containers (the image's ENTRYPOINT is camcount); third-party ones such as Alertmanager aside."""
+    return [(f"{owner}/{c['name']}", c, spec) for owner, spec in _pod_specs(docs) for c in spec["containers"]
+            if _is_camcount_container(c)]
 
 
 def _mounted_file(docs: list[dict[str, Any]], pod: dict[str, Any], container: dict[str, Any], path: str) -> str | None:
@@ -207,11 +215,14 @@ def test_k8s_services_select_pods_and_annotate_scrape_ports(k8s_docs):
         annotated = int(template["metadata"]["annotations"]["prometheus.io/port"])
         container_ports = [p["containerPort"] for c in template["spec"]["containers"] for p in c["ports"]]
         assert annotated in container_ports and annotated in [p["port"] for p in svc["spec"]["ports"]], name
-        assert annotated == {"infer": INFER_METRICS_PORT, "count": COUNT_WEB_PORT}[name]
+        assert annotated == {"infer": INFER_METRICS_PORT, "count": COUNT_WEB_PORT, "api": API_PORT,
+                             "alertmanager": ALERTMANAGER_PORT}[name]
 
 
 def test_k8s_pods_run_as_the_image_user(k8s_docs):
     uid = int(re.search(r"--uid (\d+)", DOCKERFILE.read_text()).group(1))
     for owner, spec in _pod_specs(k8s_docs):
+        if not any(_is_camcount_container(c) for c in spec["containers"]):
+            continue  # third-party images run as their own user (Alertmanager: nobody, 65534)
         ctx = spec["securityContext"]
         assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] == uid, owner
