@@ -52,7 +52,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
     source = FrameSource(args.source, folder_fps=args.fps or 1.0)
     assigner = ExperimentAssigner(ExperimentStore.for_settings(settings),
-                                  breaker=circuit_breaker("redis-experiments", settings.resilience))
+                                  breaker=circuit_breaker("redis-experiments", settings.resilience), background=True)
     ingestor = CameraIngestor(settings, args.camera_id, source, fps=args.fps, loop=args.loop,
                               max_frames=args.max_frames, assign_variant=assigner, first_seq=args.first_seq)
     ingestor.install_signal_handlers()
@@ -205,10 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from camcount.commands import ab, analyze, bench, demo, models
+    from camcount.commands import ab, analyze, api, bench, demo, models
 
     return [models.register_parser, analyze.register_parser, bench.register_parser, ab.register_parser,
-            demo.register_parser]
+            demo.register_parser, api.register_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -97,6 +97,8 @@ class ModelSettings(_Section):
                                   "as failed (MODEL_002 load-timeout); the next in the chain serves")
     load_retry_s: float = Field(60.0, gt=0, description="first retry delay of a production version that failed to "
                                 "load; doubles per failure up to 15 minutes")
+    require_gpu: bool = Field(False, description="refuse to serve a model on CPU (RES_002 gpu-unavailable) instead of "
+                              "falling back to the CPU provider when no GPU provider can run it")
 
 
 class InferenceSettings(_Section):
@@ -126,6 +128,31 @@ class ApiSettings(_Section):
     cache_ttl_s: int = Field(60, ge=0, description="result cache entry lifetime; 0 disables the cache")
     cache_max_entries: int = Field(10000, ge=1, description="bound on cached results (oldest evicted first)")
     allow_url_images: bool = Field(False, description="let inference requests name an image URL to fetch")
+    url_fetch_timeout_s: float = Field(5.0, gt=0, description="time limit of fetching one image URL")
+    request_timeout_s: float = Field(30.0, gt=0, description="an inference request not answered by then (queue "
+                                     "wait included) gets 504 INF_004")
+    max_images_per_request: int = Field(64, ge=1, description="most images one batch-inference request may hold")
+    max_image_pixels: int = Field(3840 * 2160, ge=1, description="largest image (width x height) accepted, read "
+                                  "from the JPEG or PNG header before decoding")
+    max_loaded_models: int = Field(4, ge=1, description="model versions kept loaded at once (least recently used "
+                                   "idle one unloaded first)")
+    preload: list[str] = Field(default_factory=list, description="model references loaded at start besides "
+                               "model.reference (which is always loaded; readiness waits for it)")
+    model_resolve_ttl_s: float = Field(1.0, ge=0, description="how long an alias's resolution is reused before the "
+                                       "registry is read again (0: every request)")
+    intra_op_threads: int | None = Field(None, ge=1, description="ONNX Runtime threads per model (default: "
+                                         "physical cores)")
+    auth_failure_limit: int = Field(20, ge=1, description="failed authentications one client address may make "
+                                    "per auth_failure_window_s before it gets 429")
+    auth_failure_window_s: float = Field(60.0, gt=0, description="window of auth_failure_limit")
+    request_log_buffer: int = Field(10000, ge=1, description="request-log rows held for ClickHouse; beyond that "
+                                    "rows are dropped and counted")
+    request_log_flush_s: float = Field(1.0, gt=0, description="how often buffered request-log rows are written")
+    keys_file: str | None = Field(None, description="JSON file of API keys as stored (hashes, roles; no secrets), "
+                                  "read again when it changes; the bootstrap admin key comes from "
+                                  "CAMCOUNT_API_ADMIN_KEY")
+    key_refresh_s: float = Field(2.0, gt=0, description="how often each API replica reloads the API keys from "
+                                 "ClickHouse: a revoked key is refused everywhere within this time (plus one query)")
 
 
 class CountingSettings(_Section):

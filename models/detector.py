@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +13,14 @@ from typing import Any, Literal
 import numpy as np
 
 from models.detections import Detections
-from models.errors import InferenceFailed, ModelError, ModelLoadError
+from models.errors import (
+    DeviceMemoryExhausted,
+    HostMemoryExhausted,
+    InferenceFailed,
+    ModelError,
+    ModelLoadError,
+    PostprocessingFailed,
+)
 from models.manifest import ModelManifest
 from models.postprocess import DEFAULT_MAX_DETECTIONS, check_output_shape, postprocess
 from models.preprocess import BatchPreprocessor, LetterboxTransform, synthetic_frame
@@ -23,6 +30,17 @@ from models.runtime import GPU_DEVICES, SessionInfo, check_input_shape, create_s
 logger = logging.getLogger(__name__)
 
 State = Literal["loading", "ready", "error"]
+_OUT_OF_MEMORY_MESSAGES = ("Failed to allocate memory", "out of memory", "CUDNN_STATUS_ALLOC_FAILED",
+                           "bad_alloc")
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    """One image's thresholds for ``Detector.detect_each``: None means the manifest's."""
+
+    conf: float | None = None
+    iou: float | None = None
+    max_detections: int = DEFAULT_MAX_DETECTIONS
 
 
 @dataclass(frozen=True)
@@ -178,6 +196,33 @@ class Detector:
         """
         conf = self.manifest.confidence_threshold if conf is None else conf
         iou = self.manifest.nms_threshold if iou is None else iou
+        return self._detect(images, lambda outputs, transforms, _start: postprocess(
+            outputs, self.manifest.format, transforms, conf, iou, max_detections))
+
+    def detect_each(self, images: Sequence[np.ndarray], params: Sequence[DetectParams]) -> list[Detections]:
+        """As ``detect``, with each image's own thresholds (``params[i]`` for ``images[i]``): requests with different
+        options share one model run, and only their postprocessing differs. Same results as one ``detect`` call per
+        image with that image's parameters."""
+        if len(params) != len(images):
+            raise ValueError(f"{len(images)} images but {len(params)} parameter sets")
+
+        def each(outputs: list[np.ndarray], transforms: list[LetterboxTransform], start: int) -> list[Detections]:
+            found = []
+            for index, transform in enumerate(transforms):
+                p = params[start + index]
+                conf = self.manifest.confidence_threshold if p.conf is None else p.conf
+                iou = self.manifest.nms_threshold if p.iou is None else p.iou
+                found.extend(postprocess([output[index : index + 1] for output in outputs], self.manifest.format,
+                                         [transform], conf, iou, p.max_detections))
+            return found
+
+        return self._detect(images, each)
+
+    def _detect(self, images: Sequence[np.ndarray],
+                post: Callable[[list[np.ndarray], list[LetterboxTransform], int], list[Detections]]
+                ) -> list[Detections]:
+        """Preprocess, run and ``post``-process ``images`` in chunks of ``max_batch``; ``post`` gets a chunk's
+        outputs, transforms and the index of its first image."""
         pre_ms = infer_ms = post_ms = 0.0
         results: list[Detections] = []
         with self._lock:
@@ -190,9 +235,12 @@ class Detector:
                 t1 = time.perf_counter()
                 outputs = self._run(self._static_batch or len(chunk))
                 t2 = time.perf_counter()
-                results.extend(
-                    postprocess(outputs, self.manifest.format, transforms, conf, iou, max_detections)
-                )
+                try:
+                    results.extend(post(outputs, transforms, start))
+                except (ValueError, IndexError) as exc:  # outputs this format cannot decode at this batch size
+                    raise PostprocessingFailed(f"{self.name}@{self.version}: outputs of shapes "
+                                               f"{[list(o.shape) for o in outputs]} cannot be decoded as "
+                                               f"{self.manifest.format}: {exc}") from exc
                 t3 = time.perf_counter()
                 pre_ms += (t1 - t0) * 1e3
                 infer_ms += (t2 - t1) * 1e3
@@ -211,4 +259,15 @@ class Detector:
             self._session.session.run_with_iobinding(self._binding)
             return self._binding.copy_outputs_to_cpu()
         except Exception as exc:  # ONNX Runtime raises its own (Fail, RuntimeException, ...) and RuntimeError
-            raise InferenceFailed(f"{self.name}@{self.version} failed on a batch of {batch_size}: {exc}") from exc
+            raise self._run_failure(exc, batch_size) from exc
+
+    def _run_failure(self, exc: Exception, batch_size: int) -> InferenceFailed:
+        """The taxonomy's error for a failed model run: out of memory (ONNX Runtime's allocator messages, or
+        MemoryError) is RES_002 on a GPU provider and RES_001 on CPU; anything else MODEL_003."""
+        message = f"{self.name}@{self.version} failed on a batch of {batch_size}: {exc}"
+        out_of_memory = isinstance(exc, MemoryError) or any(m in str(exc) for m in _OUT_OF_MEMORY_MESSAGES)
+        if out_of_memory and self.provider in GPU_DEVICES:
+            return DeviceMemoryExhausted(f"{message}; lower inference.max_batch or load fewer models per GPU")
+        if out_of_memory:
+            return HostMemoryExhausted(f"{message}; give the process more memory or lower inference.max_batch")
+        return InferenceFailed(message)

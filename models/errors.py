@@ -67,3 +67,32 @@ class ModelVersionExists(ModelError):
 
     code = "MODEL_004"  # version mismatch
     detail = "version-exists"
+
+
+class PostprocessingFailed(InferenceFailed):
+    """The model ran, but its outputs could not be decoded into boxes (a shape or value the format does not allow at
+    this batch size); handled like an inference failure (the fallback chain re-runs the batch)."""
+
+    code = "INF_003"  # postprocessing failed
+    detail = "postprocess-failed"
+
+
+class HostMemoryExhausted(InferenceFailed):
+    """The host ran out of memory while running a batch."""
+
+    code = "RES_001"  # memory
+    detail = "host-memory-exhausted"
+
+
+class DeviceMemoryExhausted(InferenceFailed):
+    """The GPU ran out of memory while running a batch (lower inference.max_batch, or fewer models per GPU)."""
+
+    code = "RES_002"  # GPU
+    detail = "gpu-memory-exhausted"
+
+
+class GpuUnavailable(ModelLoadError):
+    """``model.require_gpu`` is set, but no GPU execution provider can run the model here (it would run on CPU)."""
+
+    code = "RES_002"  # GPU
+    detail = "gpu-unavailable"

@@ -12,7 +12,21 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from foundation.errors import CamcountError
+
 logger = logging.getLogger(__name__)
+
+
+class CacheNotWritable(CamcountError):
+    """The optimised-graph cache cannot be written (disk full, read-only): logged, and the model loads without it."""
+
+    code = "RES_004"  # disk
+    detail = "cache-not-writable"
+
+
+def _log_not_writable(message: str) -> None:
+    error = CacheNotWritable(message)
+    logger.warning("%s %s: %s", error.code, error.detail, error.one_line())
 
 MakeSession = Callable[[str, bool, "str | None"], ort.InferenceSession]
 """``(path, optimise, save_to)`` -> session: graph optimisation on or off, the optimised graph saved to ``save_to``."""
@@ -76,15 +90,15 @@ class OptimizedGraphCache:
             fd, temporary = tempfile.mkstemp(prefix=f".{cached.name}.", suffix=".onnx", dir=self.directory)
             os.close(fd)
         except OSError as exc:
-            logger.warning("cannot cache optimised graphs in %s (%s); sessions will optimise on every load",
-                           self.directory, exc)
+            _log_not_writable(f"cannot cache optimised graphs in {self.directory} ({exc}); sessions will optimise on "
+                              "every load")
             return make_session(str(onnx_path), True, None), "uncached"
         try:
             session = make_session(str(onnx_path), True, temporary)
             os.replace(temporary, cached)
         except Exception as exc:  # noqa: BLE001 - saving failed, or the model itself is bad: tell them apart
-            logger.warning("cannot store the optimised graph of %s in %s (%s); trying without the cache",
-                           onnx_path, self.directory, exc)
+            _log_not_writable(f"cannot store the optimised graph of {onnx_path} in {self.directory} ({exc}); trying "
+                              "without the cache")
             return make_session(str(onnx_path), True, None), "uncached"
         finally:
             Path(temporary).unlink(missing_ok=True)

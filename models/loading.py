@@ -7,8 +7,10 @@ from functools import partial
 from foundation.resilience import BreakerMetrics, circuit_breaker
 from foundation.settings import Settings
 from models.detector import Detector
+from models.errors import GpuUnavailable
 from models.fallback import FallbackChain
 from models.registry import ModelRegistry, RegisteredModel, open_registry
+from models.runtime import GPU_DEVICES
 from models.watcher import ModelWatcher
 
 
@@ -19,9 +21,17 @@ def open_model_registry(settings: Settings) -> ModelRegistry:
 
 def load_registered_model(settings: Settings, model: RegisteredModel, max_batch: int,
                           intra_op_threads: int | None = None) -> Detector:
-    """A warmed-up detector for ``model`` on the configured providers, reusing the on-disk runtime cache."""
-    return Detector.from_model(model, providers=settings.model.providers, max_batch=max_batch,
-                               cache_dir=settings.layout().runtime_cache, intra_op_threads=intra_op_threads)
+    """A warmed-up detector for ``model`` on the configured providers, reusing the on-disk runtime cache.
+
+    With ``model.require_gpu``, a model that would run on CPU (no usable GPU provider) is refused with RES_002.
+    """
+    detector = Detector.from_model(model, providers=settings.model.providers, max_batch=max_batch,
+                                   cache_dir=settings.layout().runtime_cache, intra_op_threads=intra_op_threads)
+    if settings.model.require_gpu and detector.provider not in GPU_DEVICES:
+        raise GpuUnavailable(f"{detector.name}@{detector.version} would run on {detector.provider}, and "
+                             "model.require_gpu is set: check the node's GPU, driver and CUDA libraries (the worker "
+                             "log names why each GPU provider was skipped), or unset model.require_gpu to allow CPU")
+    return detector
 
 
 def load_detector(settings: Settings, reference: str | None = None, max_batch: int = 8,

@@ -66,6 +66,8 @@ class ExperimentExists(ExperimentStoreError):
 class ExperimentNotFound(ExperimentStoreError):
     """No experiment of that name was ever started."""
 
+    detail = "experiment-not-found"
+
 
 class ExperimentNotActive(ExperimentStoreError):
     """The experiment to stop is not the running one."""

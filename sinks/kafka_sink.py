@@ -119,7 +119,13 @@ class ClickHouseSink:
                     batch, started = self._held, time.monotonic()
                     self._held = []
                 elif not batch:
-                    started = time.monotonic()
+                    now = time.monotonic()
+                    if self._live_backlog and now - started >= self.max_interval_s:
+                        # Idle, with crossings held back while Redis was away: retry them now, or a camera that
+                        # went quiet (a replayed file, a camera switched off) would never see its totals converge.
+                        self._update_live_totals([])
+                    if not self._live_backlog or now - started >= self.max_interval_s:
+                        started = now
             if batch and self._store(consumer, writer, batch):
                 consumer.commit(offsets=next_offsets(batch), asynchronous=False)
         except BaseException:
@@ -214,7 +220,8 @@ class ClickHouseSink:
     def _update_live_totals(self, crossings: list[dict]) -> None:
         """Add the batch's crossings, and any held back while Redis was away, to the live totals.
 
-        Adding is idempotent per event id, so the backlog is simply retried with each batch until Redis answers;
+        Adding is idempotent per event id, so the backlog is simply retried with each batch, and every
+        ``max_interval_s`` while no record arrives, until Redis answers;
         it holds the latest ``LIVE_BACKLOG`` crossings (live totals are a convenience: ClickHouse has them all).
         """
         if self.live_totals is None:

@@ -13,6 +13,8 @@ is marked if and only if it was added, whatever fails or is retried. Clients tim
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +22,8 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+
+from foundation.errors import ServiceUnavailable
 
 CAMERA_TTL_S = 24 * 3600
 ZONE_TTL_S = 3600
@@ -108,3 +112,81 @@ class LiveCrossingTotals:
 def read_camera(client: redis.Redis, prefix: str, camera_id: str) -> dict[str, int]:
     raw = client.hgetall(camera_key(prefix, camera_id))
     return {k.decode(): int(v) for k, v in raw.items()}
+
+
+class LiveStateUnavailable(ServiceUnavailable):
+    """The live state's Redis cannot be reached (refused, or no answer within ``TIMEOUT_S``)."""
+
+    code = "SYS_003"
+    detail = "live-state-unavailable"
+
+
+@contextmanager
+def reachable(client: redis.Redis) -> Iterator[None]:
+    """Turns redis-py's connection and timeout errors into :class:`LiveStateUnavailable`, naming the address."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        kwargs = client.connection_pool.connection_kwargs
+        raise LiveStateUnavailable(
+            f"the live state's Redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')} cannot be reached "
+            f"({type(exc).__name__})", remedy="start it (`camcount stack up`) or set REDIS_URL") from exc
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` with Redis glob characters escaped, for a SCAN MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _scan(client: redis.Redis, pattern: str) -> list[str]:
+    return sorted(key.decode() if isinstance(key, bytes) else key
+                  for key in client.scan_iter(match=pattern, count=1000))
+
+
+def live_cameras(client: redis.Redis, prefix: str) -> list[str]:
+    """Cameras with live state (a frame counted within ``CAMERA_TTL_S``), sorted."""
+    start = f"{prefix}:camera:"
+    return [key[len(start):] for key in _scan(client, _glob_escape(start) + "*")]
+
+
+def _owner(rest: str, cameras: list[str]) -> tuple[str, str] | None:
+    """``(camera, remainder)`` for ``rest`` = ``{camera}:{remainder}``: the longest known camera id that fits, since
+    camera ids and zone or line names may themselves hold ':'."""
+    for camera in sorted(cameras, key=len, reverse=True):
+        if rest.startswith(camera + ":"):
+            return camera, rest[len(camera) + 1:]
+    return None
+
+
+def last_frames(client: redis.Redis, prefix: str, cameras: list[str]) -> dict[str, dict[str, int]]:
+    """Per camera of ``cameras``, its last counted frame: ``last_frame_seq``, ``last_capture_ts_ms``, ``updated_ms``
+    (empty when Redis holds none)."""
+    with client.pipeline(transaction=False) as pipe:
+        for camera in cameras:
+            pipe.hgetall(camera_key(prefix, camera))
+        return {camera: {k.decode(): int(v) for k, v in raw.items()}
+                for camera, raw in zip(cameras, pipe.execute(), strict=True)}
+
+
+def read_live(client: redis.Redis, prefix: str, cameras: list[str], day: str) -> dict[str, dict[str, Any]]:
+    """Live state of ``cameras``: per camera its last counted frame (:func:`last_frames`), ``zones`` (zone -> class
+    -> current occupancy) and ``lines`` (line -> ``in``/``out``/``in:{class}``/``out:{class}`` -> count) of UTC day
+    ``day`` (YYYYMMDD). Scans the zone and line keys of the prefix: meant for dashboards, not per frame."""
+    wanted = set(cameras)
+    known = sorted(set(live_cameras(client, prefix)) | wanted)
+    state: dict[str, dict[str, Any]] = {camera: {**frame, "zones": {}, "lines": {}}
+                                        for camera, frame in last_frames(client, prefix, cameras).items()}
+    for kind, suffix in (("zone", ""), ("line", f":{day}")):
+        start = f"{prefix}:{kind}:"
+        keys = []
+        for key in _scan(client, _glob_escape(start) + "*" + _glob_escape(suffix)):
+            owned = _owner(key[len(start):len(key) - len(suffix)], known)
+            if owned is not None and owned[0] in wanted:
+                keys.append((key, *owned))
+        with client.pipeline(transaction=False) as pipe:
+            for key, _, _ in keys:
+                pipe.hgetall(key)
+            for (_, camera, name), raw in zip(keys, pipe.execute(), strict=True):
+                if raw:
+                    state[camera][f"{kind}s"][name] = {k.decode(): int(v) for k, v in raw.items()}
+    return state

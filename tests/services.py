@@ -244,3 +244,117 @@ def outage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Loc
         yield stack, settings
     finally:
         stack.down()
+
+
+# --- the HTTP API ------------------------------------------------------------------------------------------------
+API_ROLES = ("viewer", "system", "ml_engineer", "admin")
+PROMO_MODEL = "promo-yolo"
+"""A second model name in the API server's registry (the default model's weights as 1.0.0 and 2.0.0), which tests
+may promote and roll back without moving the default model."""
+
+
+class ApiServer:
+    """A running ``camcount api`` process (real port, the session stack's Redis and ClickHouse) and its keys.
+
+    ``keys`` maps each role (and ``revoked``) to a key the server's keys file knows; ``admin_key`` is the
+    bootstrap key from CAMCOUNT_API_ADMIN_KEY. ``settings`` are the server's own (database, Redis prefix, registry).
+    """
+
+    def __init__(self, url: str, admin_key: str, keys: dict[str, str], settings: Settings, log_path: Path) -> None:
+        self.url = url
+        self.admin_key = admin_key
+        self.keys = keys
+        self.settings = settings
+        self.log_path = log_path
+
+    def headers(self, role: str | None = "admin") -> dict[str, str]:
+        """``X-API-Key`` of ``role`` (``bootstrap`` for the admin key from the environment); none for None."""
+        if role is None:
+            return {}
+        return {"X-API-Key": self.admin_key if role == "bootstrap" else self.keys[role]}
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _api_registry(model_registry: str, root: Path) -> Path:
+    from models.registry import ModelRegistry
+
+    shutil.copytree(model_registry, root)
+    registry = ModelRegistry(root)
+    current = registry.resolve("yolov3-tiny@production")
+    fields = current.manifest.model_dump(exclude={"name", "version", "sha256", "created_at"})
+    for version in ("1.0.0", "2.0.0"):
+        registry.register(current.path, **{**fields, "name": PROMO_MODEL, "version": version})
+    registry.promote(PROMO_MODEL, "1.0.0")
+    return root
+
+
+def _api_keys_file(path: Path) -> dict[str, str]:
+    import json
+
+    from api.auth import hash_key
+
+    secrets = {role: f"test-{role}-{uuid.uuid4().hex}" for role in (*API_ROLES, "revoked")}
+    entries = [{"key_id": f"key-{role}", "name": f"test {role}", "role": "viewer" if role == "revoked" else role,
+                "key_sha256": hash_key(secret), "revoked": role == "revoked"} for role, secret in secrets.items()]
+    path.write_text(json.dumps(entries))
+    return secrets
+
+
+def start_api_process(settings: Settings, workdir: Path, admin_key: str, timeout_s: float = 120):
+    """Start ``camcount api`` with exactly ``settings`` and wait until it is ready; returns (processes, url)."""
+    import time
+
+    import httpx
+
+    from tests.pipeline import CamcountProcesses
+
+    processes = CamcountProcesses(settings, workdir)
+    process = processes.start("api", "api", CAMCOUNT_API_ADMIN_KEY=admin_key)
+    url = f"http://127.0.0.1:{settings.api.port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return processes, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    processes.stop_all()
+    log_text = (workdir / "api.log").read_text(errors="replace")[-4000:]
+    raise RuntimeError(f"camcount api did not become ready within {timeout_s} s:\n{log_text}")
+
+
+@pytest.fixture(scope="session")
+def api_server(stack_settings: Settings, model_registry: str,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """One ``camcount api`` process for the session: its own ClickHouse database and Redis prefix on the session
+    stack, a private copy of the test registry (plus PROMO_MODEL), a keys file with one key per role, CPU only,
+    auth failures effectively unlimited (the 429 budget is tested in process), aliases re-read on every request."""
+    workdir = tmp_path_factory.mktemp("api-server")
+    settings = stack_settings.namespaced(uuid.uuid4().hex[:10])
+    apply_clickhouse_ddl(settings.clickhouse_url(), clickhouse_database(settings))
+    keys = _api_keys_file(workdir / "keys.json")
+    settings = settings.model_copy(update={
+        "home": workdir / "home",
+        "model": settings.model.model_copy(update={
+            "registry": str(_api_registry(model_registry, workdir / "registry")),
+            "providers": ["CPUExecutionProvider"]}),
+        "api": settings.api.model_copy(update={
+            "port": free_ports(1)[0], "auth_failure_limit": 1_000_000, "model_resolve_ttl_s": 0.0,
+            "keys_file": str(workdir / "keys.json"), "request_log_flush_s": 0.2, "max_body_bytes": 4 * 1024 * 1024}),
+    })
+    admin_key = f"test-bootstrap-{uuid.uuid4().hex}"
+    processes, url = start_api_process(settings, workdir, admin_key)
+    try:
+        yield ApiServer(url, admin_key, keys, settings, workdir / "api.log")
+    finally:
+        processes.stop_all()
+        client = connect_clickhouse(settings, database="default")
+        try:
+            client.execute(f"DROP DATABASE IF EXISTS {quote_identifier(clickhouse_database(settings))}")
+        finally:
+            client.disconnect()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from camcount.commands.actor import add_actor_option, cli_actor
 from camcount.commands.argtypes import positive_float
 from foundation.clickhouse import clickhouse_client
 from foundation.errors import UsageError
@@ -30,17 +31,20 @@ def _store(settings: Settings):
 
 
 def _experiment(settings: Settings, name: str | None):
-    store = _store(settings)
-    if name:
-        return store.get(name)
-    active = store.active()
-    if active is None:
-        raise UsageError("no experiment is running: name one (`camcount ab status` lists them)")
-    return active
+    from management.experiments import find_experiment
+
+    return find_experiment(_store(settings), name)
+
+
+def _audit_log(settings: Settings):
+    from sinks.audit import AuditLog
+
+    return AuditLog.for_settings(settings)
 
 
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
     from experiments.config import load_experiment
+    from management.experiments import start
     from models.loading import open_model_registry
 
     try:
@@ -49,10 +53,9 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError(f"{args.file}: not a valid YAML or JSON experiment definition: "
                         f"{' '.join(str(exc).split())}") from exc
     experiment = load_experiment(document)
-    registry = open_model_registry(settings)
-    for variant in experiment.variants:  # refuse before any camera is switched to a model that isn't there
-        registry.verify(variant.model)
-    started = _store(settings).start(experiment)
+    # start verifies every variant's model before any camera is switched to one that isn't there
+    started = start(_store(settings), open_model_registry(settings), _audit_log(settings), cli_actor(args),
+                    experiment)
     print(f"experiment {started.name} running; variants: "
           + ", ".join(f"{v.name}={v.model} (weight {v.weight:g})" for v in started.variants))
     print("ingestors pick it up within seconds; frames get the variant of their camera")
@@ -60,15 +63,18 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
-    experiment = _experiment(settings, args.name)
-    stopped = _store(settings).stop(experiment.name, args.reason)
+    from management.experiments import stop
+
+    stopped = stop(_store(settings), _audit_log(settings), cli_actor(args), args.name, args.reason)
     print(f"experiment {stopped.name} stopped: {stopped.stop_reason}")
     return 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    store = _store(settings)
-    active = store.active()
+    from management.experiments import experiment_status
+
+    status = experiment_status(_store(settings))
+    active = status.active
     if active is None:
         print("no experiment running: frames go to the production model")
     else:
@@ -78,7 +84,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             overrides = ", ".join(f"{k} {getattr(v, k)}" for k in ("confidence_threshold", "nms_threshold")
                                   if getattr(v, k) is not None)
             print(f"  {v.name:<12} {v.model:<28} weight {v.weight:g}" + (f"  ({overrides})" if overrides else ""))
-    history = store.history()
+    history = status.history
     if history:
         print("history:")
         for entry in history[-10:]:
@@ -88,9 +94,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def build_report_for(settings: Settings, name: str | None) -> Report:
-    from sinks.experiment_samples import experiment_report
+    from management.experiments import report
 
-    return experiment_report(clickhouse_client(settings), _experiment(settings, name))
+    return report(clickhouse_client(settings), _store(settings), name)
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
@@ -106,14 +112,17 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
+    from management.models import promote, verify_model
     from models.loading import open_model_registry
 
     report = build_report_for(settings, args.name)
     experiment = _experiment(settings, args.name)
     variant = experiment.variant(variant_to_promote(report, experiment.variant_names, args.variant, args.force))
     registry = open_model_registry(settings)
-    model = registry.verify(variant.model)
-    registry.promote(model.manifest.name, model.manifest.version)
+    model = verify_model(registry, variant.model)
+    promote(registry, _audit_log(settings), cli_actor(args), model.manifest.name, model.manifest.version,
+            reason=f"variant {variant.name} of experiment {experiment.name}"
+                   + (" (forced)" if args.force else f": {report.reason}"))
     print(f"{model.manifest.name}@production -> {model.manifest.version} (variant {variant.name} of "
           f"{experiment.name}); running workers swap it in within {settings.inference.model_poll_s:g} s")
     if variant.confidence_threshold is not None or variant.nms_threshold is not None:
@@ -149,8 +158,10 @@ def cmd_guard(settings: Settings, args: argparse.Namespace) -> int:
     Runs until SIGINT/SIGTERM: a breach must last ``breach_seconds`` of consecutive checks to stop an experiment.
     """
     from experiments.guardrails import GuardrailMonitor
+    from management.experiments import stop
 
     store = _store(settings)
+    audit, actor = _audit_log(settings), cli_actor(args)
     client = clickhouse_client(settings)
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -176,7 +187,7 @@ def cmd_guard(settings: Settings, args: argparse.Namespace) -> int:
                 seen_ms = max(seen_ms, ts_ms)
             decision = monitor.check(max(int(time.time() * 1000), seen_ms))
             if decision is not None:
-                store.stop(experiment.name, decision.reason)
+                stop(store, audit, actor, experiment.name, decision.reason)
                 log.warning("experiment %s stopped automatically: %s", experiment.name, decision.reason)
                 print(f"experiment {experiment.name} stopped: {decision.reason}", flush=True)
                 monitor = None
@@ -187,12 +198,14 @@ def cmd_guard(settings: Settings, args: argparse.Namespace) -> int:
 def register_parser(sub: argparse._SubParsersAction) -> None:
     ab = sub.add_parser("ab", help="A/B experiments: start, stop, status, report, promote, guard")
     actions = ab.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = actions.add_parser("start", help="start an experiment defined in a YAML/JSON file")
+    p = actions.add_parser("start", help="start an experiment defined in a YAML/JSON file (audited)")
     p.add_argument("file", help="experiment definition (name, variants with model and weight, ...)")
+    add_actor_option(p)
     p.set_defaults(handler=cmd_start)
-    p = actions.add_parser("stop", help="stop the running experiment")
+    p = actions.add_parser("stop", help="stop the running experiment (audited)")
     p.add_argument("name", nargs="?", help="experiment name (default: the running one)")
     p.add_argument("--reason", default="stopped by operator")
+    add_actor_option(p)
     p.set_defaults(handler=cmd_stop)
     p = actions.add_parser("status", help="the running experiment and recent history")
     p.set_defaults(handler=cmd_status)
@@ -201,11 +214,14 @@ def register_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--html", metavar="PATH", help="also write an HTML page with latency and count charts")
     p.set_defaults(handler=cmd_report)
-    p = actions.add_parser("promote", help="move the winning variant's model to production")
+    p = actions.add_parser("promote", help="move the winning variant's model to production (audited)")
     p.add_argument("name", nargs="?", help="experiment name (default: the running one)")
     p.add_argument("--variant", help="promote this variant instead of the report's winner (needs --force)")
     p.add_argument("--force", action="store_true", help="promote even though the report does not say so")
+    add_actor_option(p)
     p.set_defaults(handler=cmd_promote)
-    p = actions.add_parser("guard", help="stop the running experiment when a candidate breaches its guardrails")
+    p = actions.add_parser("guard", help="stop the running experiment when a candidate breaches its guardrails "
+                           "(each stop audited)")
     p.add_argument("--interval", type=positive_float, default=10.0, help="seconds between checks (default 10)")
+    add_actor_option(p)
     p.set_defaults(handler=cmd_guard)

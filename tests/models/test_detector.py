@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from models.detector import Detector
-from models.errors import ChecksumMismatch, ModelLoadError, ModelNotFound
+from models.errors import ChecksumMismatch, InferenceFailed, ModelLoadError, ModelNotFound, PostprocessingFailed
 from models.manifest import ModelManifest
 from models.registry import ModelRegistry, RegisteredModel, sha256_file
 from models.runtime import CPU, create_session
@@ -200,3 +200,47 @@ def test_session_factory_reports_an_unloadable_file_as_a_load_error(tmp_path: Pa
 
     with pytest.raises(ModelLoadError, match="valid ONNX"):
         create_session(path, CPU_ONLY)
+
+
+class _FailingOrtSession:
+    """Stands in for ONNX Runtime's session at run time, for failures a CPU test cannot cause for real (an
+    exhausted allocator) or that a well-formed model never produces (outputs of another shape than at warm-up)."""
+
+    def __init__(self, fail_with: BaseException | None = None, outputs: list[np.ndarray] | None = None) -> None:
+        self.fail_with, self.outputs = fail_with, outputs
+
+    def run(self, output_names, feeds):
+        if self.fail_with is not None:
+            raise self.fail_with
+        return self.outputs
+
+
+def _loaded_with(registry: ModelRegistry, ort_session: _FailingOrtSession, provider: str = CPU) -> Detector:
+    import dataclasses
+
+    detector = Detector.load(registry, "bright@production", providers=CPU_ONLY)
+    detector._session = dataclasses.replace(detector._session, session=ort_session)
+    detector.provider = provider
+    return detector
+
+
+@pytest.mark.parametrize("failure, provider, code, detail", [
+    (RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running Conv"),
+     CPU, "MODEL_003", "inference-failed"),
+    (MemoryError(), CPU, "RES_001", "host-memory-exhausted"),
+    (RuntimeError("[ONNXRuntimeError] : 6 : Failed to allocate memory for requested buffer of size 8388608"),
+     "CUDAExecutionProvider", "RES_002", "gpu-memory-exhausted"),
+])
+def test_a_failed_model_run_is_classified_by_the_taxonomy(registry, failure, provider, code, detail) -> None:
+    detector = _loaded_with(registry, _FailingOrtSession(fail_with=failure), provider)
+    with pytest.raises(InferenceFailed) as raised:
+        detector.detect(FRAMES[:1])
+    assert (raised.value.code, raised.value.detail) == (code, detail)
+
+
+def test_outputs_the_format_cannot_decode_are_a_postprocessing_failure_inf_003(registry) -> None:
+    detector = _loaded_with(registry, _FailingOrtSession(outputs=[np.zeros((0, 2, 6), np.float32)]))
+    with pytest.raises(PostprocessingFailed) as raised:
+        detector.detect(FRAMES[:1])
+    assert (raised.value.code, raised.value.detail) == ("INF_003", "postprocess-failed")
+    assert "cannot be decoded as yolov5" in str(raised.value)

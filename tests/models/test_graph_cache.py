@@ -148,3 +148,16 @@ def test_a_model_onnx_runtime_cannot_load_is_still_a_load_error_with_the_cache_o
 
     with pytest.raises(ModelLoadError, match="valid ONNX"):
         create_session(path, [CPU], cache_dir=tmp_path / "cache", weights_sha256=sha256_file(path))
+
+
+def test_a_cache_disk_that_cannot_be_written_is_logged_once_with_res_004(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, sha256 = toy_model(tmp_path / "toy.onnx", 0.5)
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache directory should be")
+
+    with caplog.at_level("WARNING", logger="models.graph_cache"):
+        run(path, sha256, blocker)
+
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["RES_004 cache-not-writable"], caplog.text

@@ -88,3 +88,41 @@ def test_once_its_breaker_opens_lookups_no_longer_reach_an_absent_redis():
         assigner("cam-1", 0)
 
     assert flaky.lookups == 2
+
+
+class _HungStore:
+    """A store whose Redis stops answering after the first lookup: every later lookup hangs until released."""
+
+    def __init__(self, store: ExperimentStore) -> None:
+        import threading
+
+        self._store, self.lookups, self.release = store, 0, threading.Event()
+
+    def active(self):
+        self.lookups += 1
+        if self.lookups > 1:
+            self.release.wait(10)
+            raise redis.TimeoutError("Timeout reading from socket")
+        return self._store.active()
+
+
+def test_in_the_background_a_redis_that_stops_answering_never_holds_up_a_frame():
+    client = _DictRedis()
+    store = ExperimentStore(client, prefix="t")  # type: ignore[arg-type]
+    _started(store, client, "fast-model")
+    hung = _HungStore(store)
+    assigner = ExperimentAssigner(hung, refresh_s=0, background=True)  # type: ignore[arg-type]
+    first = assigner("cam-1", 0)  # the first lookup is made on the spot
+    try:
+        started = time.monotonic()
+        later = [assigner("cam-1", 0) for _ in range(50)]
+        waited = time.monotonic() - started
+        deadline = time.monotonic() + 5
+        while hung.lookups < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        hung.release.set()
+
+    assert first[0] == "fast-model" and later == [first] * 50
+    assert waited < 1.0, f"frames waited {waited:.1f} s for a Redis that does not answer"
+    assert hung.lookups == 2, "one background lookup at a time"
