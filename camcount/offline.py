@@ -63,6 +63,11 @@ class Analysis:
                 "zones": {name: figures.as_json() for name, figures in self.zones.items()}}
 
 
+def _per_class(class_ids: np.ndarray, class_names: list[str]) -> dict[str, int]:
+    ids, counts = np.unique(class_ids, return_counts=True)
+    return {class_names[i]: int(n) for i, n in zip(ids, counts)}
+
+
 def _batches(frames: Iterator[SourceFrame], size: int) -> Iterator[list[SourceFrame]]:
     batch: list[SourceFrame] = []
     for frame in frames:
@@ -85,11 +90,19 @@ def analyze(
     progress: Callable[[int, float], None] | None = None,
     conf: float | None = None,
     iou: float | None = None,
+    calibrate: bool = True,
 ) -> Analysis:
     """Count a whole source. Frame i gets capture time i / fps (ms) on the source's own timeline.
 
-    ``conf`` and ``iou`` override the model manifest's detection thresholds (``Detector.detect``)."""
+    ``conf`` and ``iou`` override the model manifest's detection thresholds (``Detector.detect``). Lines and
+    zones take their anchors from boxes corrected by the model's box calibration (``models.calibration``),
+    as the streaming counting app does (``calibrate=False`` uses the boxes as they are, for comparison).
+
+    ``per_frame`` gets one JSON line per frame: ``tracks`` (confirmed tracks seen in the frame, per class: the
+    people in view), ``zones`` (zone -> class -> occupancy, as streamed) and ``detections`` (the model's raw boxes
+    per class at the detection threshold, unconfirmed ones included)."""
     class_names = list(detector.manifest.class_names)
+    calibration = detector.manifest.box_calibration if calibrate else None
     counter = CameraCounter(config, class_names)
     result = Analysis(zones={zone.name: ZoneFigures() for zone in config.zones})
     started = time.monotonic()
@@ -97,7 +110,8 @@ def analyze(
         images = [f.image if jpeg_quality is None else jpeg_round_trip(f.image, jpeg_quality) for f in batch]
         for frame, detections in zip(batch, detector.detect(images, conf=conf, iou=iou)):
             capture_ms = int(frame.offset_ms if frame.offset_ms is not None else frame.index * 100)
-            counted = counter.update(frame.index, capture_ms, detections)
+            height, width = frame.image.shape[:2]
+            counted = counter.update(frame.index, capture_ms, detections, calibration, (width, height))
             assert counted is not None  # frames arrive in order
             result.frames += 1
             result.crossings += counted.crossings
@@ -114,9 +128,12 @@ def analyze(
                     if event.dwell_ms is not None:
                         figures.dwell_ms[event.class_name].append(event.dwell_ms)
             if per_frame is not None:
-                ids, counts = np.unique(detections.class_id, return_counts=True)
-                per_frame.write(json.dumps({"frame": frame.index, "counts": {
-                    class_names[i]: int(n) for i, n in zip(ids, counts)}}) + "\n")
+                per_frame.write(json.dumps({
+                    "frame": frame.index,
+                    "tracks": _per_class(counted.tracked.class_id[counted.tracked.tracker_id >= 0], class_names),
+                    "zones": counted.zones,
+                    "detections": _per_class(detections.class_id, class_names),
+                }) + "\n")
             if events is not None:
                 for c in counted.crossings:
                     events.write(json.dumps({"frame": c.frame_seq, "line": c.line, "direction": c.direction,

@@ -28,6 +28,7 @@ from counting.lines import CrossingEvent, LineCounter
 from counting.tracker import Tracker
 from counting.zones import ZoneCounter, ZoneEvent
 from foundation.errors import CamcountError
+from models.calibration import BoxCalibration
 from models.detections import Detections
 
 logger = logging.getLogger(__name__)
@@ -110,8 +111,15 @@ class CameraCounter:
             return
         self.last_seq = frame_seq
 
-    def update(self, frame_seq: int, capture_ts_ms: int, detections: Detections) -> FrameResult | None:
-        """Count one frame; None (and ``late_frames`` + 1) when ``frame_seq`` is not after the last seen."""
+    def update(self, frame_seq: int, capture_ts_ms: int, detections: Detections,
+               calibration: BoxCalibration | None = None,
+               frame_size: tuple[int, int] | None = None) -> FrameResult | None:
+        """Count one frame; None (and ``late_frames`` + 1) when ``frame_seq`` is not after the last seen.
+
+        ``calibration`` (the model's, ``models.calibration``) with the frame's (width, height) ``frame_size``
+        corrects the boxes that lines and zones take their anchors from; tracking uses the model's boxes."""
+        if calibration is not None and frame_size is None:
+            raise ValueError("a box calibration needs the frame size")
         if self._is_late(frame_seq):
             self.late_frames += 1
             logger.debug("camera %s: ignoring late frame %d (last %s)", self.config.camera_id, frame_seq, self.last_seq)
@@ -124,16 +132,25 @@ class CameraCounter:
         has_id = tracked.tracker_id >= 0
         anchors: dict[Anchor, np.ndarray] = {}
 
+        def fitted(boxes: Detections) -> Detections:
+            if calibration is None or len(boxes) == 0:
+                return boxes
+            assert frame_size is not None
+            return Detections(calibration.apply(boxes.xyxy, frame_size), boxes.confidence, boxes.class_id,
+                              boxes.tracker_id)
+
+        anchored = fitted(tracked)
+
         def select(anchor: Anchor, class_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             if anchor not in anchors:
-                anchors[anchor] = tracked.anchors(anchor)
+                anchors[anchor] = anchored.anchors(anchor)
             # tracked only holds camera classes, all valid indices into class_mask
             rows = has_id & class_mask[tracked.class_id]
             return tracked.tracker_id[rows], anchors[anchor][rows], tracked.class_id[rows]
 
         first = tracked[has_id]
-        first = Detections(self.tracker.first_boxes(first.tracker_id), first.confidence, first.class_id,
-                           first.tracker_id)
+        first = fitted(Detections(self.tracker.first_boxes(first.tracker_id), first.confidence, first.class_id,
+                                  first.tracker_id))
         first_anchors: dict[Anchor, np.ndarray] = {}
         crossings: list[CrossingEvent] = []
         for name, counter in self.lines.items():

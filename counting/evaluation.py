@@ -84,11 +84,26 @@ def product_direction(walk: str, start: Sequence[float], end: Sequence[float]) -
 
 def load_line_truth(path: str | Path, line: str | None = None) -> LineTruth:
     """Read one line of a ground-truth file; ``line`` may be omitted when the file has exactly one."""
+    return parse_line_truth(load_truth(path), line, str(path))
+
+
+def load_truth(path: str | Path) -> dict[str, Any]:
+    """The parsed JSON document of a ground-truth file (GroundTruthError if it cannot be read)."""
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise GroundTruthError(f"{path}: cannot read ground truth: {exc}") from exc
-    return parse_line_truth(document, line, str(path))
+    if not isinstance(document, dict):
+        raise GroundTruthError(f"{path}: not a JSON object with 'video' and 'lines'")
+    return document
+
+
+def parse_all_lines(document: Any, source: str = "<ground truth>") -> list[LineTruth]:
+    """Every line of an already-parsed ground-truth document, in file order."""
+    lines = document.get("lines") if isinstance(document, dict) else None
+    if not isinstance(lines, dict) or not lines:
+        raise GroundTruthError(f"{source}: no 'lines' mapping")
+    return [parse_line_truth(document, name, source) for name in lines]
 
 
 def parse_line_truth(document: Any, line: str | None = None, source: str = "<ground truth>") -> LineTruth:
@@ -156,10 +171,14 @@ class LineAccuracy:
         labelled = len(self.matched) + len(self.misses)
         return 1.0 if labelled == 0 else len(self.matched) / labelled
 
-    def meets(self, max_error_pct: float = 10.0, min_precision: float = 0.9, min_recall: float = 0.9) -> bool:
-        """Every direction's |error| within ``max_error_pct`` and precision and recall at least the minimums."""
+    def meets(self, max_error_pct: float = 10.0, min_precision: float = 0.9, min_recall: float = 0.9,
+              small_truth: int = 10, small_slack: int = 1) -> bool:
+        """Every direction's count within ``max_error_pct`` (within +-``small_slack`` where fewer than
+        ``small_truth`` are labelled, as a per cent of a small count says little), and precision and recall at
+        least the minimums."""
         within = all(
-            d.emitted == 0 if d.error_pct is None else abs(d.error_pct) <= max_error_pct
+            abs(d.emitted - d.truth) <= small_slack if d.truth < small_truth
+            else abs(d.error_pct or 0.0) <= max_error_pct
             for d in self.directions.values()
         )
         return within and self.precision >= min_precision and self.recall >= min_recall
@@ -225,3 +244,32 @@ def evaluate(events: Sequence[CrossingEvent], truth: LineTruth, tolerance_frames
         misses=tuple(sorted(misses, key=lambda c: c.frame)),
         false_positives=tuple(sorted(false_positives, key=lambda e: e.frame_seq)),
     )
+
+
+@dataclass(frozen=True)
+class OccupancyTruth:
+    """Hand count of one frame: ``persons`` people at least about half visible (see the file's conventions)."""
+
+    frame: int
+    persons: int
+
+
+def parse_occupancy(document: Any, source: str = "<ground truth>") -> tuple[OccupancyTruth, ...]:
+    """The ``occupancy`` list of a ground-truth document (empty when it has none), sorted by frame."""
+    rows = document.get("occupancy", []) if isinstance(document, dict) else []
+    try:
+        return tuple(sorted((OccupancyTruth(int(r["frame"]), int(r["persons"])) for r in rows),
+                            key=lambda r: r.frame))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GroundTruthError(f"{source}: occupancy is malformed ({exc!r}): each row needs frame and persons") from exc
+
+
+def occupancy_error(counts: dict[int, int], truth: Sequence[OccupancyTruth]) -> dict[str, Any]:
+    """Mean absolute and mean signed error of per-frame ``counts`` (frame -> count; absent = 0) against ``truth``."""
+    if not truth:
+        return {"frames": 0, "mae": None, "bias": None, "per_frame": []}
+    rows = [(t.frame, t.persons, counts.get(t.frame, 0)) for t in truth]
+    errors = np.array([c - p for _, p, c in rows], np.float64)
+    return {"frames": len(rows), "mae": round(float(np.abs(errors).mean()), 3),
+            "bias": round(float(errors.mean()), 3),
+            "per_frame": [{"frame": f, "truth": p, "counted": c} for f, p, c in rows]}

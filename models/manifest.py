@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from models.calibration import BoxCalibration
+
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
 SEMVER_PATTERN = (
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -51,6 +53,9 @@ class ModelManifest(BaseModel):
     precision: Precision = "fp32"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="lowercase hex sha256 of model.onnx")
     source: dict[str, Any] = Field(default_factory=dict, description="free-form lineage")
+    box_calibration: BoxCalibration | None = Field(
+        None, description="how much taller than its boxes objects are, learnt from labels (models.calibration); "
+        "counting anchors use it. None: the boxes are used as they are")
     created_at: datetime
 
     @field_validator("version")

@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from models.atomic_files import write_atomically
+from models.calibration import BoxCalibration
 from models.errors import ChecksumMismatch, ModelLoadError, ModelNotFound, ModelVersionExists
 from models.manifest import SLUG_PATTERN, ModelManifest, is_semver
 from models.postprocess import check_output_shape
@@ -248,6 +249,21 @@ class ModelRegistry:
         self.storage.put_file(f"{prefix}/{MODEL_FILE}", onnx_path)
         self.storage.write_bytes(f"{prefix}/{MANIFEST_FILE}", manifest.model_dump_json(indent=2).encode())
         logger.info("registered %s@%s (sha256 %s)", manifest.name, manifest.version, digest[:12])
+        return manifest
+
+    def set_box_calibration(self, ref: str | ModelReference, calibration: BoxCalibration | None) -> ModelManifest:
+        """Store ``calibration`` in a registered version's manifest (None removes it); returns the new manifest.
+
+        The one manifest field that may change after registration: it describes how to read the model's boxes
+        (learnt from labels, ``models.calibration``), not what the model computes, so the file and its sha256
+        stay as they are."""
+        model = self.resolve(ref)
+        manifest = model.manifest.model_copy(update={"box_calibration": calibration})
+        manifest = ModelManifest.model_validate(manifest.model_dump())
+        prefix = f"{manifest.name}/{manifest.version}"
+        self.storage.write_bytes(f"{prefix}/{MANIFEST_FILE}", manifest.model_dump_json(indent=2).encode())
+        logger.info("%s@%s: box calibration %s", manifest.name, manifest.version,
+                    "removed" if calibration is None else "set")
         return manifest
 
     def promote(self, name: str, version: str, alias: str = PRODUCTION) -> None:

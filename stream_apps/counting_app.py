@@ -38,6 +38,7 @@ from counting.zones import ZoneStateError
 from foundation.kafka import base_config
 from foundation.resilience import BreakerMetrics, CircuitOpen, circuit_breaker
 from foundation.settings import Settings
+from models.calibration import BoxCalibration
 from schemas import CROSSING, DETECTIONS, WINDOW_COUNT, ZONE_OCCUPANCY, SchemaError, headers_dict
 from schemas.dead_letters import dead_letter_headers
 from sinks.redis_live import AsyncLiveState
@@ -76,6 +77,29 @@ class CameraState:
 
 
 Publish = Callable[[CountedFrame], Awaitable[None]]
+# (model name, model version) -> that version's box calibration, None when it has none.
+Calibrations = Callable[[str, str], BoxCalibration | None]
+
+
+def registry_calibrations(settings: Settings) -> Calibrations:
+    """Box calibrations read from the model registry's manifests, once per model version. A version that cannot
+    be read counts with its boxes as they are, and says so once in the log."""
+    from models.loading import open_model_registry
+
+    registry = open_model_registry(settings)
+    known: dict[tuple[str, str], BoxCalibration | None] = {}
+
+    def calibration(name: str, version: str) -> BoxCalibration | None:
+        if (name, version) not in known:
+            try:
+                known[name, version] = registry.resolve(f"{name}@{version}").manifest.box_calibration
+            except Exception as exc:  # any registry failure: count uncalibrated rather than stop
+                log.warning("no box calibration for %s@%s (%s): its boxes are counted as they are", name, version,
+                            exc)
+                known[name, version] = None
+        return known[name, version]
+
+    return calibration
 
 
 class CountingService:
@@ -86,8 +110,9 @@ class CountingService:
     """
 
     def __init__(self, cameras: CameraConfigs, window_seconds: int, camera_state: StateTable,
-                 open_windows: int = 10) -> None:
+                 open_windows: int = 10, calibrations: Calibrations | None = None) -> None:
         self.cameras = cameras
+        self.calibrations = calibrations
         self.window_seconds = window_seconds
         self.camera_state = camera_state
         self.open_windows = open_windows
@@ -129,7 +154,9 @@ class CountingService:
             state.counter.skip(p.frame_seq)
             result = None
         else:
-            result = state.counter.update(p.frame_seq, p.capture_ts_ms, detections_from_record(record))
+            calibration = None if self.calibrations is None else self.calibrations(p.model_name, p.model_version)
+            result = state.counter.update(p.frame_seq, p.capture_ts_ms, detections_from_record(record),
+                                          calibration, (int(record["width"]), int(record["height"])))
         counted = None
         if result is not None:
             now_ms = int(time.time() * 1000)
@@ -211,7 +238,8 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
         ready = bool(app.consumer.assignment()) if app.consumer is not None else False
         return web.text("ready\n" if ready else "not ready\n", status=200 if ready else 503)
 
-    service = CountingService(cameras, settings.counting.window_seconds, camera_state)
+    service = CountingService(cameras, settings.counting.window_seconds, camera_state,
+                              calibrations=registry_calibrations(settings))
 
     async def publish(counted: CountedFrame) -> None:
         """Send every output of the frame, then wait until the broker acknowledged all of them.

@@ -68,7 +68,9 @@ def register_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-jpeg", action="store_true",
                    help="skip the JPEG round trip that makes offline input identical to streaming input")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--per-frame", metavar="PATH", help="write per-frame detection counts as JSON lines")
+    p.add_argument("--per-frame", metavar="PATH",
+                   help="write one JSON line per frame: confirmed tracks per class (people in view), zone "
+                        "occupancy, raw detections per class")
     p.add_argument("--events", metavar="PATH", help="write one JSON line per crossing")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(handler=cmd_analyze)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from camcount.accuracy import DEFAULT_TOLERANCE_FRAMES, DEFAULT_TRUTH, run_accuracy
+from camcount.accuracy import DEFAULT_TOLERANCE_FRAMES, run_accuracy
 from camcount.commands.argtypes import positive_float, positive_int
 from foundation.settings import Settings
 from producers.sources import sample_frames
@@ -136,11 +136,16 @@ def _tracker_override(text: str) -> tuple[str, Any]:
 
 
 def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--truth", metavar="PATH",
-                        help="ground-truth JSON (default: benchmarks/ground_truth/vtest_L1.json)")
-    parser.add_argument("--line", help="which line of the truth file (default: its only line)")
-    parser.add_argument("--footage", metavar="PATH", help="video (default: the truth's 'video' under <home>/data)")
+    parser.add_argument("--truth", metavar="PATH", action="append", default=[],
+                        help="ground-truth JSON, repeatable (default: every benchmarks/ground_truth/*.json)")
+    parser.add_argument("--line", action="append", default=[],
+                        help="score only this line, repeatable (default: every line of the truth files)")
+    parser.add_argument("--footage", metavar="PATH",
+                        help="video, when the truth files label one (default: their 'video' under --data-dir)")
+    parser.add_argument("--data-dir", metavar="DIR", help="where the labelled videos are (default: <home>/data)")
     parser.add_argument("--model", help="NAME[@VERSION|@ALIAS] (default: settings.model.reference)")
+    parser.add_argument("--no-calibration", action="store_true",
+                        help="count with the model's boxes as they are, ignoring its box calibration")
     parser.add_argument("--conf", type=float, help="detection confidence threshold (default: tracker low_threshold)")
     parser.add_argument("--iou", type=float, help="NMS IoU threshold (default: the model manifest's)")
     parser.add_argument("--tracker", type=_tracker_override, action="append", default=[], metavar="KEY=VALUE",
@@ -155,37 +160,57 @@ def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_accuracy(settings: Settings, args: argparse.Namespace) -> int:
     report = run_accuracy(
         settings,
-        Path(args.truth) if args.truth else DEFAULT_TRUTH,
+        [Path(p) for p in args.truth] or None,
         footage=Path(args.footage) if args.footage else None,
         model_ref=args.model,
-        line=args.line,
+        lines=args.line or None,
         tracker=dict(args.tracker),
         min_distance_px=args.min_distance_px,
         conf=args.conf,
         iou=args.iou,
         tolerance_frames=args.tolerance_frames,
         batch_size=args.batch,
+        calibrate=not args.no_calibration,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
     )
     if args.json:
         print(json.dumps(report))
         return 0
-    accuracy = report["accuracy"]
     width, height = report["input_size"]
-    print(f"{report['footage']}: {report['frames']} frames in {report['seconds']} s ({report['fps']} fps), "
-          f"model {report['model']} at {width}x{height}, conf {report['detection']['conf']}, "
-          f"nms {report['detection']['iou']}")
-    for direction, figures in accuracy["directions"].items():
-        error = "n/a" if figures["error_pct"] is None else f"{figures['error_pct']:+.1f}%"
-        print(f"  line {accuracy['line']} {direction:<3}: {figures['emitted']} counted, {figures['truth']} labelled "
-              f"({error})")
-    print(f"  events within +-{accuracy['tolerance_frames']} frames: {accuracy['matched']} matched, "
-          f"precision {accuracy['precision']:.3f}, recall {accuracy['recall']:.3f}")
-    for miss in accuracy["misses"]:
-        print(f"  missed          frame {miss['frame']:>5} {miss['direction']:<3}  {miss['note']}")
-    for false in accuracy["false_positives"]:
-        print(f"  false positive  frame {false['frame']:>5} {false['direction']:<3}  track {false['track_id']}")
-    print(f"  bar (each direction within 10%, precision and recall >= 0.9): "
-          f"{'met' if accuracy['meets_bar'] else 'NOT met'}")
+    calibration = "box calibration on" if report["box_calibration"] else "no box calibration"
+    print(f"model {report['model']} at {width}x{height}, conf {report['detection']['conf']}, "
+          f"nms {report['detection']['iou']}, {calibration}; events match within "
+          f"+-{report['tolerance_frames']} frames")
+    for footage in report["footages"]:
+        print(f"{footage['footage']}: {footage['frames']} frames in {footage['seconds']} s ({footage['fps']} fps)")
+        print(f"  {'line':<8} {'in (counted/labelled, error)':<30} {'out (counted/labelled, error)':<30} "
+              f"{'precision':>9} {'recall':>7}  bar")
+        for line in footage["lines"]:
+            cells = []
+            for direction in ("in", "out"):
+                figures = line["directions"][direction]
+                error = "n/a" if figures["error_pct"] is None else f"{figures['error_pct']:+.1f}%"
+                cells.append(f"{figures['emitted']}/{figures['truth']} ({error})")
+            print(f"  {line['line']:<8} {cells[0]:<30} {cells[1]:<30} {line['precision']:>9.3f} "
+                  f"{line['recall']:>7.3f}  {'met' if line['meets_bar'] else 'NOT met'}")
+        for line in footage["lines"]:
+            for miss in line["misses"]:
+                print(f"    {line['line']}: missed          frame {miss['frame']:>5} {miss['direction']:<3}  "
+                      f"{miss['note']}")
+            for false in line["false_positives"]:
+                print(f"    {line['line']}: false positive  frame {false['frame']:>5} {false['direction']:<3}  "
+                      f"track {false['track_id']}")
+        occupancy = footage.get("occupancy")
+        if occupancy:
+            print(f"  people in view, {occupancy['tracks']['frames']} hand-counted frames: mean absolute error "
+                  f"{occupancy['tracks']['mae']} (confirmed tracks), {occupancy['detections']['mae']} "
+                  "(raw person detections)")
+    for skipped in report["skipped"]:
+        print(f"{skipped['footage']}: missing, its lines not scored (run `{skipped['fetch']}`)")
+    summary = report["summary"]
+    print(f"all lines: precision {summary['precision']:.3f}, recall {summary['recall']:.3f}; "
+          f"{summary['lines_meeting_bar']} of {summary['lines']} lines meet the bar (each direction within 10% "
+          "or +-1 under 10 labelled, precision and recall >= 0.9)")
     return 0
 
 
@@ -284,8 +309,33 @@ def _add_ceiling_parser(actions: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+# --- bench api ------------------------------------------------------------------------------------------------
+def cmd_bench_api(settings: Settings, args: argparse.Namespace) -> int:
+    from camcount.api_bench import bench_api, render
+
+    figures = bench_api(settings, Path(args.source) if args.source else default_video(settings), clients=args.clients,
+                        duration_s=args.duration, warmup_s=args.warmup, batch=args.batch,
+                        cached_run=not args.no_cached_run,
+                        progress=(lambda line: None) if args.json else (lambda line: print(f"  {line}", flush=True)))
+    print(json.dumps(figures.as_dict()) if args.json else render(figures))
+    return 0
+
+
+def _add_api_parser(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser("api", help="load test of a local `camcount api` against the model in-process, same run")
+    p.add_argument("--clients", type=positive_int, default=100, help="concurrent clients (default 100)")
+    p.add_argument("--duration", type=positive_float, default=20.0, help="seconds per load run (default 20)")
+    p.add_argument("--warmup", type=positive_float, default=5.0,
+                   help="seconds of saturation load before it is measured (default 5)")
+    p.add_argument("--batch", type=positive_int, help="max batch of the API and in-process (default: api.max_batch)")
+    p.add_argument("--source", help="video file to take frames from (default <home>/data/vtest.avi)")
+    p.add_argument("--no-cached-run", action="store_true", help="skip the run that repeats images (cache hits)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=cmd_bench_api)
+
+
 def register_parser(sub: argparse._SubParsersAction) -> None:
-    bench = sub.add_parser("bench", help="benchmarks: model, pipeline, accuracy, counting")
+    bench = sub.add_parser("bench", help="benchmarks: model, pipeline, accuracy, counting, api")
     actions = bench.add_subparsers(dest="action", required=True, metavar="ACTION")
     _add_model_parser(actions)
     _add_pipeline_parser(actions)
@@ -293,3 +343,4 @@ def register_parser(sub: argparse._SubParsersAction) -> None:
     _add_counting_parser(actions)
     _add_ceiling_parser(actions)
     _add_count_latency_parser(actions)
+    _add_api_parser(actions)

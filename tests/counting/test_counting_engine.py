@@ -130,3 +130,38 @@ def test_crossing_while_the_track_is_still_tentative_counts_on_its_first_frame_w
     # min_hits=3: the id is issued at frame 2, when x=390 is already past the line at 384.
     results = run(camera(), {i: people((374 + 8 * i, 400)) for i in range(10)})
     assert crossings(results) == [(1, "out", 2, "person")]
+
+
+# --- box calibration (models.calibration): anchors from calibrated boxes, tracking on the model's boxes ---------
+def _knee_boxes(*feet: tuple[float, float]) -> Detections:
+    """Boxes the way a detector that stops at the knees draws them: 50 px tall, centred on a 100 px body."""
+    xyxy = [(x - 10, y - 75, x + 10, y - 25) for x, y in feet]
+    return Detections(np.array(xyxy, np.float32).reshape(-1, 4), np.full(len(feet), 0.9), np.zeros(len(feet)))
+
+
+def _walk_down(calibration=None):
+    from counting.config import CameraConfig, LineConfig
+
+    counter = CameraCounter(CameraConfig(camera_id="cam-1", lines=[LineConfig(name="H", start=(0, 300),
+                                                                                end=(768, 300))]), CLASSES)
+    return [counter.update(i, i * 40, _knee_boxes((400, 200 + 4 * i)), calibration,
+                           None if calibration is None else (768, 576)) for i in range(40)]
+
+
+def test_a_calibration_moves_the_anchor_to_the_feet_and_the_crossing_to_when_the_feet_cross():
+    from models.calibration import BoxCalibration
+
+    doubled = BoxCalibration(input_size=(768, 768), heights=(60.0,), scales=(2.0,))
+    # feet at y = 200 + 4i: they pass y=300 at i=26 (y=304); the knee-high box bottom (feet - 25) only at i=32
+    assert crossings(_walk_down()) == [(1, "in", 32, "person")]
+    results = _walk_down(doubled)
+    assert crossings(results) == [(1, "in", 26, "person")]
+    # tracking and the reported boxes are the model's own
+    np.testing.assert_allclose(results[10].tracked.xyxy[0], [390, 165, 410, 215])
+
+
+def test_a_calibration_needs_the_frame_size():
+    from models.calibration import BoxCalibration
+
+    with pytest.raises(ValueError, match="frame size"):
+        camera().update(0, 0, people((10, 10)), BoxCalibration(input_size=(8, 8), heights=(1.0,), scales=(1.0,)))

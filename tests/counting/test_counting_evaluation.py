@@ -92,3 +92,41 @@ def test_bar_needs_every_direction_within_the_error_and_precision_and_recall():
     labels = truth(*[(10 * i, "in") for i in range(1, 11)])
     assert evaluate(emitted(*[(10 * i, "in") for i in range(1, 10)]), labels).meets()
     assert not evaluate(emitted(*[(10 * i, "in") for i in range(1, 9)]), labels).meets()
+
+
+def test_under_ten_labelled_a_direction_may_be_off_by_one():
+    labels = truth((10, "in"), (20, "in"), (30, "in"), (40, "out"))
+    assert evaluate(emitted((10, "in"), (20, "in"), (30, "in"), (40, "out"), (45, "out")), labels,
+                    tolerance_frames=1).meets(min_precision=0.0)
+    assert not evaluate(emitted((10, "in"), (40, "out")), labels).meets(min_recall=0.0)  # 1 of 3: off by two
+
+
+def test_every_line_of_a_file_is_parsed_in_file_order():
+    from counting.evaluation import parse_all_lines
+
+    document = {"lines": {
+        "H": {"p1": [0, 300], "p2": [768, 300], "crossings": [{"frame": 3, "direction": "down"}]},
+        "D": {"p1": [150, 330], "p2": [330, 150], "crossings": [{"frame": 5, "direction": "left"},
+                                                               {"frame": 4, "direction": "right"}]},
+    }}
+    lines = parse_all_lines(document)
+    assert [line.name for line in lines] == ["H", "D"]
+    assert lines[0].crossings == (LabelledCrossing(3, "in"),)
+    assert lines[1].crossings == (LabelledCrossing(4, "in"), LabelledCrossing(5, "out"))  # right is in for "/"
+
+
+def test_occupancy_error_is_the_mean_absolute_and_signed_difference_per_labelled_frame():
+    from counting.evaluation import occupancy_error, parse_occupancy
+
+    hand = parse_occupancy({"occupancy": [{"frame": 9, "persons": 3}, {"frame": 2, "persons": 1}]})
+    assert [h.frame for h in hand] == [2, 9]
+    error = occupancy_error({2: 1, 9: 1, 5: 7}, hand)
+    assert (error["frames"], error["mae"], error["bias"]) == (2, 1.0, -1.0)
+    assert occupancy_error({}, ())["mae"] is None
+
+
+def test_malformed_occupancy_is_a_ground_truth_error():
+    from counting.evaluation import parse_occupancy
+
+    with pytest.raises(GroundTruthError, match="occupancy"):
+        parse_occupancy({"occupancy": [{"frame": 1}]})

@@ -116,3 +116,33 @@ def test_every_window_and_zone_row_names_the_frame_whose_counting_produced_it():
         rows += [(seq, 60_000 + seq * 100, row) for row in counted.windows + counted.zone_minutes]
     assert {row["line"] for _, _, row in rows if "line" in row} == {"L"} and any("zone" in row for _, _, row in rows)
     assert all((row["last_frame_seq"], row["last_capture_ts_ms"]) == (seq, ts) for seq, ts, row in rows)
+
+
+def test_each_records_model_calibration_moves_the_anchor_as_offline_does():
+    from models.calibration import BoxCalibration
+
+    # a horizontal line at y=190; the box is 100 px tall in a 200x200 frame and scaled x1.5 about its centre for
+    # counting, so its calibrated bottom is 25 px below the model's
+    config = parse_camera_configs({"defaults": {"lines": [{"name": "H", "start": [0, 190], "end": [200, 190]}],
+                                                "tracker": {"min_hits": 1}}})
+    asked = []
+
+    def calibrations(name: str, version: str) -> BoxCalibration | None:
+        asked.append((name, version))
+        return BoxCalibration(input_size=(200, 200), heights=(10.0,), scales=(1.5,))
+
+    def down(seq: int) -> dict:  # walking down the image, 5 px a frame: box bottom 150 + 5 * seq
+        record = _record(seq, 100)
+        record["xyxy"] = [90, 50 + 5 * seq, 110, 150 + 5 * seq]
+        return record
+
+    plain, calibrated = CountingService(config, 60, {}), CountingService(config, 60, {}, calibrations=calibrations)
+    first = {}
+    for name, service in (("plain", plain), ("calibrated", calibrated)):
+        for seq in range(12):
+            counted = _handle(service, down(seq))
+            if counted and counted.crossings and name not in first:
+                first[name] = counted.crossings[0]["frame_seq"]
+    # the box bottom 150 + 5 * seq passes y=190 at seq 9 (195), the calibrated one 175 + 5 * seq at seq 4
+    assert first == {"plain": 9, "calibrated": 4}
+    assert set(asked) == {("m", "1.0.0")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import signal
 import time
 from collections import Counter
@@ -155,6 +156,8 @@ def test_the_counting_app_and_the_worker_serve_metrics_with_their_resource_use_o
         assert float(samples["process_resident_memory_bytes"]) > 50e6
         assert float(samples["process_cpu_seconds_total"]) > 0
         assert float(samples["camcount_process_threads"]) > 1
+        assert 0 < float(samples["camcount_process_cpu_limit_cores"]) <= (os.cpu_count() or 1)  # alert denominators
+        assert float(samples["process_resident_memory_bytes"]) < float(samples["camcount_process_memory_limit_bytes"])
         assert "camcount_gpu_memory_used_bytes{" not in body  # this CPU host has no NVML: no GPU series, no error
 
 
