@@ -64,7 +64,8 @@ def run_accuracy(
 
     Each file's footage is its ``video`` under ``data_dir`` (default ``<home>/data``); ``footage`` replaces it
     when all the files label one video. A missing footage is an error for files given by name; with the shipped
-    files (the default) it is skipped and listed under ``skipped`` with how to fetch it. ``tracker`` holds TrackerConfig field overrides, ``min_distance_px``
+    files (the default) it is skipped and listed under ``skipped`` with how to fetch it. ``tracker`` holds
+    TrackerConfig field overrides, ``min_distance_px``
     overrides every line's hysteresis; ``conf`` defaults to the tracker's ``low_threshold``, ``iou`` to the
     model manifest's NMS threshold.
     """

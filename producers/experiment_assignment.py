@@ -29,7 +29,7 @@ class ExperimentAssigner:
     def __init__(self, store: ExperimentStore, refresh_s: float = 5.0,
                  breaker: pybreaker.CircuitBreaker | None = None, background: bool = False) -> None:
         self._store = store
-        self._background = False
+        self._background = background
         self._looked_up = False
         self._lookup: threading.Thread | None = None
         self._breaker = breaker or pybreaker.CircuitBreaker(name="redis-experiments")

@@ -1,4 +1,5 @@
-"""``camcount bench accuracy`` scores every line of every truth file, one analysis per footage, on a real (tiny) model."""
+"""``camcount bench accuracy`` scores every line of every truth file, one analysis per footage, on a real (tiny)
+model."""
 
 import json
 from pathlib import Path
