@@ -171,6 +171,8 @@ def _add_exception_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc.__cause__, CamcountError):  # FastAPI wraps errors raised while it reads a body
+            return error_response(request, exc.__cause__)
         if exc.status_code == 405:
             error: CamcountError = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
         elif exc.status_code == 404:

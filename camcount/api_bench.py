@@ -42,6 +42,7 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+import psutil
 import yaml
 
 from camcount.stack import LocalStack
@@ -93,6 +94,10 @@ class ApiBenchFigures:
     """The mean of two in-process measurements, just before and just after the saturation run (the machine may be
     shared: measuring on both sides of it makes the ratio fairer)."""
     in_process_runs: list[float]
+    cpu_ms_per_image: dict[str, float]
+    """CPU time (all threads, user + system) per image: of this process in-process (``in_process``); of the API
+    process and of this process's load generator at saturation. Unlike rates, it hardly moves with load from
+    elsewhere, so it shows what the HTTP path adds even on a busy machine."""
     batch1_ms: float
     saturation: LoadRun
     half_load: LoadRun
@@ -174,6 +179,11 @@ class ApiProcess:
 # --- in process --------------------------------------------------------------------------------------------------
 def _decode(data: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def in_process_images_per_s(detector: Detector, jpegs: Sequence[bytes], batch: int, seconds: float = 8.0) -> float:
@@ -307,15 +317,23 @@ def bench_api(settings: Settings, footage: Path, clients: int = 100, duration_s:
                                      intra_op_threads=settings.api.intra_op_threads)
             decoded = [_decode(j) for j in jpegs[:24]]
             batch1 = single_frame_ms(detector, decoded)
+            me, api_process = psutil.Process(), psutil.Process(server.process.pid)
+            cpu_before = _cpu_s(me)
             in_process_runs = [in_process_images_per_s(detector, jpegs, batch, in_process_s)]
+            in_process_cpu_ms = (_cpu_s(me) - cpu_before) * 1000 / (in_process_runs[0] * in_process_s)
             model, provider = f"{detector.name}@{detector.version}", detector.provider
             path = f"/api/v1/models/{reference}/inference"
             bodies = distinct_bodies(jpegs)
 
             progress(f"saturation: {clients} clients, {warmup_s:g} s warm-up + {duration_s:g} s")
             before = server.batch_counts()
+            cpu_before = (_cpu_s(api_process), _cpu_s(me))
             samples, start, end = asyncio.run(closed_loop(server.url, server.admin_key, path, bodies, clients,
                                                           warmup_s, duration_s))
+            answered = max(1, sum(s.ok for s in samples))
+            cpu_ms = {"in_process": round(in_process_cpu_ms, 1),
+                      "api_server": round((_cpu_s(api_process) - cpu_before[0]) * 1000 / answered, 1),
+                      "load_generator": round((_cpu_s(me) - cpu_before[1]) * 1000 / answered, 1)}
             saturation = _summary("saturation (distinct images)", _completed_in(samples, (start, end)), clients,
                                   None, (start, end), _mean_batch(before, server.batch_counts()))
             progress("measuring the model in-process again")
@@ -344,6 +362,7 @@ def bench_api(settings: Settings, footage: Path, clients: int = 100, duration_s:
     return ApiBenchFigures(model=model, provider=provider, max_batch=batch, clients=clients,
                            in_process_images_per_s=round(in_process, 2),
                            in_process_runs=[round(r, 2) for r in in_process_runs], batch1_ms=round(batch1, 1),
+                           cpu_ms_per_image=cpu_ms,
                            saturation=saturation, half_load=half, cached=cached)
 
 
@@ -366,6 +385,9 @@ def render(figures: ApiBenchFigures) -> str:
                      f"{run.p50_ms:>8.1f} {run.p95_ms:>8.1f} {run.p99_ms:>8.1f} {run.cache_hit_rate:>10.1%} "
                      f"{batch:>10}")
         lines.extend(f"    error: {example}" for example in run.error_examples)
+    cpu = figures.cpu_ms_per_image
+    lines.append(f"CPU ms per image: in-process {cpu['in_process']:.1f}; at saturation API server "
+                 f"{cpu['api_server']:.1f} + load generator {cpu['load_generator']:.1f}")
     ratio, bar = figures.throughput_ratio, figures.latency_bar_ms
     lines.append(f"throughput at saturation / in-process: {ratio:.3f} (bar >= {THROUGHPUT_BAR}: "
                  f"{'met' if ratio >= THROUGHPUT_BAR else 'NOT met'})")

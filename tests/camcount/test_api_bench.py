@@ -44,3 +44,4 @@ def test_a_short_bench_run_reports_every_figure(stack_settings: Settings, model_
     assert figures.cached is not None and figures.cached.cache_hit_rate > 0.5
     assert "throughput at saturation / in-process" in render(figures)
     assert set(figures.as_dict()) >= {"throughput_ratio", "latency_bar_ms", "saturation", "half_load"}
+    assert figures.cpu_ms_per_image["api_server"] > 0 and figures.cpu_ms_per_image["in_process"] > 0
