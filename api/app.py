@@ -37,6 +37,7 @@ from api.errors import (
     InternalError,
     MethodNotAllowed,
     NoSuchRoute,
+    Overloaded,
     PayloadTooLarge,
     RequestRejected,
     UnguardedRoute,
@@ -137,7 +138,7 @@ def error_response(request: Request, error: CamcountError) -> JSONResponse:
     """The JSON answer of ``error``; remembers its code for the request log."""
     request.state.error_code, request.state.error_detail = error.code, error.detail
     headers = {}
-    if isinstance(error, TooManyAuthFailures):
+    if isinstance(error, (TooManyAuthFailures, Overloaded)):
         headers["Retry-After"] = str(int(error.retry_after_s + 0.999))
     if error.code.startswith("AUTH_"):
         request.app.state.services.metrics.auth_failures.labels(error.code).inc()

@@ -6,6 +6,9 @@ queued, whichever comes first. While a batch runs the next one gathers, so under
 (the first image of a gathering batch has long waited its delay when the model becomes free) and the model is never
 idle while requests wait; at low load an image waits at most ``max_delay_ms`` for company.
 
+A bounded queue (``max_queued``) refuses an image at once with RES_003 once that many wait, rather than letting
+it wait past any client's patience: back-pressure a load balancer can act on.
+
 Invariants: one model run at a time per batcher, on its own thread, so the event loop stays free for HTTP while the
 model computes; every queued image is answered exactly once, through its own future (a result, or the exception of
 its batch); an image whose caller stopped waiting (timeout, disconnect) before its batch started is not run.
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from api.errors import RequestTimeout
+from api.errors import Overloaded, RequestTimeout
 from models.detections import Detections
 from models.detector import DetectParams
 
@@ -55,7 +58,8 @@ class MicroBatcher:
     """Queues single images for one model version and runs them in batches (see the module docstring)."""
 
     def __init__(self, run_batch: RunBatch, max_batch: int, max_delay_ms: float, name: str = "model",
-                 on_batch: Callable[[BatchRun], None] | None = None) -> None:
+                 on_batch: Callable[[BatchRun], None] | None = None, max_queued: int | None = None) -> None:
+        """``max_queued``: images that may wait at once; one more is refused with Overloaded (RES_003)."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self._run_batch = run_batch
@@ -63,6 +67,8 @@ class MicroBatcher:
         self.max_delay_s = max_delay_ms / 1000
         self.name = name
         self._on_batch = on_batch
+        self.max_queued = max_queued
+        self._last_run_s = 0.0
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}")
         self._task: asyncio.Task[None] | None = None
@@ -95,6 +101,10 @@ class MicroBatcher:
         """Detections of one BGR image, run in the next batch; RequestTimeout (INF_004) after ``timeout_s``."""
         if self._task is None:
             raise RuntimeError(f"batcher {self.name} is not started")
+        if self.max_queued is not None and self.queued >= self.max_queued:
+            batches_ahead = self.queued / self.max_batch + 1
+            raise Overloaded(f"{self.name} has {self.queued} images queued (api.max_queued_images)",
+                             retry_after_s=max(1.0, batches_ahead * self._last_run_s))
         future: asyncio.Future[Detections] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Job(image, params, future))
         try:
@@ -147,6 +157,7 @@ class MicroBatcher:
                         job.future.set_exception(exc)
                 continue
             finished = time.perf_counter()
+            self._last_run_s = finished - started
             for job, result in zip(batch, results, strict=True):
                 if not job.future.done():
                     job.future.set_result(result)

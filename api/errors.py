@@ -68,6 +68,19 @@ class RequestTimeout(CamcountError):
     detail = "request-timeout"
 
 
+class Overloaded(CamcountError):
+    """A model's queue already holds ``api.max_queued_images``: the request is refused at once (503 with
+    Retry-After) instead of queueing for longer than a client would wait."""
+
+    code = "RES_003"  # CPU (the model's compute is saturated)
+    detail = "model-queue-full"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message, remedy=f"retry in {retry_after_s:.0f} s, with fewer concurrent requests, or "
+                         "add API replicas")
+        self.retry_after_s = retry_after_s
+
+
 class NoSuchRoute(CamcountError):
     """No route has this path (HTTP 404), or the route does not take this method (405, detail method-not-allowed)."""
 
@@ -184,5 +197,5 @@ _DESCRIPTIONS = {400: "malformed request", 401: "no or invalid API key (AUTH_001
                  403: "the key's role may not call this (AUTH_003)", 404: "no such model, version or alias (MODEL_001)",
                  413: "body too large (INF_001 oversized-payload)", 415: "unsupported Content-Type",
                  422: "invalid request or image (INF_001, INF_002)", 429: "too many failed authentications (AUTH_004)",
-                 500: "internal error", 503: "a model or service is unavailable (MODEL_002, SYS_*)",
+                 500: "internal error", 503: "a model or service is unavailable (MODEL_002, SYS_*), or a model's queue is full (RES_003)",
                  504: "inference timed out (INF_004)"}

@@ -81,7 +81,8 @@ class ModelPool:
 
     def __init__(self, registry: ModelRegistry, load: LoadDetector, max_batch: int, max_delay_ms: float,
                  max_loaded: int, resolve_ttl_s: float,
-                 on_batch: Callable[[ServedModel, BatchRun], None] | None = None) -> None:
+                 on_batch: Callable[[ServedModel, BatchRun], None] | None = None,
+                 max_queued: int | None = None) -> None:
         self.registry = registry
         self._load = load
         self._max_batch = max_batch
@@ -89,6 +90,7 @@ class ModelPool:
         self._max_loaded = max_loaded
         self._resolve_ttl_s = resolve_ttl_s
         self._on_batch = on_batch
+        self._max_queued = max_queued
         self._models: dict[tuple[str, str], ServedModel] = {}
         self._resolved: dict[str, tuple[float, RegisteredModel]] = {}
 
@@ -149,7 +151,8 @@ class ModelPool:
         on_batch = self._on_batch
         served.batcher = MicroBatcher(detector.detect_each, self._max_batch, self._max_delay_ms,
                                       name=f"{served.name}@{served.version}",
-                                      on_batch=(lambda run: on_batch(served, run)) if on_batch else None)
+                                      on_batch=(lambda run: on_batch(served, run)) if on_batch else None,
+                                      max_queued=self._max_queued)
         served.batcher.start()
         served.state = "ready"
         log.info("serving %s@%s on %s (loaded in %.1f s)", served.name, served.version, detector.provider,

@@ -90,7 +90,7 @@ class ApiServices:
             metrics.compute.labels(*labels).observe(run.run_s)
 
         models = ModelPool(registry, load, api.max_batch, api.max_delay_ms, api.max_loaded_models,
-                           api.model_resolve_ttl_s, on_batch)
+                           api.model_resolve_ttl_s, on_batch, max_queued=api.max_queued_images)
         cache = ResultCache.connect(settings.redis_url(), settings.redis.key_prefix, api.cache_ttl_s,
                                     api.cache_max_entries,
                                     circuit_breaker("redis-result-cache", settings.resilience, metrics.breakers),

@@ -129,6 +129,8 @@ class ApiSettings(_Section):
     cache_max_entries: int = Field(10000, ge=1, description="bound on cached results (oldest evicted first)")
     allow_url_images: bool = Field(False, description="let inference requests name an image URL to fetch")
     url_fetch_timeout_s: float = Field(5.0, gt=0, description="time limit of fetching one image URL")
+    max_queued_images: int = Field(512, ge=1, description="images that may wait for one model at once; more are "
+                                   "refused with 503 RES_003 model-queue-full and Retry-After")
     request_timeout_s: float = Field(30.0, gt=0, description="an inference request not answered by then (queue "
                                      "wait included) gets 504 INF_004")
     max_images_per_request: int = Field(64, ge=1, description="most images one batch-inference request may hold")

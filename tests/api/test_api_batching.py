@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from api.batching import BatchRun, MicroBatcher
-from api.errors import RequestTimeout
+from api.errors import Overloaded, RequestTimeout
 from models.detections import Detections
 from models.detector import DetectParams
 
@@ -118,6 +118,29 @@ def test_a_request_not_answered_in_time_gets_inf_004_and_is_never_run() -> None:
     assert isinstance(answered, Detections)
     assert isinstance(refused, RequestTimeout) and refused.code == "INF_004" and refused.detail == "request-timeout"
     assert model.batches == [1]
+
+
+def test_an_image_beyond_the_queue_bound_is_refused_at_once_with_res_003_and_a_retry_time() -> None:
+    model = FakeModel(run_s=0.3)
+    batcher = MicroBatcher(model, max_batch=1, max_delay_ms=0, max_queued=2)
+
+    async def scenario() -> list[Detections | BaseException]:
+        batcher.start()
+        running = asyncio.ensure_future(batcher.detect(image(1), DetectParams(), 5))
+        await asyncio.to_thread(model.running.wait, 2)  # the first image is in the model, not in the queue
+        waiting = [asyncio.ensure_future(batcher.detect(image(v), DetectParams(), 5)) for v in (2, 3)]
+        await asyncio.sleep(0)
+        refused = asyncio.ensure_future(batcher.detect(image(4), DetectParams(), 5))
+        results = await asyncio.gather(running, *waiting, refused, return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    *answered, refused = asyncio.run(scenario())
+
+    assert all(isinstance(result, Detections) for result in answered)
+    assert isinstance(refused, Overloaded) and (refused.code, refused.detail) == ("RES_003", "model-queue-full")
+    assert refused.retry_after_s >= 1.0
+    assert model.batches == [1, 1, 1]
 
 
 def test_a_failing_batch_fails_its_own_requests_and_the_next_batch_runs() -> None:
