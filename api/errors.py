@@ -197,5 +197,6 @@ _DESCRIPTIONS = {400: "malformed request", 401: "no or invalid API key (AUTH_001
                  403: "the key's role may not call this (AUTH_003)", 404: "no such model, version or alias (MODEL_001)",
                  413: "body too large (INF_001 oversized-payload)", 415: "unsupported Content-Type",
                  422: "invalid request or image (INF_001, INF_002)", 429: "too many failed authentications (AUTH_004)",
-                 500: "internal error", 503: "a model or service is unavailable (MODEL_002, SYS_*), or a model's queue is full (RES_003)",
+                 500: "internal error",
+                 503: "a model or service is unavailable (MODEL_002, SYS_*), or a model's queue is full (RES_003)",
                  504: "inference timed out (INF_004)"}
