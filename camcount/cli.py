@@ -205,10 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from camcount.commands import ab, analyze, api, bench, demo, models
+    from camcount.commands import ab, analyze, api, bench, demo, models, monitor
 
     return [models.register_parser, analyze.register_parser, bench.register_parser, ab.register_parser,
-            demo.register_parser, api.register_parser]
+            demo.register_parser, api.register_parser, monitor.register_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

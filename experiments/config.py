@@ -92,6 +92,12 @@ class Guardrails(BaseModel):
     breach_seconds: float = Field(60.0, gt=0.0, allow_inf_nan=False)
     window_seconds: float = Field(60.0, gt=0.0, allow_inf_nan=False)
     min_window_frames: int = Field(50, ge=1)
+    max_output_drift: float | None = Field(None, gt=0.0, le=1.0, allow_inf_nan=False)
+    """Jensen-Shannon distance (base 2, 0 to 1) between a candidate's outputs and the control's (detections per
+    frame, mean confidence per frame; the larger of the two) above which the candidate is held: the report keeps
+    the control, ``ab guard`` stops the experiment once it lasted ``breach_seconds``. None: not guarded. 0.1 is
+    the drift monitor's threshold; with cameras split between variants the scenes differ too, so set it above what
+    an A/A split of your cameras shows."""
 
 
 class Shadow(BaseModel):

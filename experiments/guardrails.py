@@ -25,7 +25,7 @@ from foundation.errors import CamcountError
 
 logger = logging.getLogger(__name__)
 
-GuardedMetric = Literal["error_rate", "p95_latency_ms"]
+GuardedMetric = Literal["error_rate", "p95_latency_ms", "output_drift"]
 
 
 class UnknownVariant(CamcountError, KeyError):
@@ -50,8 +50,12 @@ class StopDecision:
     @property
     def reason(self) -> str:
         seconds = (self.at_ms - self.since_ms) / 1000.0
-        shown = (f"{self.observed:.2%} > {self.limit:.2%}" if self.metric == "error_rate"
-                 else f"{self.observed:.1f} ms > {self.limit:g} ms")
+        if self.metric == "error_rate":
+            shown = f"{self.observed:.2%} > {self.limit:.2%}"
+        elif self.metric == "output_drift":
+            shown = f"{self.observed:.3f} > {self.limit:g} (Jensen-Shannon distance from the control's outputs)"
+        else:
+            shown = f"{self.observed:.1f} ms > {self.limit:g} ms"
         return f"guardrail: variant {self.variant} {self.metric} {shown} for {seconds:.0f} s"
 
 
@@ -91,8 +95,13 @@ class GuardrailMonitor:
                                  f"it has {self.experiment.variant_names}")
         window.add(ts_ms, latency_ms, error)
 
-    def check(self, now_ms: int) -> StopDecision | None:
-        """Judge every candidate's window at ``now_ms``; the first breach older than breach_seconds stops."""
+    def check(self, now_ms: int, output_drift: dict[str, float] | None = None) -> StopDecision | None:
+        """Judge every candidate's window at ``now_ms``; the first breach older than breach_seconds stops.
+
+        ``output_drift``: per candidate, the Jensen-Shannon distance of its outputs in the same window from the
+        control's, measured by the caller (``ab guard``); judged against ``guardrails.max_output_drift`` when set,
+        with the same breach rule. A candidate missing from it (too few frames on a side) is not judged on it.
+        """
         breach_ms = self.guardrails.breach_seconds * 1000.0
         for variant, window in self._windows.items():
             window.evict(now_ms)
@@ -106,6 +115,9 @@ class GuardrailMonitor:
                 "p95_latency_ms": (float(np.percentile(ok_latencies, 95)) if ok_latencies.size else 0.0,
                                    self.guardrails.max_p95_latency_ms),
             }
+            drift = (output_drift or {}).get(variant)
+            if self.guardrails.max_output_drift is not None and drift is not None:
+                observed["output_drift"] = (drift, self.guardrails.max_output_drift)
             for metric, (value, limit) in observed.items():
                 key = (variant, metric)
                 if value <= limit:

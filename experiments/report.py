@@ -211,6 +211,9 @@ class Comparison:
     sample_size: SampleSizeCheck
     verdict: Verdict
     reason: str
+    output_drift: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Jensen-Shannon distance of the candidate's outputs from the control's, per signal (``detections_per_frame``,
+    ``mean_confidence``), as measured by the caller; empty when not measured."""
 
 
 @dataclass(frozen=True)
@@ -276,10 +279,14 @@ def _jsonable(value: Any) -> Any:
 
 
 def build_report(experiment: Experiment, samples: dict[str, VariantSamples],
-                 shadow: ShadowSamples | None = None) -> Report:
+                 shadow: ShadowSamples | None = None,
+                 output_drift: dict[str, dict[str, float]] | None = None) -> Report:
     """Summarise every variant, compare each candidate with the control and decide (module docstring).
 
     Shadow pairs, when given, are summarised alongside; they inform, the decision rule does not use them.
+    ``output_drift`` (candidate -> signal -> Jensen-Shannon distance from the control's outputs, measured by the
+    caller, e.g. ``sinks.experiment_samples``) is reported, and holds a candidate beyond
+    ``guardrails.max_output_drift``.
     """
     missing = [name for name in experiment.variant_names if name not in samples]
     if missing:
@@ -288,7 +295,8 @@ def build_report(experiment: Experiment, samples: dict[str, VariantSamples],
     summaries = tuple(_summarise(experiment, name, samples[name]) for name in experiment.variant_names)
     alpha = experiment.alpha / len(experiment.candidates)  # Bonferroni over candidates
     control = samples[experiment.control]
-    comparisons = tuple(_compare(experiment, variant.name, control, samples[variant.name], alpha)
+    comparisons = tuple(_compare(experiment, variant.name, control, samples[variant.name], alpha,
+                                 (output_drift or {}).get(variant.name, {}))
                         for variant in experiment.candidates)
     decision, promote, reason = _overall(experiment, comparisons)
     return Report(
@@ -336,7 +344,7 @@ def _compare_metric(metric: str, control: VariantSamples, candidate: VariantSamp
 
 
 def _compare(experiment: Experiment, name: str, control: VariantSamples, candidate: VariantSamples,
-             alpha: float) -> Comparison:
+             alpha: float, output_drift: dict[str, float]) -> Comparison:
     metrics = {metric: comparison for metric in METRICS
                if (comparison := _compare_metric(metric, control, candidate, alpha)) is not None}
     primary = experiment.decision.primary_metric
@@ -344,9 +352,10 @@ def _compare(experiment: Experiment, name: str, control: VariantSamples, candida
                                     experiment.min_samples_per_variant, alpha)
     errors = (error_rate_test(control.errors, control.frames, candidate.errors, candidate.frames, alpha)
               if control.frames and candidate.frames else None)
-    verdict, reason = _verdict(experiment, name, control, candidate, metrics, errors, sample_size, alpha)
+    verdict, reason = _verdict(experiment, name, control, candidate, metrics, errors, sample_size, alpha,
+                               output_drift)
     return Comparison(candidate=name, alpha=alpha, errors=errors, metrics=metrics, sample_size=sample_size,
-                      verdict=verdict, reason=reason)
+                      verdict=verdict, reason=reason, output_drift=dict(output_drift))
 
 
 def _verdict(
@@ -358,6 +367,7 @@ def _verdict(
     errors: ProportionTest | None,
     sample_size: SampleSizeCheck,
     alpha: float,
+    output_drift: dict[str, float] | None = None,
 ) -> tuple[Verdict, str]:
     need = experiment.min_samples_per_variant
     small = [(label, samples.frames) for label, samples in ((experiment.control, control), (name, candidate))
@@ -376,6 +386,12 @@ def _verdict(
     if e2e.size and (p95 := float(np.percentile(e2e, 95))) > guardrails.max_p95_latency_ms:
         return "keep control", (f"{name} p95 end-to-end latency {p95:.1f} ms is above the guardrail "
                                 f"max_p95_latency_ms {guardrails.max_p95_latency_ms:g} ms")
+    if guardrails.max_output_drift is not None and output_drift:
+        signal, value = max(output_drift.items(), key=lambda item: item[1])
+        if value > guardrails.max_output_drift:
+            return "keep control", (f"{name} is held: its outputs drift from the control's beyond the guardrail "
+                                    f"max_output_drift {guardrails.max_output_drift:g} (Jensen-Shannon {value:.3f} "
+                                    f"on {signal})")
     primary = experiment.decision.primary_metric
     comparison = metrics.get(primary)
     if comparison is None:

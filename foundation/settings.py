@@ -11,11 +11,12 @@ an address that is set means an external service, which the stack launcher never
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -47,6 +48,7 @@ class KafkaSettings(_Section):
     shadow_topic: str = "shadow-pairs"
     zone_occupancy_topic: str = "zone-occupancy"
     records_dead_letter_topic: str = "records-dlq"
+    model_health_topic: str = "model-health"
     bad_records: Literal["dead-letter", "stop"] = Field(
         "dead-letter", description="what the ClickHouse sink does with a record it cannot decode: set it aside on "
         "records_dead_letter_topic and go on, or stop there (Kafka Connect's errors.tolerance=none); the counting "
@@ -164,6 +166,58 @@ class CountingSettings(_Section):
     web_port: int = Field(6066, ge=1)
 
 
+class MonitorSettings(_Section):
+    """`camcount monitor`: drift of each camera and model version's outputs against a reference, and the scheduled
+    accuracy evaluation of the production version on labelled clips (docs/observability.md#model-monitoring)."""
+
+    window_s: int = Field(300, ge=10, description="drift window length (tumbling, aligned to the epoch)")
+    reference: Literal["pinned", "same-hour-last-week"] = Field(
+        "pinned", description="what a window is compared with: a pinned period (reference_start/reference_end, "
+        "else each camera and version's first reference_s of frames), or the camera's same clock hour one week "
+        "earlier")
+    reference_start: datetime | None = Field(None, description="start of an explicitly pinned reference period "
+                                             "(UTC; every camera's frames in it, whatever version inferred them)")
+    reference_end: datetime | None = Field(None, description="end of the explicitly pinned reference period (UTC)")
+    reference_s: int = Field(3600, ge=60, description="length of the automatic pinned reference: the first "
+                             "seconds of frames of each camera and model version")
+    measures: list[Literal["psi", "jensen_shannon", "wasserstein"]] = Field(
+        ["psi", "jensen_shannon", "wasserstein"], min_length=1, description="distance measures computed per signal")
+    psi_threshold: float = Field(0.1, gt=0, description="population stability index above which a signal drifts")
+    js_threshold: float = Field(0.1, gt=0, le=1, description="Jensen-Shannon distance (base 2) threshold")
+    wasserstein_threshold: float = Field(0.1, gt=0, description="Wasserstein distance over the reference's "
+                                         "standard deviation threshold")
+    min_measures: int = Field(2, ge=1, description="a signal drifts when at least this many measures exceed "
+                              "their thresholds")
+    persistence_windows: int = Field(3, ge=1, description="consecutive drifted windows that make drift persist "
+                                     "(one model-health event), and quiet ones that end it")
+    min_frames: int = Field(100, ge=1, description="frames a window and its reference need to be judged")
+    lateness_s: float = Field(60.0, ge=0, description="how long after a window ends it is evaluated (frames reach "
+                              "ClickHouse through the sink after capture)")
+    backfill_s: int = Field(3600, ge=0, description="at start, windows this far back are evaluated if they were not")
+    poll_s: float = Field(30.0, gt=0, description="how often the monitor looks for windows to evaluate")
+    model_problem_min_cameras: int = Field(2, ge=1, description="judged cameras a model version needs before "
+                                           "drift on all of them is called a model problem")
+    model_problem_share: float = Field(1.0, gt=0, le=1, description="share of a version's judged cameras that "
+                                       "must drift in one window for a model problem")
+    metrics_port: int = Field(9402, ge=0, description="`camcount monitor`'s /metrics; 0 disables the endpoint")
+    accuracy_interval_s: float = Field(86400.0, ge=0, description="how often the production version is evaluated "
+                                       "on the labelled clips (and at once when it changes); 0: never")
+    accuracy_truth: list[str] = Field(default_factory=list, description="ground-truth JSON files or folders of "
+                                      "them; default: the shipped benchmarks/ground_truth")
+    accuracy_data_dir: str | None = Field(None, description="folder holding the footage the truth files name "
+                                          "(default <home>/data)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "MonitorSettings":
+        if (self.reference_start is None) != (self.reference_end is None):
+            raise ValueError("set both reference_start and reference_end, or neither")
+        if self.reference_start is not None and self.reference_end <= self.reference_start:
+            raise ValueError("reference_end must be after reference_start")
+        if self.min_measures > len(self.measures):
+            raise ValueError(f"min_measures ({self.min_measures}) exceeds the {len(self.measures)} measures")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything a camcount process needs to know; see the module docstring for precedence."""
 
@@ -182,6 +236,7 @@ class Settings(BaseSettings):
     counting: CountingSettings = Field(default_factory=CountingSettings)
     resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -32,6 +32,9 @@ SHADOW_PAIRS = Stream("shadow-pairs", "shadow_topic", "production vs shadow mode
 ZONE_OCCUPANCY = Stream("zone-occupancy", "zone_occupancy_topic", "per-minute zone occupancy and dwell")
 DEAD_RECORDS = Stream("records-dlq", "records_dead_letter_topic",
                       "records the counting app or the ClickHouse sink could not decode, with code and source offset")
+MODEL_HEALTH = Stream("model-health", "model_health_topic",
+                      "model-health events from `camcount monitor`: drift that persists, per camera and model version "
+                      "(the retraining trigger)")
 
 CATALOGUE: tuple[Stream, ...] = (FRAMES, DETECTIONS, CROSSINGS, WINDOW_COUNTS, DEAD_LETTERS, SHADOW_PAIRS,
-                                 ZONE_OCCUPANCY, DEAD_RECORDS)
+                                 ZONE_OCCUPANCY, DEAD_RECORDS, MODEL_HEALTH)

@@ -124,6 +124,7 @@ CROSSING = AvroCodec("crossing", 1, "crossing.avsc")
 WINDOW_COUNT = AvroCodec("window-count", 2, "window_count.avsc")
 SHADOW_PAIR = AvroCodec("shadow-pair", 2, "shadow_pair.avsc")
 ZONE_OCCUPANCY = AvroCodec("zone-occupancy", 2, "zone_occupancy.avsc")
+MODEL_HEALTH = AvroCodec("model-health", 1, "model_health.avsc")
 
 
 def headers_dict(headers: list[tuple[str, bytes | None]] | None) -> dict[str, bytes]:

@@ -15,6 +15,7 @@ from clickhouse_driver import Client
 from experiments.assignment import assign
 from experiments.config import Experiment
 from experiments.report import Report, ShadowSamples, VariantSamples, build_report
+from monitoring.distances import Distribution, jensen_shannon
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,25 @@ def load_samples(clickhouse_client: Client, experiment: Experiment) -> dict[str,
     return samples
 
 
+OUTPUT_SIGNALS = {"detections_per_frame": "detections", "mean_confidence": "confidence"}
+"""Report metric -> drift monitor signal: the outputs compared between a candidate and the control."""
+
+
+def output_drift(control: VariantSamples, candidate: VariantSamples, min_frames: int = 50) -> dict[str, float]:
+    """Jensen-Shannon distance (``monitoring.distances``, the drift monitor's binning) of the candidate's outputs
+    from the control's, per report metric with at least ``min_frames`` values on both sides."""
+    drift = {}
+    for metric in OUTPUT_SIGNALS:
+        reference, current = control.metric(metric), candidate.metric(metric)
+        if reference.size >= min_frames and current.size >= min_frames:
+            drift[metric] = jensen_shannon(Distribution.of(reference), Distribution.of(current))
+    return drift
+
+
 def experiment_report(clickhouse_client: Client, experiment: Experiment) -> Report:
-    """The A/B report of ``experiment``, from its samples in ClickHouse."""
-    return build_report(experiment, load_samples(clickhouse_client, experiment),
-                        load_shadow_samples(clickhouse_client, experiment))
+    """The A/B report of ``experiment``, from its samples in ClickHouse, with each candidate's output drift from
+    the control (``guardrails.max_output_drift`` holds a candidate beyond it)."""
+    samples = load_samples(clickhouse_client, experiment)
+    control = samples[experiment.control]
+    drift = {variant.name: output_drift(control, samples[variant.name]) for variant in experiment.candidates}
+    return build_report(experiment, samples, load_shadow_samples(clickhouse_client, experiment), drift)

@@ -185,7 +185,10 @@ def cmd_guard(settings: Settings, args: argparse.Namespace) -> int:
                 if variant in candidates:
                     monitor.observe(variant, ts_ms, latency_ms, bool(error))
                 seen_ms = max(seen_ms, ts_ms)
-            decision = monitor.check(max(int(time.time() * 1000), seen_ms))
+            now_ms = max(int(time.time() * 1000), seen_ms)
+            drift = (_window_output_drift(client, experiment, now_ms)
+                     if experiment.guardrails.max_output_drift is not None else None)
+            decision = monitor.check(now_ms, drift)
             if decision is not None:
                 stop(store, audit, actor, experiment.name, decision.reason)
                 log.warning("experiment %s stopped automatically: %s", experiment.name, decision.reason)
@@ -193,6 +196,34 @@ def cmd_guard(settings: Settings, args: argparse.Namespace) -> int:
                 monitor = None
         stopping.wait(args.interval)
     return 0
+
+
+def _window_output_drift(client, experiment, now_ms: int) -> dict[str, float]:
+    """Per candidate, the larger Jensen-Shannon distance (detections per frame, mean confidence) of its outputs in
+    the guardrail window from the control's; candidates (or a control) with fewer than min_window_frames frames
+    there are left out."""
+    from monitoring.distances import Distribution, jensen_shannon
+
+    guardrails = experiment.guardrails
+    rows = client.execute(
+        "SELECT variant, groupArray(detections), groupArray(mean_confidence) FROM inference_log FINAL "
+        "WHERE experiment = %(e)s AND status = 'ok' AND capture_ts_ms > %(since)s AND capture_ts_ms <= %(now)s "
+        "GROUP BY variant", {"e": experiment.name, "since": now_ms - int(guardrails.window_seconds * 1000),
+                             "now": now_ms})
+    outputs = {variant: (list(counts), [c for n, c in zip(counts, confidences) if n > 0])
+               for variant, counts, confidences in rows}
+    control = outputs.get(experiment.control)
+    drift: dict[str, float] = {}
+    for candidate in experiment.candidates:
+        current = outputs.get(candidate.name)
+        if control is None or current is None:
+            continue
+        scores = [jensen_shannon(Distribution.of(reference), Distribution.of(values))
+                  for reference, values in zip(control, current)
+                  if len(reference) >= guardrails.min_window_frames and len(values) >= guardrails.min_window_frames]
+        if scores:
+            drift[candidate.name] = max(scores)
+    return drift
 
 
 def register_parser(sub: argparse._SubParsersAction) -> None:

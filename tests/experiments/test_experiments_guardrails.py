@@ -65,3 +65,23 @@ def test_the_control_is_not_guarded():
 def test_an_unknown_variant_is_refused():
     with pytest.raises(UnknownVariant, match="has no variant 'z'"):
         monitor().observe("z", 0, 10.0, False)
+
+
+def test_output_drift_beyond_its_guardrail_stops_the_candidate_after_breach_seconds():
+    guard = monitor(max_output_drift=0.1)
+    decision = None
+    for second in range(60):
+        for i in range(second * 10, second * 10 + 10):
+            guard.observe("b", i * 100, 20.0, False)
+        drift = {"b": 0.35 if second >= 5 else 0.02}
+        if (decision := guard.check(second * 1000 + 999, drift)) is not None:
+            break
+    assert (decision.metric, decision.since_ms, decision.at_ms) == ("output_drift", 5_999, 35_999)
+    assert "0.350 > 0.1 (Jensen-Shannon" in decision.reason
+
+
+def test_output_drift_is_not_judged_without_its_guardrail():
+    guard = monitor()
+    for i in range(400):
+        guard.observe("b", i * 100, 20.0, False)
+    assert guard.check(40_000, {"b": 0.9}) is None

@@ -133,3 +133,16 @@ def test_shadow_pairs_are_summarised_with_box_agreement_and_paired_tests():
     assert summary.equal_count_share == pytest.approx(2 / 5)
     assert summary.infer_ms.t_p_value == pytest.approx(scipy_stats.ttest_rel(shadow.candidate_infer_ms,
                                                                              shadow.control_infer_ms).pvalue)
+
+
+def test_a_candidate_whose_outputs_drift_from_the_controls_is_held_and_the_report_says_why():
+    rng = np.random.default_rng(2)
+    data = {"a": samples(rng, 2000), "b": samples(rng, 2000, slower_ms=-2.0)}  # faster: promoted without the guard
+    guarded = experiment(guardrails={"max_output_drift": 0.1})
+    assert build_report(guarded, data, output_drift={"b": {"detections_per_frame": 0.05}}).decision == "promote"
+
+    report = build_report(guarded, data, output_drift={"b": {"detections_per_frame": 0.05, "mean_confidence": 0.3}})
+    assert report.decision == "keep control" and report.promote is None
+    assert "b is held" in report.reason and "Jensen-Shannon 0.300 on mean_confidence" in report.reason
+    assert report.comparison("b").output_drift == {"detections_per_frame": 0.05, "mean_confidence": 0.3}
+    assert build_report(experiment(), data, output_drift={"b": {"mean_confidence": 0.3}}).decision == "promote"

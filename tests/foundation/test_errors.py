@@ -8,8 +8,8 @@ from pathlib import Path
 from foundation.errors import CamcountError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("camcount", "api", "producers", "stream_apps", "sinks", "counting", "experiments", "models", "schemas",
-            "foundation")
+PACKAGES = ("camcount", "api", "producers", "stream_apps", "sinks", "counting", "experiments", "monitoring", "models",
+            "schemas", "foundation")
 
 
 def _all_error_classes() -> set[type[CamcountError]]:

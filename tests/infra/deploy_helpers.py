@@ -23,11 +23,13 @@ DOCKERFILE = ROOT / "Dockerfile"
 INFER_METRICS_PORT = 9400
 COUNT_WEB_PORT = 6066
 API_PORT = 8080
+MONITOR_METRICS_PORT = 9402
 CONVENTIONAL_ENV = {"KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL", "REDIS_URL"}
 SPECIAL_CAMCOUNT_ENV = {"CAMCOUNT_CONFIG", "CAMCOUNT_API_ADMIN_KEY"}  # the YAML settings file; the API's bootstrap key
 TOPICS = {"frames", "detections", "crossings", "window-counts", "frames-dlq"}
 
-# name -> (type, labels) of every metric the infer worker and the count app (with its in-process sink) export.
+# name -> (type, labels) of every metric the infer worker, the count app (with its in-process sink), the API and the
+# monitor export.
 METRICS: dict[str, tuple[str, set[str]]] = {
     "camcount_inference_frames_total": ("counter", {"model", "version", "variant", "status"}),
     "camcount_inference_batches_total": ("counter", {"model", "version"}),
@@ -68,6 +70,14 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "camcount_api_auth_failures_total": ("counter", {"code"}),
     "camcount_api_request_log_dropped_total": ("counter", {"reason"}),
     "camcount_api_models_loaded": ("gauge", set()),
+    # camcount monitor (camcount/monitor.py)
+    "camcount_drift_score": ("gauge", {"camera", "model", "version", "signal", "measure"}),
+    "camcount_drift_active": ("gauge", {"camera", "model", "version"}),
+    "camcount_drift_windows_total": ("counter", {"status"}),
+    "camcount_model_health_events_total": ("counter", {"problem"}),
+    "camcount_drift_window_end_timestamp_seconds": ("gauge", set()),
+    "camcount_model_accuracy_ratio": ("gauge", {"model", "version", "metric"}),
+    "camcount_model_accuracy_evaluated_timestamp_seconds": ("gauge", {"model", "version"}),
     # every process: foundation.process_metrics
     "process_cpu_seconds_total": ("counter", set()),
     "process_resident_memory_bytes": ("gauge", set()),
@@ -159,7 +169,7 @@ def _check_subcommand(argv: list[str]) -> str | None:
         return f"provision {rest}: only `provision [--wait SECONDS]` is a deploy command"
     if sub == "stack":
         return None if rest == ["up"] else f"stack {rest}: only `stack up` is a deploy command"
-    if sub in ("infer", "count", "api"):
+    if sub in ("infer", "count", "api", "monitor"):
         return None if not rest else f"{sub} takes no arguments here, got {rest}"
     if sub == "models":
         return None if rest == ["import-darknet", "--default"] else f"unknown models invocation {rest}"

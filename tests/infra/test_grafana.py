@@ -56,6 +56,7 @@ def test_grafana_dashboard_queries_only_exported_metrics(dashboard):
 
 def test_metric_names_the_configs_are_checked_against_are_the_ones_the_processes_export():
     from api.metrics import ApiMetrics
+    from camcount.monitor import MonitorMetrics
     from foundation.process_metrics import register_resource_metrics
     from foundation.settings import Settings
     from sinks.kafka_sink import ClickHouseSink
@@ -68,7 +69,7 @@ def test_metric_names_the_configs_are_checked_against_are_the_ones_the_processes
     register_resource_metrics(inference.registry)
     exported = {}
     for registry in (inference.registry, CountingMetrics().registry, ClickHouseSink(Settings()).metrics_registry,
-                     ApiMetrics().registry):
+                     ApiMetrics().registry, MonitorMetrics().registry):
         for family in registry.collect():
             exported[family.name + ("_total" if family.type == "counter" else "")] = family.type
 

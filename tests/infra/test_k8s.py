@@ -13,6 +13,7 @@ from tests.infra.deploy_helpers import (
     COUNT_WEB_PORT,
     DOCKERFILE,
     INFER_METRICS_PORT,
+    MONITOR_METRICS_PORT,
     ROOT,
     _check_subcommand,
     _field_path_error,
@@ -216,7 +217,7 @@ def test_k8s_services_select_pods_and_annotate_scrape_ports(k8s_docs):
         container_ports = [p["containerPort"] for c in template["spec"]["containers"] for p in c["ports"]]
         assert annotated in container_ports and annotated in [p["port"] for p in svc["spec"]["ports"]], name
         assert annotated == {"infer": INFER_METRICS_PORT, "count": COUNT_WEB_PORT, "api": API_PORT,
-                             "alertmanager": ALERTMANAGER_PORT}[name]
+                             "monitor": MONITOR_METRICS_PORT, "alertmanager": ALERTMANAGER_PORT}[name]
 
 
 def test_k8s_pods_run_as_the_image_user(k8s_docs):

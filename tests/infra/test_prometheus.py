@@ -13,6 +13,7 @@ from tests.infra.deploy_helpers import (
     COUNT_WEB_PORT,
     INFER_METRICS_PORT,
     METRICS,
+    MONITOR_METRICS_PORT,
     ROOT,
     _env,
     _load_yaml,
@@ -24,11 +25,7 @@ RULE_TESTS = PROMETHEUS_DIR / "alerts.test.yml"
 
 # Metrics an alert rule may use before any camcount process exports them (METRICS lists only what is exported,
 # and a test checks that against the processes). Remove an entry once its metric is in METRICS.
-PENDING_METRICS: dict[str, tuple[str, set[str]]] = {
-    # Exported by `camcount monitor` after a scheduled evaluation on labelled clips (issue 14, item 4, not yet
-    # built): precision, recall, count accuracy ... as ratios, higher is better. Rule: CamcountModelAccuracyLow.
-    "camcount_model_accuracy_ratio": ("gauge", {"model", "version", "metric"}),
-}
+PENDING_METRICS: dict[str, tuple[str, set[str]]] = {}
 # Alerts on another program's metrics, which METRICS does not describe.
 THIRD_PARTY_ALERTS = {
     "CamcountAlertDeliveryFailing": "alertmanager_notifications_failed_total{integration}: Alertmanager's own",
@@ -194,6 +191,12 @@ def test_prometheus_scrape_ports_match_service_ports(services):
     assert int(_env(infer)["CAMCOUNT_INFERENCE__METRICS_PORT"]) == INFER_METRICS_PORT
     assert str(INFER_METRICS_PORT) in [str(p) for p in infer["expose"]]
     assert Settings().inference.metrics_port == INFER_METRICS_PORT
+
+    monitor_targets = [t for sc in jobs["camcount-monitor"]["static_configs"] for t in sc["targets"]]
+    assert monitor_targets == [f"monitor:{MONITOR_METRICS_PORT}"]
+    assert int(_env(services["monitor"])["CAMCOUNT_MONITOR__METRICS_PORT"]) == MONITOR_METRICS_PORT
+    assert str(MONITOR_METRICS_PORT) in [str(p) for p in services["monitor"]["expose"]]
+    assert Settings().monitor.metrics_port == MONITOR_METRICS_PORT
 
     count_targets = [t for sc in jobs["camcount-count"]["static_configs"] for t in sc["targets"]]
     assert count_targets == [f"count:{COUNT_WEB_PORT}"]
