@@ -26,6 +26,14 @@ class ModelNotFound(ModelError):
     detail = "not-found"
 
 
+class ManifestUnreadable(ModelError):
+    """A version's manifest.json is not valid JSON, or holds fields or values this release does not know (one written
+    by a newer camcount): the version is refused like one that does not load, and whatever serves keeps serving."""
+
+    code = "MODEL_002"  # load failed
+    detail = "manifest-unreadable"
+
+
 class ChecksumMismatch(ModelError):
     """The stored weights' sha256 differs from the manifest: the file was modified or corrupted."""
 

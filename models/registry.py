@@ -24,7 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models.atomic_files import write_atomically
 from models.calibration import BoxCalibration
-from models.errors import ChecksumMismatch, ModelLoadError, ModelNotFound, ModelVersionExists
+from models.errors import (
+    ChecksumMismatch,
+    ManifestUnreadable,
+    ModelLoadError,
+    ModelNotFound,
+    ModelVersionExists,
+)
 from models.manifest import SLUG_PATTERN, ModelManifest, is_semver
 from models.postprocess import check_output_shape
 from models.preprocess import BatchPreprocessor, synthetic_frame
@@ -299,7 +305,16 @@ class ModelRegistry:
 
     def _manifest(self, name: str, version: str) -> ModelManifest | None:
         raw = self.storage.read_bytes(f"{name}/{version}/{MANIFEST_FILE}")
-        return ModelManifest.model_validate_json(raw) if raw else None
+        if not raw:
+            return None
+        try:
+            return ModelManifest.model_validate_json(raw)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"]) or "the file"
+            raise ManifestUnreadable(
+                f"{name}@{version}: its {MANIFEST_FILE} cannot be read by this release ({where}: {problem['msg']}); "
+                "upgrade camcount where it reads this registry, or register the model again") from exc
 
 
 def open_registry(location: str, cache_dir: Path) -> ModelRegistry:

@@ -286,3 +286,17 @@ def test_in_background_mode_a_failed_load_keeps_the_served_version_and_reports_m
     status = watcher.status()
     assert status["serving"] == "1.0.0" and status["error"]["code"] == "MODEL_002"
     assert "engine build failed" in status["error"]["message"]
+
+
+def test_a_manifest_this_release_cannot_read_is_refused_as_model_002_and_the_served_version_stays(
+    watcher: ModelWatcher, registry: ModelRegistry
+) -> None:
+    registry.promote("fixed", "1.1.0")
+    manifest_path = registry.resolve("fixed@1.1.0").path.parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["a_field_from_a_newer_release"] = 1
+    manifest_path.write_text(json.dumps(manifest))
+    assert watcher.poll() is None
+    status = watcher.status()
+    assert watcher.serving == "1.0.0" and status["error"]["code"] == "MODEL_002"
+    assert "cannot be read by this release" in status["error"]["message"]
