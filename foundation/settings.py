@@ -66,6 +66,9 @@ class ClickHouseSettings(_Section):
     connect_timeout_s: float = Field(5.0, gt=0, description="TCP connect timeout of every ClickHouse client")
     query_timeout_s: float = Field(30.0, gt=0, description="send/receive timeout of a query or insert (the driver's "
                                    "default, 300 s, would stall the sink for minutes on a hung server)")
+    sink_group_id: str = Field("camcount-sink-clickhouse", min_length=1,
+                               description="consumer group of the ClickHouse sink (in `camcount count` or `camcount "
+                                           "sink`); every sink process of one deployment shares it")
 
 
 class RedisSettings(_Section):
@@ -279,13 +282,14 @@ class Settings(BaseSettings):
         return HomeLayout(self.home)
 
     def namespaced(self, suffix: str, partitions: int | None = None) -> "Settings":
-        """A copy whose topics, consumer group, Faust app id, ClickHouse database and Redis keys carry ``suffix``.
+        """A copy whose topics, consumer groups, Faust app id, ClickHouse database and Redis keys carry ``suffix``.
 
         Benchmarks and tests use it to run beside (and never see) each other's data on one stack.
         """
         kafka = self.kafka
         database = f"{self.clickhouse.database}_{suffix}"
-        clickhouse_update: dict[str, str] = {"database": database}
+        clickhouse_update: dict[str, str] = {"database": database,
+                                             "sink_group_id": f"{self.clickhouse.sink_group_id}-{suffix}"}
         if self.clickhouse.url is not None:
             clickhouse_update["url"] = urlunsplit(urlsplit(self.clickhouse.url)._replace(path=f"/{database}"))
         return self.model_copy(update={

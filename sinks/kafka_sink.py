@@ -66,17 +66,18 @@ class ClickHouseSink:
     def __init__(
         self,
         settings: Settings,
-        group_id: str = "camcount-sink-clickhouse",
+        group_id: str | None = None,
         max_rows: int = 5000,
         max_interval_s: float = 1.0,
         live_totals: LiveCrossingTotals | None = None,
         registry: CollectorRegistry | None = None,
         breakers: BreakerMetrics | None = None,
     ) -> None:
-        """``registry``: where the sink's metrics go (a new one when not given), shared with the process's other
-        parts; ``breakers``: that registry's breaker gauge, when another part already created it."""
+        """``group_id``: the consumer group (default ``clickhouse.sink_group_id``); ``registry``: where the sink's
+        metrics go (a new one when not given), shared with the process's other parts; ``breakers``: that registry's
+        breaker gauge, when another part already created it."""
         self.settings = settings
-        self.group_id = group_id
+        self.group_id = group_id or settings.clickhouse.sink_group_id
         self.max_rows = max_rows
         self.max_interval_s = max_interval_s
         self.live_totals = live_totals

@@ -95,3 +95,13 @@ def test_camcount_env_vars_that_name_no_setting_are_ignored(monkeypatch):
     monkeypatch.setenv("CAMCOUNT_VIDEO_DIR", "/data/videos")  # docker-compose's, not a setting
     monkeypatch.delenv("CAMCOUNT_HOME", raising=False)
     assert load_settings().home == Path(".camcount")
+
+
+def test_namespaced_settings_give_every_consumer_group_the_suffix():
+    settings = load_settings()
+
+    spaced = settings.namespaced("run7")
+
+    groups = (spaced.inference.group_id, spaced.counting.app_id, spaced.clickhouse.sink_group_id)
+    assert all(group.endswith("-run7") for group in groups), groups
+    assert spaced.clickhouse.sink_group_id == f"{settings.clickhouse.sink_group_id}-run7"
