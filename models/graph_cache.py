@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import platform
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,20 @@ class CacheNotWritable(CamcountError):
 def _log_not_writable(message: str) -> None:
     error = CacheNotWritable(message)
     logger.warning("%s %s: %s", error.code, error.detail, error.one_line())
+
+
+def _space_left(directory: Path, onnx_path: Path) -> str:
+    """What the disk under ``directory`` has left, in words: ONNX Runtime reports a full disk as a protobuf
+    serialisation error, which names neither the disk nor the space."""
+    try:
+        free = shutil.disk_usage(directory).free
+        needed = onnx_path.stat().st_size
+    except OSError:
+        return "free space unknown"
+    if free < needed:
+        return f"the disk is full: {free} bytes free, the graph needs about {needed}"
+    return f"{free} bytes free on its disk"
+
 
 MakeSession = Callable[[str, bool, "str | None"], ort.InferenceSession]
 """``(path, optimise, save_to)`` -> session: graph optimisation on or off, the optimised graph saved to ``save_to``."""
@@ -97,8 +112,8 @@ class OptimizedGraphCache:
             session = make_session(str(onnx_path), True, temporary)
             os.replace(temporary, cached)
         except Exception as exc:  # noqa: BLE001 - saving failed, or the model itself is bad: tell them apart
-            _log_not_writable(f"cannot store the optimised graph of {onnx_path} in {self.directory} ({exc}); trying "
-                              "without the cache")
+            _log_not_writable(f"cannot store the optimised graph of {onnx_path} in {self.directory} "
+                              f"({_space_left(self.directory, onnx_path)}; {exc}); trying without the cache")
             return make_session(str(onnx_path), True, None), "uncached"
         finally:
             Path(temporary).unlink(missing_ok=True)

@@ -290,6 +290,8 @@ def test_a_full_model_cache_disk_leaves_the_worker_serving_and_the_counts_equal_
     models = [line.split("cannot store the optimised graph of ", 1)[1].split()[0] for line in not_cached]
     assert not_cached and len(models) == len(set(models)), f"one line per model not cached ({how}):\n{log}"
     assert all("RES_004" in line for line in not_cached), f"a full cache disk is logged with RES_004 ({how}):\n{log}"
+    if how == "tmpfs":  # a real full disk (under the file-size limit the disk itself has room)
+        assert all("the disk is full" in line for line in not_cached), f"the log names the full disk:\n{log}"
 
 
 # --- the standalone sink ---------------------------------------------------------------------------------------------
