@@ -45,10 +45,12 @@ def clickhouse_client(settings: Settings, database: str | None = None) -> Client
 
     Use this rather than ``Client.from_url``: a CLICKHOUSE_URL without a database path would otherwise land in
     ``default`` while the DDL went into ``clickhouse.database``. Timeouts come from ``clickhouse.connect_timeout_s``
-    and ``clickhouse.query_timeout_s`` unless the URL sets them.
+    (connecting, and the ping the driver sends before reusing an idle connection) and ``clickhouse.query_timeout_s``
+    unless the URL sets them.
     """
     host, kwargs = parse_url(settings.clickhouse_url())
     timeouts = {"connect_timeout": settings.clickhouse.connect_timeout_s,
+                "sync_request_timeout": settings.clickhouse.connect_timeout_s,
                 "send_receive_timeout": settings.clickhouse.query_timeout_s}
     return Client(host, **{**timeouts, **kwargs, "database": database or clickhouse_database(settings)})
 

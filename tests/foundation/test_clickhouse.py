@@ -12,6 +12,7 @@ from foundation.clickhouse import (
     DDLError,
     added_column,
     apply_clickhouse_ddl,
+    clickhouse_client,
     clickhouse_database,
     declared_clickhouse_objects,
     split_sql_statements,
@@ -93,3 +94,13 @@ def test_an_add_column_statement_adds_its_column_once_however_often_the_ddl_is_a
         apply_clickhouse_ddl(settings.clickhouse_url(), clickhouse_database(settings), ddl_dir=tmp_path)
     assert [column[:2] for column in clickhouse_client(settings).execute("DESCRIBE TABLE t")] == [
         ("a", "UInt8"), ("b", "UInt8")]
+
+
+def test_a_client_takes_its_connect_ping_and_query_timeouts_from_settings() -> None:
+    settings = Settings(clickhouse={"url": "clickhouse://db:9000/counts", "connect_timeout_s": 2.5,
+                                    "query_timeout_s": 12.0})
+
+    connection = clickhouse_client(settings).connection
+
+    assert (connection.connect_timeout, connection.sync_request_timeout, connection.send_receive_timeout) == (
+        2.5, 2.5, 12.0)
