@@ -20,7 +20,9 @@ import cv2
 import pytest
 from confluent_kafka import Producer
 
+from foundation.clickhouse import clickhouse_client
 from foundation.kafka import producer_config
+from models.registry import ModelRegistry
 from producers.sources import FrameSource
 from schemas import CROSSING, DETECTIONS, FRAME, SHADOW_PAIR, WINDOW_COUNT, ZONE_OCCUPANCY
 from tests.faults.harness import (
@@ -292,6 +294,47 @@ def test_a_full_model_cache_disk_leaves_the_worker_serving_and_the_counts_equal_
     assert all("RES_004" in line for line in not_cached), f"a full cache disk is logged with RES_004 ({how}):\n{log}"
     if how == "tmpfs":  # a real full disk (under the file-size limit the disk itself has room)
         assert all("the disk is full" in line for line in not_cached), f"the log names the full disk:\n{log}"
+
+
+# --- a model that breaks in production -------------------------------------------------------------------------------
+def test_a_corrupt_version_promoted_mid_stream_is_served_around_by_the_fallback_and_the_counts_equal_offline(
+        faults, offline):
+    """The production alias moves to a version whose weights are corrupt while a camera streams: the worker refuses
+    it (MODEL_002), the fallback chain (the previous version) serves every frame meanwhile, and the totals equal the
+    offline count of the clip; a rollback then clears the fallback."""
+    faults.use_topology(standalone_sink=False)
+    registry = ModelRegistry(Path(faults.settings.model.registry))
+    current = registry.resolve(faults.settings.model.reference)
+    name = current.manifest.name
+    fields = current.manifest.model_dump(exclude={"version", "sha256", "created_at"})
+    broken = registry.register(current.path, **{**fields, "version": "99.0.0"})
+    registry.resolve(f"{name}@99.0.0").path.write_bytes(b"not an onnx model")  # after registering: a bad checksum
+    swapping = faults.settings.model_copy(
+        update={"inference": faults.settings.inference.model_copy(update={"model_poll_s": 0.3})})
+    faults.stop("infer")
+    faults.start("infer", "infer", settings=swapping)
+    camera = _camera("corrupt-model")
+    try:
+        faults.stream(camera)
+        faults.wait_counted(camera)
+        registry.promote(name, broken.version)
+        _assert_equal_offline(faults, camera, offline)
+    finally:
+        registry.rollback(name)
+    client = clickhouse_client(faults.settings)
+    try:
+        served = dict(client.execute(
+            "SELECT fallback, count() FROM inference_log FINAL WHERE camera_id = %(camera)s GROUP BY fallback",
+            {"camera": camera}))
+        versions = {v for (v,) in client.execute(
+            "SELECT DISTINCT model_version FROM inference_log FINAL WHERE camera_id = %(camera)s", {"camera": camera})}
+    finally:
+        client.disconnect()
+    log = faults.current_log("infer")
+    assert served.get(1, 0) > 0, f"no frame was served by the fallback: {served}\n{log[-3000:]}"
+    assert versions == {current.manifest.version}, versions
+    assert "MODEL_002" in log, log[-3000:]
+    assert faults.dead() == {}, faults.all_logs()
 
 
 # --- the standalone sink ---------------------------------------------------------------------------------------------
