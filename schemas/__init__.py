@@ -119,7 +119,7 @@ def _parse(file: str) -> Any:
 
 
 FRAME = AvroCodec("frame", 1, "frame.avsc")
-DETECTIONS = AvroCodec("detections", 2, "detections.avsc")
+DETECTIONS = AvroCodec("detections", 3, "detections.avsc")
 CROSSING = AvroCodec("crossing", 1, "crossing.avsc")
 WINDOW_COUNT = AvroCodec("window-count", 2, "window_count.avsc")
 SHADOW_PAIR = AvroCodec("shadow-pair", 2, "shadow_pair.avsc")

@@ -43,7 +43,13 @@ from schemas import CROSSING, DETECTIONS, WINDOW_COUNT, ZONE_OCCUPANCY, SchemaEr
 from schemas.dead_letters import dead_letter_headers
 from sinks.redis_live import AsyncLiveState
 from stream_apps.faust_kafka import CountingFaustApp, faust_broker_options
-from stream_apps.records import Provenance, check_detections_record, crossing_event_id, detections_from_record
+from stream_apps.records import (
+    Provenance,
+    calibration_from_record,
+    check_detections_record,
+    crossing_event_id,
+    detections_from_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +88,9 @@ Calibrations = Callable[[str, str], BoxCalibration | None]
 
 
 def registry_calibrations(settings: Settings) -> Calibrations:
-    """Box calibrations read from the model registry's manifests, once per model version. A version that cannot
-    be read counts with its boxes as they are, and says so once in the log."""
+    """Box calibrations read from the model registry's manifests, once per model version, for records that carry
+    none (written before detections v3). A version that cannot be read counts with its boxes as they are, and says
+    so once in the log."""
     from models.loading import open_model_registry
 
     registry = open_model_registry(settings)
@@ -154,7 +161,9 @@ class CountingService:
             state.counter.skip(p.frame_seq)
             result = None
         else:
-            calibration = None if self.calibrations is None else self.calibrations(p.model_name, p.model_version)
+            calibration = calibration_from_record(record)
+            if calibration is None and self.calibrations is not None:  # a record from before v3, or no calibration
+                calibration = self.calibrations(p.model_name, p.model_version)
             result = state.counter.update(p.frame_seq, p.capture_ts_ms, detections_from_record(record),
                                           calibration, (int(record["width"]), int(record["height"])))
         counted = None

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from models.calibration import BoxCalibration
 from models.detections import Detections
 from schemas import UndecodablePayload
 
@@ -31,12 +33,14 @@ class Provenance:
 
 
 def check_detections_record(record: dict[str, Any]) -> None:
-    """Raise UndecodablePayload unless the record's parallel box arrays agree (4 coordinates per box)."""
+    """Raise UndecodablePayload unless the record's parallel box arrays agree (4 coordinates per box) and the box
+    calibration it carries, if any, is valid."""
     boxes = len(record["confidence"])
     if len(record["xyxy"]) != 4 * boxes or len(record["class_id"]) != boxes:
         raise UndecodablePayload(
             f"detections record of {record['camera_id']!r} frame {record['frame_seq']} has {len(record['xyxy'])} box "
             f"coordinates, {boxes} confidences and {len(record['class_id'])} class ids (want 4 per box)")
+    calibration_from_record(record)
 
 
 def detections_from_record(record: dict[str, Any]) -> Detections:
@@ -55,3 +59,25 @@ def crossing_event_id(p: Provenance, line: str, direction: str, track_id: int, f
                              track_id, frame_seq)))
     return hashlib.sha1(key.encode()).hexdigest()
 
+
+
+def calibration_to_record(calibration: BoxCalibration | None) -> dict[str, Any] | None:
+    """The ``box_calibration`` field of a detections record (v3) for a model version's calibration."""
+    if calibration is None:
+        return None
+    return {"input_width": calibration.input_size[0], "input_height": calibration.input_size[1],
+            "heights": list(calibration.heights), "scales": list(calibration.scales)}
+
+
+def calibration_from_record(record: dict[str, Any]) -> BoxCalibration | None:
+    """The box calibration a detections record carries (None: none, or a record written before v3); an invalid
+    one is UndecodablePayload (the record is dead-lettered, as for any other unreadable field)."""
+    field = record.get("box_calibration")
+    if field is None:
+        return None
+    try:
+        return BoxCalibration(input_size=(field["input_width"], field["input_height"]), heights=tuple(field["heights"]),
+                              scales=tuple(field["scales"]))
+    except ValidationError as exc:
+        raise UndecodablePayload(f"detections record of {record['camera_id']!r} frame {record['frame_seq']} carries "
+                                 f"an invalid box calibration: {exc.errors()[0]['msg']}") from exc

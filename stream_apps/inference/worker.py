@@ -62,6 +62,7 @@ from stream_apps.inference.commits import AckedCommitter, PendingBatch
 from stream_apps.inference.frames import BadFrame, DecodedFrame, FrameLimits, decode_frame
 from stream_apps.inference.metrics import InferenceMetrics, timing_header
 from stream_apps.inference.routing import Route, RouteTable
+from stream_apps.records import calibration_to_record
 
 log = logging.getLogger(__name__)
 
@@ -396,6 +397,7 @@ class InferenceWorker:
             "infer_ms": infer_ms, "inferred_ts_ms": int(time.time() * 1000),
             "source_partition": message.partition(), "source_offset": message.offset(),
             "fallback": fallback,
+            "box_calibration": calibration_to_record(detector.manifest.box_calibration),
         })
 
     def _dead_letter(self, message: Message, bad: BadFrame) -> None:

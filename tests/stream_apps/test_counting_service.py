@@ -146,3 +146,22 @@ def test_each_records_model_calibration_moves_the_anchor_as_offline_does():
     # the box bottom 150 + 5 * seq passes y=190 at seq 9 (195), the calibrated one 175 + 5 * seq at seq 4
     assert first == {"plain": 9, "calibrated": 4}
     assert set(asked) == {("m", "1.0.0")}
+
+
+def test_a_calibration_carried_by_the_record_is_used_without_asking_the_registry():
+    config = parse_camera_configs({"defaults": {"lines": [{"name": "H", "start": [0, 190], "end": [200, 190]}],
+                                                "tracker": {"min_hits": 1}}})
+
+    def registry_away(name: str, version: str):
+        raise AssertionError("the registry was asked although the record carries the calibration")
+
+    def down(seq: int) -> dict:  # as above: the calibrated box bottom 175 + 5 * seq passes y=190 at seq 4
+        record = _record(seq, 100)
+        record["xyxy"] = [90, 50 + 5 * seq, 110, 150 + 5 * seq]
+        record["box_calibration"] = {"input_width": 200, "input_height": 200, "heights": [10.0], "scales": [1.5]}
+        return record
+
+    service = CountingService(config, 60, {}, calibrations=registry_away)
+    crossed = [seq for seq in range(12) if (counted := _handle(service, down(seq))) and counted.crossings]
+
+    assert crossed[:1] == [4]
