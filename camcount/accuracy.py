@@ -164,7 +164,8 @@ def _score_footage(video, path, files, detector, tracker_config, detection_conf,
         logger.info("%s line %s: precision %.3f recall %.3f", video, truth.name, accuracy.precision, accuracy.recall)
         lines.append({"truth": str(truth_path), **accuracy.as_json(),
                       "start": list(line_config.start), "end": list(line_config.end),
-                      "min_distance_px": line_config.min_distance_px})
+                      "min_distance_px": line_config.min_distance_px,
+                      "min_anchor_confidence": line_config.min_anchor_confidence})
     report: dict[str, Any] = {"video": video, "footage": str(path), "frames": result.frames,
                               "seconds": round(seconds, 1), "fps": round(result.frames / max(seconds, 1e-9), 1),
                               "lines": lines}

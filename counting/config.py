@@ -62,6 +62,14 @@ class LineConfig(BaseModel):
         allow_inf_nan=False,
         description="hysteresis: a crossing is confirmed once the anchor is this far past the line",
     )
+    min_anchor_confidence: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="a tracked box below this confidence keeps its track alive but does not move the track's "
+        "anchor on this line (the line treats the frame as one in which the track was not seen)",
+    )
 
     @field_validator("end")
     @classmethod

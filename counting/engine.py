@@ -12,6 +12,12 @@ Frame handling, keyed by ``frame_seq`` (monotonic per camera):
 
 A line first meets a track where the track was first detected (``Tracker.first_boxes``), not where it
 got its id ``min_hits`` frames later, so crossing the line during those frames is counted too.
+
+A line sees a tracked box only if its confidence is at least the line's ``min_anchor_confidence``; a track
+matched to a weaker box is, for that line, not seen on that frame (it keeps its side, and the next confident
+box continues its path). The tracker's second stage matches low-confidence boxes to keep identities through
+occlusion, and those boxes are mostly partial (the feet or half the body hidden), so their bottom-centre jumps:
+it must not decide which side of a line a person is on.
 """
 
 from __future__ import annotations
@@ -141,11 +147,12 @@ class CameraCounter:
 
         anchored = fitted(tracked)
 
-        def select(anchor: Anchor, class_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def select(anchor: Anchor, class_mask: np.ndarray,
+                   min_confidence: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             if anchor not in anchors:
                 anchors[anchor] = anchored.anchors(anchor)
             # tracked only holds camera classes, all valid indices into class_mask
-            rows = has_id & class_mask[tracked.class_id]
+            rows = has_id & class_mask[tracked.class_id] & (tracked.confidence >= min_confidence)
             return tracked.tracker_id[rows], anchors[anchor][rows], tracked.class_id[rows]
 
         first = tracked[has_id]
@@ -159,7 +166,8 @@ class CameraCounter:
                 first_anchors[anchor] = first.anchors(anchor)
             line_rows = class_mask[first.class_id]
             counter.introduce(first.tracker_id[line_rows], first_anchors[anchor][line_rows])
-            crossings += counter.update(frame_seq, capture_ts_ms, *select(anchor, class_mask))
+            crossings += counter.update(frame_seq, capture_ts_ms,
+                                        *select(anchor, class_mask, counter.line.min_anchor_confidence))
             counter.retain(alive)
         occupancy: dict[str, dict[str, int]] = {}
         zone_events: list[ZoneEvent] = []

@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from counting.config import CameraConfigError, load_camera_configs
+from counting.config import CameraConfigError, LineConfig, load_camera_configs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -112,3 +113,9 @@ def test_unknown_camera_without_defaults_asks_for_an_entry_or_defaults(tmp_path)
 def test_missing_file_is_reported_by_name(tmp_path):
     path = tmp_path / "nope.yaml"
     assert error_of(path).startswith(f"{path}: cannot read camera config")
+
+
+def test_line_min_anchor_confidence_is_a_probability():
+    assert LineConfig(name="L1", start=(0, 0), end=(1, 0)).min_anchor_confidence == 0.3
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        LineConfig(name="L1", start=(0, 0), end=(1, 0), min_anchor_confidence=1.5)

@@ -165,3 +165,34 @@ def test_a_calibration_needs_the_frame_size():
 
     with pytest.raises(ValueError, match="frame size"):
         camera().update(0, 0, people((10, 10)), BoxCalibration(input_size=(8, 8), heights=(1.0,), scales=(1.0,)))
+
+
+# --- which boxes move a line's anchor: confident ones only (min_anchor_confidence) ------------------------------
+def _person_at(x: float, confidence: float) -> Detections:
+    return Detections(np.array([(x - 20, 300, x + 20, 400)], np.float32), np.array([confidence]), np.zeros(1))
+
+
+def _standing_with_weak_boxes_across_the_line(**line):
+    """A person standing 8 px left of L1 (x=384); on frames 10-12 the detector only gives weak (0.2) boxes, 8 px
+    right of the line: matched by the tracker's low-confidence stage, so the track keeps its id throughout."""
+    counter = CameraCounter(CameraConfig(camera_id="cam-1", lines=[LineConfig(name="L1", start=(384, 0),
+                                                                               end=(384, 576), **line)]), CLASSES)
+    frames = {i: _person_at(392, 0.2) if 10 <= i <= 12 else _person_at(376, 0.9) for i in range(20)}
+    return run(counter, frames)
+
+
+def test_a_weak_box_past_the_line_does_not_move_the_anchor_across_it():
+    results = _standing_with_weak_boxes_across_the_line()
+    assert {int(t) for r in results[10:13] for t in r.tracked.tracker_id} == {1}
+    assert crossings(results) == []
+
+
+def test_with_min_anchor_confidence_zero_every_tracked_box_moves_the_anchor():
+    results = _standing_with_weak_boxes_across_the_line(min_anchor_confidence=0.0)
+    assert crossings(results) == [(1, "out", 10, "person"), (1, "in", 13, "person")]
+
+
+def test_a_crossing_seen_only_in_weak_boxes_counts_on_the_first_confident_frame_past_the_line():
+    # x = 300 + 5i crosses 384 at i=17; frames 15-19 (x 375..395) only have weak boxes
+    frames = {i: _person_at(300 + 5 * i, 0.2 if 15 <= i <= 19 else 0.9) for i in range(30)}
+    assert crossings(run(camera(), frames)) == [(1, "out", 20, "person")]
