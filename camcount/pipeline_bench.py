@@ -1,8 +1,10 @@
 """``camcount bench pipeline``: the inference worker through the broker versus the same work in-process, and where
 a frame's latency goes on its way through the broker and the worker.
 
-All runs use the same JPEG frames of the same footage, the same model and decode threads, one after the other in
-one process (the worker runs in a thread of it, so every timestamp is this host's wall clock):
+All runs use the same JPEG frames of the same footage, the same model and decode threads, one after the other. The
+worker runs in a thread of this process; the cameras' publisher and the downstream reader run in a child process,
+as ingest and the counting app do in production (in one process their Python threads would take turns with the
+worker's for the interpreter lock). Every timestamp is this host's wall clock:
 
   * batch-1 reference: one frame's ``detect`` (preprocess + inference + postprocess) and one JPEG decode, timed
     back to back: the compute a frame's latency cannot go below;
@@ -20,11 +22,12 @@ one process (the worker runs in a thread of it, so every timestamp is this host'
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import threading
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -180,7 +183,7 @@ def _noting_ack(appended: dict[int, float], seq: int):
 
 def _drain(settings: Settings, expected: int, timeout_s: float) -> tuple[list[dict[str, float]], float]:
     """Reads detections until ``expected`` arrived; returns per-record timestamps (frame_seq, capture, read and the
-    worker's timing header, ms since the epoch) and the last arrival (perf_counter)."""
+    worker's timing header, ms since the epoch) and the last arrival (seconds since the epoch)."""
     consumer = Consumer(consumer_config(settings, f"bench-reader-{uuid.uuid4().hex[:8]}"))
     # Assigned, not subscribed: a group join (slow on some brokers) would delay the first reads and be
     # misread as pipeline latency.
@@ -188,7 +191,7 @@ def _drain(settings: Settings, expected: int, timeout_s: float) -> tuple[list[di
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     samples: list[dict[str, float]] = []
-    last = time.perf_counter()
+    last = time.time()
     deadline = time.monotonic() + timeout_s
     try:
         while len(samples) < expected and time.monotonic() < deadline:
@@ -204,7 +207,7 @@ def _drain(settings: Settings, expected: int, timeout_s: float) -> tuple[list[di
                     record = DETECTIONS.decode(message.value(), headers)
                     samples.append({**parse_timing(headers.get(TIMING_HEADER)), "seq": record["frame_seq"],
                                     "capture": record["capture_ts_ms"], "read": read})
-                    last = time.perf_counter()
+                    last = time.time()
     finally:
         consumer.close()
     if len(samples) < expected:
@@ -212,34 +215,46 @@ def _drain(settings: Settings, expected: int, timeout_s: float) -> tuple[list[di
     return samples, last
 
 
+def _cameras_and_reader(settings: Settings, jpegs: list[bytes], paced_fps: float, timeout_s: float
+                        ) -> tuple[list[dict[str, float]], float]:
+    """The worker's neighbours, in a process of their own as in production (ingest and the counting app are other
+    processes): publishes ``jpegs`` paced at ``paced_fps`` (none when 0: they were published before) from a thread
+    while reading the detections; returns :func:`_drain`'s result with each frame's broker-append time added."""
+    appended: dict[int, float] = {}
+    if paced_fps:
+        threading.Thread(target=_publish, args=(settings, jpegs, paced_fps, appended), daemon=True).start()
+    samples, last = _drain(settings, len(jpegs), timeout_s)
+    for sample in samples:
+        if int(sample["seq"]) in appended:
+            sample["appended"] = appended[int(sample["seq"])]
+    return samples, last
+
+
 def _run_worker(
     settings: Settings, detector: Detector, jpegs: list[bytes], paced_fps: float
 ) -> tuple[list[dict[str, float]], float]:
     """Runs a worker on ``jpegs``; returns per-frame timestamps and frames/s from partition assignment to the last
-    record."""
+    record. The publisher and reader run in a child process, so they do not take the worker's interpreter lock."""
     worker = InferenceWorker(settings, RouteTable(detector))
     thread = threading.Thread(target=worker.run, name="bench-worker", daemon=True)
-    appended: dict[int, float] = {}
     if not paced_fps:
         _publish(settings, jpegs)
-    thread.start()
-    if not worker.ready.wait(60):
-        raise TimeoutError("the benchmark worker got no partitions within 60 s")
-    started = time.perf_counter()
-    if paced_fps:  # publish from a thread while this one reads the detections as they arrive
-        publisher = threading.Thread(target=_publish, args=(settings, jpegs, paced_fps, appended), daemon=True)
-        publisher.start()
     publishing_s = len(jpegs) / paced_fps if paced_fps else 0.0
-    try:
-        samples, last = _drain(settings, len(jpegs), timeout_s=60 + publishing_s + len(jpegs) / 5)
-    except TimeoutError as exc:
-        run = f"latency run at {paced_fps:.1f} frames/s" if paced_fps else "throughput run"
-        raise TimeoutError(f"{run}, max batch {settings.inference.max_batch}: {exc}") from None
-    worker.stop()
-    thread.join(30)
-    for sample in samples:
-        if int(sample["seq"]) in appended:
-            sample["appended"] = appended[int(sample["seq"])]
+    timeout_s = 60 + publishing_s + len(jpegs) / 5
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as neighbours:
+        neighbours.submit(time.sleep, 0).result()  # the child is up before the clock starts
+        thread.start()
+        if not worker.ready.wait(60):
+            raise TimeoutError("the benchmark worker got no partitions within 60 s")
+        started = time.time()
+        try:
+            samples, last = neighbours.submit(_cameras_and_reader, settings, jpegs, paced_fps, timeout_s).result()
+        except TimeoutError as exc:
+            run = f"latency run at {paced_fps:.1f} frames/s" if paced_fps else "throughput run"
+            raise TimeoutError(f"{run}, max batch {settings.inference.max_batch}: {exc}") from None
+        finally:
+            worker.stop()
+            thread.join(30)
     return samples, len(jpegs) / (last - started)
 
 

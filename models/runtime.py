@@ -169,6 +169,10 @@ def _session_options(intra_op_threads: int | None, optimise: bool = True,
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = intra_op_threads or physical_cores()
     options.inter_op_num_threads = 1
+    # ORT's pool threads spin after each parallel section by default, holding their cores while this process's
+    # JPEG decode threads, Kafka clients and Python code need them: batch-1 detect on the 2-core VM ran 15-20 %
+    # slower with spinning beside other work, and no faster alone (docs/performance.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = _ORT_ERROR
     return options
 
