@@ -3,8 +3,8 @@ on labelled clips, as ClickHouse rows, Prometheus gauges and model-health events
 
 Drift (``DriftMonitor``), per window of ``monitor.window_s`` once it is over (plus ``monitor.lateness_s``):
 
-1. read each camera and model version's detections per frame and mean confidence per frame from
-   ``inference_log`` (``sinks.drift_store``), and its reference (``monitoring.reference``);
+1. read each camera and model version's detections per frame, mean confidence per frame, box areas and class mix
+   from ``inference_log`` (``sinks.drift_store``), and its reference (``monitoring.reference``);
 2. score the window against the reference (``monitoring.drift``) and diagnose what drifted: one camera or the
    model version (``monitoring.diagnosis``);
 3. update each key's episode (``monitoring.persistence``): k consecutive drifted windows are an onset;
@@ -77,7 +77,8 @@ class MonitorMetrics:
         key = ("camera", "model", "version")
         self.drift_score = Gauge(
             "camcount_drift_score", "Latest drift score of a camera's outputs under a model version against its "
-            "reference (signal: detections|confidence; measure: psi|jensen_shannon|wasserstein)",
+            "reference (signal: detections|confidence|box_area|class_mix; measure: psi|jensen_shannon|wasserstein, "
+            "class_mix has no wasserstein)",
             (*key, "signal", "measure"), registry=self.registry)
         self.drift_active = Gauge(
             "camcount_drift_active", "1 while drift persists (monitor.persistence_windows drifted windows in a row "
@@ -96,31 +97,44 @@ class MonitorMetrics:
         self.accuracy_time = Gauge("camcount_model_accuracy_evaluated_timestamp_seconds",
                                    "When the production model version was last evaluated on the labelled clips",
                                    ("model", "version"), registry=self.registry)
+        self._series: dict[Gauge, set[tuple[str, ...]]] = {}
+        """Per gauge: the label sets this exporter set and has not removed (prometheus_client has no public
+        way to list a metric's children)."""
+
+    def set(self, gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
+        """Set one series of a labelled gauge, remembering its labels for :meth:`remove`."""
+        gauge.labels(*labels).set(value)
+        self._series.setdefault(gauge, set()).add(labels)
+
+    def remove(self, gauge: Gauge, labels: tuple[str, ...]) -> None:
+        """Remove one series set through :meth:`set`."""
+        gauge.remove(*labels)
+        self._series.get(gauge, set()).discard(labels)
+
+    def series(self, gauge: Gauge) -> list[tuple[str, ...]]:
+        """The label sets of ``gauge`` set through :meth:`set` and not removed since."""
+        return sorted(self._series.get(gauge, ()))
 
     def set_accuracy(self, model: str, version: str, values: dict[str, float], evaluated_ms: int) -> None:
         """Export one version's accuracy; any other version's values are removed (only the served one alerts)."""
-        for labels in list(self._children(self.accuracy)):
+        for labels in self.series(self.accuracy):
             if labels[:2] != (model, version):
-                self.accuracy.remove(*labels)
-        for labels in list(self._children(self.accuracy_time)):
+                self.remove(self.accuracy, labels)
+        for labels in self.series(self.accuracy_time):
             if labels != (model, version):
-                self.accuracy_time.remove(*labels)
+                self.remove(self.accuracy_time, labels)
         for metric, value in values.items():
-            self.accuracy.labels(model, version, metric).set(value)
-        self.accuracy_time.labels(model, version).set(evaluated_ms / 1000)
-
-    @staticmethod
-    def _children(gauge: Gauge) -> list[tuple[str, ...]]:
-        return list(gauge._metrics)  # prometheus_client keeps children keyed by label values
+            self.set(self.accuracy, (model, version, metric), value)
+        self.set(self.accuracy_time, (model, version), evaluated_ms / 1000)
 
     def forget(self, keys: set[Key]) -> None:
         """Remove the drift series of keys no longer seen."""
-        for labels in self._children(self.drift_score):
+        for labels in self.series(self.drift_score):
             if Key(*labels[:3]) in keys:
-                self.drift_score.remove(*labels)
-        for labels in self._children(self.drift_active):
+                self.remove(self.drift_score, labels)
+        for labels in self.series(self.drift_active):
             if Key(*labels) in keys:
-                self.drift_active.remove(*labels)
+                self.remove(self.drift_active, labels)
 
 
 class HealthEventPublisher:
@@ -230,7 +244,7 @@ class DriftMonitor:
             history = [(w.window_ms, w.drifted if w.judged else None) for w in windows]
             state = self.persistence.resume(key, history, windows[-1].active)
             if self.metrics is not None:
-                self.metrics.drift_active.labels(key.camera, key.model, key.version).set(int(state.active))
+                self.metrics.set(self.metrics.drift_active, (key.camera, key.model, key.version), int(state.active))
         log.info("resuming after the window of %s", utc(self.last_window_ms).isoformat())
 
     # --- windows ------------------------------------------------------------------------------------------------
@@ -346,6 +360,8 @@ class DriftMonitor:
                                "threshold": s.threshold, "above": int(s.above)})
             detections = c.means.get("detections", (float("nan"), float("nan")))
             confidence = c.means.get("confidence", (float("nan"), float("nan")))
+            box_area = c.means.get("box_area", (float("nan"), float("nan")))
+            class_share = c.means.get("class_mix", (float("nan"), float("nan")))
             windows.append({
                 **base, "status": c.status, "drifted": int(c.drifted), "drifted_signals": list(c.drifted_signals),
                 "active": int(k.active), "onset": int(k.event is not None),
@@ -358,6 +374,9 @@ class DriftMonitor:
                 "empty_share": _finite(c.empty_shares[1]), "mean_detections": _finite(detections[1]),
                 "mean_confidence": _finite(confidence[1]), "reference_mean_detections": _finite(detections[0]),
                 "reference_mean_confidence": _finite(confidence[0]),
+                "mean_box_area": _finite(10 ** box_area[1]), "reference_mean_box_area": _finite(10 ** box_area[0]),
+                "dominant_class": c.dominant_class, "class_share": _finite(class_share[1]),
+                "reference_class_share": _finite(class_share[0]),
             })
         return windows, scores
 
@@ -370,9 +389,9 @@ class DriftMonitor:
             self._seen[k.key] = outcome.window.start_ms
             m.windows.labels(k.comparison.status).inc()
             labels = (k.key.camera, k.key.model, k.key.version)
-            m.drift_active.labels(*labels).set(int(k.active))
+            m.set(m.drift_active, labels, int(k.active))
             for s in k.comparison.scores:
-                m.drift_score.labels(*labels, s.signal, s.measure).set(s.value)
+                m.set(m.drift_score, (*labels, s.signal, s.measure), s.value)
             if k.event is not None:
                 m.events.labels(k.diagnosis.problem).inc()
         # a key unseen for as long as it takes to end an episode is gone (camera removed, version replaced)

@@ -11,8 +11,10 @@ Within one window, the cameras served by one model version are looked at togethe
 A camera whose frames lost their boxes (``no-detections``: at least ``empty_share`` of its frames are empty, against
 less than half in the reference: a blocked or blacked-out lens, a dead stream) is always a camera problem.
 
-The cause names the direction of the change: ``no-detections``, ``fewer-detections``, ``more-detections``,
-``lower-confidence``, ``higher-confidence`` (or ``drift`` when the means did not move: the shape changed).
+The cause names the direction of the change of the first drifted signal (in the order of
+``monitoring.drift.SIGNALS``): ``no-detections``, ``fewer-detections``, ``more-detections``, ``lower-confidence``,
+``higher-confidence``, ``smaller-boxes``, ``larger-boxes`` (the geometric mean box area), ``class-mix`` (the share of
+each class changed; no direction), or ``drift`` when the means did not move: the shape changed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from typing import Literal
 from monitoring.drift import Comparison
 
 Problem = Literal["camera", "model", "undetermined"]
+CAUSES = {"detections": ("fewer-detections", "more-detections"),
+          "confidence": ("lower-confidence", "higher-confidence"), "box_area": ("smaller-boxes", "larger-boxes")}
+"""Per numeric signal: the cause when its mean went down, and when it went up."""
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,12 @@ def cause_of(comparison: Comparison, empty_share: float = 0.9) -> str:
         before, after = comparison.means.get(signal, (math.nan, math.nan))
         if math.isnan(before) or math.isnan(after):
             continue
-        if signal == "detections":
-            return "fewer-detections" if after < before else "more-detections"
-        return "lower-confidence" if after < before else "higher-confidence"
+        if signal == "class_mix":
+            return "class-mix"
+        if before == after:
+            continue
+        lower, higher = CAUSES[signal]
+        return lower if after < before else higher
     return "drift"
 
 

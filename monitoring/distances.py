@@ -20,6 +20,12 @@ the reference and none is nearly empty: an equal-width grid would leave bins wit
 sampling noise alone would push PSI over 0.1. Two more bins hold what lies below and above everything the reference
 saw.
 
+Categorical signals (the class mix of the boxes) are :class:`Categories`: names and how often each was seen. PSI
+and Jensen-Shannon apply to them directly, one bin per category (the union of both sides' categories, so a class
+the reference never saw has a bin of its own where the reference's share is 0). The normalised Wasserstein does
+not apply (categories have no order and no distance between them): :func:`category_distance` refuses it, and
+:data:`CATEGORICAL_MEASURES` names the measures that do apply.
+
 The p-value tests (KS, chi-squared) are deliberately absent: at the volumes a camera produces (thousands of frames
 per window) they call every harmless difference significant.
 """
@@ -35,6 +41,8 @@ from scipy.stats import wasserstein_distance
 
 Measure = Literal["psi", "jensen_shannon", "wasserstein"]
 MEASURES: tuple[Measure, ...] = ("psi", "jensen_shannon", "wasserstein")
+CATEGORICAL_MEASURES: tuple[Measure, ...] = ("psi", "jensen_shannon")
+"""The measures defined between two :class:`Categories` (no Wasserstein: categories have no order)."""
 
 SHARE_FLOOR = 1e-4
 """Smallest share a bin is given in PSI (an empty bin would make ``ln(c / r)`` infinite)."""
@@ -79,6 +87,62 @@ class Distribution:
     def share_at_or_below(self, value: float) -> float:
         """Share of the sample at or below ``value`` (e.g. ``share_at_or_below(0)``: frames without detections)."""
         return float(self.counts[self.values <= value].sum() / self.total) if self.total else float("nan")
+
+
+@dataclass(frozen=True)
+class Categories:
+    """A categorical sample: ``names`` (sorted, distinct) seen ``counts`` times each."""
+
+    names: tuple[str, ...]
+    counts: np.ndarray
+
+    @staticmethod
+    def of(names: list[str] | tuple[str, ...], counts: np.ndarray | list[float] | None = None) -> "Categories":
+        """From raw observations (``counts`` None) or from (name, count) pairs in any order; zero counts dropped."""
+        weights = np.ones(len(names)) if counts is None else np.asarray(counts, np.float64).reshape(-1)
+        if len(weights) != len(names):
+            raise ValueError(f"{len(names)} names but {len(weights)} counts")
+        if np.any(weights < 0):
+            raise ValueError("counts must be >= 0")
+        summed: dict[str, float] = {}
+        for name, weight in zip(names, weights.tolist()):
+            summed[str(name)] = summed.get(str(name), 0.0) + weight
+        kept = sorted(name for name, weight in summed.items() if weight > 0)
+        return Categories(tuple(kept), np.array([summed[name] for name in kept], np.float64))
+
+    @property
+    def total(self) -> float:
+        return float(self.counts.sum())
+
+    def share(self, name: str) -> float:
+        """Share of the sample that is ``name`` (NaN when empty)."""
+        if not self.total:
+            return float("nan")
+        return float(self.counts[self.names.index(name)] / self.total) if name in self.names else 0.0
+
+    def most_common(self) -> str:
+        """The most frequent name (ties: the first in sorted order; '' when empty)."""
+        return self.names[int(np.argmax(self.counts))] if self.total else ""
+
+    def shares_over(self, names: tuple[str, ...]) -> np.ndarray:
+        """Share of the sample in each of ``names`` (0 for a name it lacks)."""
+        index = {name: i for i, name in enumerate(self.names)}
+        return np.array([self.counts[index[n]] if n in index else 0.0 for n in names]) / self.total
+
+
+def category_distance(measure: Measure, reference: Categories, current: Categories) -> float:
+    """``measure`` (one of :data:`CATEGORICAL_MEASURES`) between two non-empty categorical samples, one bin per
+    category of either side (PSI floors each share at :data:`SHARE_FLOOR`, as for numeric bins)."""
+    if reference.total <= 0 or current.total <= 0:
+        raise ValueError("both samples need at least one observation")
+    names = tuple(sorted(set(reference.names) | set(current.names)))
+    r, c = reference.shares_over(names), current.shares_over(names)
+    if measure == "psi":
+        r, c = np.maximum(r, SHARE_FLOOR), np.maximum(c, SHARE_FLOOR)
+        return float(np.sum((c - r) * np.log(c / r)))
+    if measure == "jensen_shannon":
+        return float(np.nan_to_num(jensenshannon(r, c, base=2)))
+    raise ValueError(f"{measure!r} is not defined between categories; one of {CATEGORICAL_MEASURES}")
 
 
 def quantile_edges(reference: Distribution, bins: int = DEFAULT_BINS) -> np.ndarray:

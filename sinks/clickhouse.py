@@ -38,6 +38,9 @@ ZONE_COLUMNS = ("camera_id", "zone", "class_name", "minute", "frames", "max_occu
 INFERENCE_COLUMNS = ("camera_id", "frame_seq", "capture_time", "capture_ts_ms", "model_name", "model_version",
                      "variant", "experiment", "status", "detections", "mean_confidence", "infer_ms", "e2e_ms",
                      "fallback")
+"""The per-frame columns of ``inference_log`` (what a row written without per-box data holds)."""
+INFERENCE_BOX_COLUMNS = ("box_classes", "box_confidences", "box_area_ratios")
+"""Per-box columns (``061_output_aggregates.sql``), empty arrays when left out of an insert."""
 
 
 def _utc(ms: int) -> datetime:
@@ -64,14 +67,30 @@ def zone_row(record: dict[str, Any]) -> tuple:
             *(record[c] for c in ZONE_COLUMNS[4:]))
 
 
+def box_class_names(record: dict[str, Any]) -> list[str]:
+    """The class name of each box of a detections record: ``class_names[class_id]``, or the id as text where the
+    record carries no name for it."""
+    names = record["class_names"]
+    return [names[i] if 0 <= i < len(names) else str(i) for i in record["class_id"]]
+
+
+def box_area_ratios(record: dict[str, Any]) -> list[float]:
+    """Each box's area over the frame's (``width`` x ``height``, at least one pixel)."""
+    frame = max(record["width"] * record["height"], 1)
+    xyxy = record["xyxy"]
+    return [max(xyxy[i + 2] - xyxy[i], 0.0) * max(xyxy[i + 3] - xyxy[i + 1], 0.0) / frame
+            for i in range(0, len(xyxy) - 3, 4)]
+
+
 def inference_row(record: dict[str, Any]) -> tuple:
-    """``e2e_ms``: from capture to the worker finishing the frame (sink batching excluded)."""
+    """``e2e_ms``: from capture to the worker finishing the frame (sink batching excluded). The per-box columns
+    (``infra/clickhouse/061_output_aggregates.sql``) hold each box's class name, confidence and area ratio."""
     confidence = record["confidence"]
     return (record["camera_id"], record["frame_seq"], _utc(record["capture_ts_ms"]), record["capture_ts_ms"],
             record["model_name"], record["model_version"], record["variant"], record["experiment"],
             record["status"].lower(), len(confidence), sum(confidence) / len(confidence) if confidence else 0.0,
             record["infer_ms"], float(max(record["inferred_ts_ms"] - record["capture_ts_ms"], 0)),
-            int(record["fallback"]))
+            int(record["fallback"]), box_class_names(record), list(confidence), box_area_ratios(record))
 
 
 @dataclass(frozen=True)
@@ -88,7 +107,8 @@ class SinkTable:
 SINK_TABLES: tuple[SinkTable, ...] = (
     SinkTable(topics.CROSSINGS, CROSSING, "crossing_events", CROSSING_COLUMNS, crossing_row),
     SinkTable(topics.WINDOW_COUNTS, WINDOW_COUNT, "window_counts", WINDOW_COLUMNS, window_row),
-    SinkTable(topics.DETECTIONS, DETECTIONS, "inference_log", INFERENCE_COLUMNS, inference_row),
+    SinkTable(topics.DETECTIONS, DETECTIONS, "inference_log", (*INFERENCE_COLUMNS, *INFERENCE_BOX_COLUMNS),
+              inference_row),
     SinkTable(topics.SHADOW_PAIRS, SHADOW_PAIR, "shadow_pairs", SHADOW_COLUMNS, shadow_row),
     SinkTable(topics.ZONE_OCCUPANCY, ZONE_OCCUPANCY, "zone_occupancy", ZONE_COLUMNS, zone_row),
 )

@@ -1,8 +1,13 @@
 """Adapter: what ``camcount monitor`` reads from and writes to ClickHouse.
 
-Reads the per-frame outputs in ``inference_log`` as distributions (``monitoring.drift.WindowSample``): one row per
-distinct value, so a window of any length costs a few dozen rows. Writes ``drift_scores``, ``drift_windows`` and
-``model_accuracy`` (``infra/clickhouse/060_model_monitoring.sql``).
+Reads the outputs in ``inference_log`` as distributions (``monitoring.drift.WindowSample``): one row per distinct
+value, so a window of any length costs a few dozen rows (a few hundred for the box area). The box signals
+(``box_area``, ``class_mix``) come from the per-box columns (``infra/clickhouse/061_output_aggregates.sql``) of the
+window's frames, under FINAL like the per-frame ones, so a replayed frame counts once; not from the hourly
+aggregates, which are hourly (windows are minutes) and count replays again. Only frames whose boxes were recorded
+(``length(box_classes) = detections``) feed them; ``box_frames`` counts the frames with boxes among those.
+Writes ``drift_scores``, ``drift_windows`` and ``model_accuracy`` (``infra/clickhouse/060_model_monitoring.sql``,
+``drift_windows``' box means from ``061``).
 
 Queries are written for ClickHouse 18.16: FINAL, no CTEs or window functions. Times go in as epoch seconds and
 milliseconds (``toDateTime(<seconds>)``), never as strings, so the server's time zone plays no part.
@@ -20,8 +25,8 @@ from typing import Any
 from clickhouse_driver import Client
 
 from monitoring.diagnosis import Key
-from monitoring.distances import Distribution
-from monitoring.drift import WindowSample
+from monitoring.distances import Categories, Distribution
+from monitoring.drift import AREA_DECIMALS, AREA_FLOOR, WindowSample
 from monitoring.reference import Period
 
 log = logging.getLogger(__name__)
@@ -37,7 +42,8 @@ SCORE_COLUMNS = ("window_start", "window_seconds", "camera_id", "model_name", "m
 WINDOW_COLUMNS = ("window_start", "window_seconds", "camera_id", "model_name", "model_version", "status", "drifted",
                   "drifted_signals", "active", "onset", "problem", "cause", "event_id", "frames", "reference_frames",
                   "reference_mode", "reference_start", "reference_end", "empty_share", "mean_detections",
-                  "mean_confidence", "reference_mean_detections", "reference_mean_confidence", "evaluated_ms")
+                  "mean_confidence", "reference_mean_detections", "reference_mean_confidence", "mean_box_area",
+                  "reference_mean_box_area", "dominant_class", "class_share", "reference_class_share", "evaluated_ms")
 ACCURACY_COLUMNS = ("evaluated_at", "evaluated_ms", "evaluation_id", "model_name", "model_version", "video",
                     "truth_file", "line", "precision", "recall", "count_accuracy", "labelled", "emitted", "matched",
                     "frames", "seconds")
@@ -96,24 +102,35 @@ class DriftStore:
         return {k[0]: v for k, v in self._samples("camera_id", where, params, 1).items()}
 
     def _samples(self, group: str, where: str, params: dict[str, Any], width: int) -> dict[tuple, WindowSample]:
-        detections: dict[tuple, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
-        confidence: dict[tuple, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
-        rows = self.client.execute(
+        detections = self._weighted(
             f"SELECT {group}, detections, count() FROM inference_log FINAL WHERE {where} GROUP BY {group}, detections",
-            params)
-        for row in rows:
-            values, counts = detections[tuple(row[:width])]
-            values.append(row[width])
-            counts.append(row[width + 1])
-        rows = self.client.execute(
+            params, width)
+        confidence = self._weighted(
             f"SELECT {group}, round(mean_confidence, {CONFIDENCE_DECIMALS}) AS confidence, count() "
-            f"FROM inference_log FINAL WHERE {where} AND detections > 0 GROUP BY {group}, confidence", params)
-        for row in rows:
-            values, counts = confidence[tuple(row[:width])]
+            f"FROM inference_log FINAL WHERE {where} AND detections > 0 GROUP BY {group}, confidence", params, width)
+        boxed = f"{where} AND detections > 0 AND length(box_classes) = detections"
+        box_frames = {tuple(row[:width]): int(row[width]) for row in self.client.execute(
+            f"SELECT {group}, count() FROM inference_log FINAL WHERE {boxed} GROUP BY {group}", params)}
+        areas = self._weighted(
+            f"SELECT {group}, round(log10(greatest(area_ratio, {AREA_FLOOR})), {AREA_DECIMALS}) AS area, count() "
+            f"FROM inference_log FINAL ARRAY JOIN box_area_ratios AS area_ratio WHERE {boxed} GROUP BY {group}, area",
+            params, width)
+        classes = self._weighted(
+            f"SELECT {group}, class_name, count() FROM inference_log FINAL ARRAY JOIN box_classes AS class_name "
+            f"WHERE {boxed} GROUP BY {group}, class_name", params, width)
+        return {key: WindowSample(Distribution.of(*detections[key]), Distribution.of(*confidence.get(key, ([], []))),
+                                  Distribution.of(*areas.get(key, ([], []))),
+                                  Categories.of(*classes.get(key, ([], []))), box_frames.get(key, 0))
+                for key in detections}
+
+    def _weighted(self, sql: str, params: dict[str, Any], width: int) -> dict[tuple, tuple[list, list[float]]]:
+        """Per key (the first ``width`` columns): the values and counts of rows ``key..., value, count``."""
+        found: dict[tuple, tuple[list, list[float]]] = defaultdict(lambda: ([], []))
+        for row in self.client.execute(sql, params):
+            values, counts = found[tuple(row[:width])]
             values.append(row[width])
             counts.append(row[width + 1])
-        return {key: WindowSample(Distribution.of(*detections[key]), Distribution.of(*confidence.get(key, ([], []))))
-                for key in detections}
+        return found
 
     def first_frames(self, keys: Iterable[Key]) -> dict[Key, int]:
         """When each camera and model version's first frame (inferred ``ok``) was captured, epoch ms."""

@@ -121,7 +121,7 @@ def cmd_monitor_report(settings: Settings, args: argparse.Namespace) -> int:
     print(f"drift of {len(document)} camera x model version windows of {config.window_s} s, reference "
           f"{config.reference}; episodes counted from the first window shown")
     print(f"{'window (UTC)':<20} {'camera':<14} {'model':<24} {'status':<18} {'frames':>6} "
-          f"{'JS det':>7} {'JS conf':>7} {'drift':<22} {'episode':<9} problem")
+          f"{'JS det':>7} {'JS conf':>7} {'JS area':>7} {'JS cls':>7} {'drift':<40} {'episode':<9} problem")
     for row in document:
         scores = row["scores"]
         start = datetime.fromtimestamp(row["window_start_ms"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
@@ -129,7 +129,8 @@ def cmd_monitor_report(settings: Settings, args: argparse.Namespace) -> int:
         problem = f"{row['problem']} ({row['cause']})" if row["problem"] else ""
         print(f"{start:<20} {row['camera']:<14} {row['model'] + '@' + row['version']:<24} {row['status']:<18} "
               f"{row['frames']:>6} {_fmt(scores.get('detections/jensen_shannon')):>7} "
-              f"{_fmt(scores.get('confidence/jensen_shannon')):>7} {','.join(row['drifted_signals']):<22} "
+              f"{_fmt(scores.get('confidence/jensen_shannon')):>7} {_fmt(scores.get('box_area/jensen_shannon')):>7} "
+              f"{_fmt(scores.get('class_mix/jensen_shannon')):>7} {','.join(row['drifted_signals']):<40} "
               f"{episode:<9} {problem}")
     return 0
 

@@ -55,6 +55,17 @@ class FootageOutputs:
         sums = np.bincount(self.frame[kept], weights=self.confidence[kept], minlength=self.frames)
         return counts.astype(np.int64), np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
 
+    def boxes_of(self, frames: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """(area ratio, class id) of every box at or above ``threshold`` of ``frames`` (indices, repeats allowed),
+        frame by frame in that order: what ``inference_log``'s per-box columns hold for them."""
+        kept = np.flatnonzero(self.confidence >= threshold)
+        kept = kept[np.argsort(self.frame[kept], kind="stable")]
+        bounds = np.searchsorted(self.frame[kept], np.arange(self.frames + 1))
+        starts, lengths = bounds[frames], bounds[frames + 1] - bounds[frames]
+        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        chosen = kept[offsets]
+        return self.area_ratio[chosen], self.class_id[chosen]
+
 
 def footage_outputs(settings: Settings, degradation: str = "none", max_frames: int | None = None) -> FootageOutputs:
     """The production model's outputs on vtest.avi (first ``max_frames`` frames), degraded as named."""

@@ -1,5 +1,6 @@
 """The monitor's ClickHouse path in process (ClickHouse 18.16 of the session stack): references of each mode, a
-window whose events cannot be published, a restart in the middle of an episode, and the accuracy schedule.
+window whose events cannot be published, a restart in the middle of an episode, the box signals read from the
+per-box columns, and the accuracy schedule.
 
 Frames are written straight into ``inference_log`` with patterns of detections and confidences that repeat
 exactly, so a window either matches its reference exactly or clearly does not."""
@@ -13,8 +14,10 @@ import pytest
 
 from camcount.monitor import AccuracySchedule, DriftMonitor, EventsNotDelivered, MonitorMetrics, accuracy_rows
 from foundation.settings import Settings
+from monitoring.diagnosis import Key
+from monitoring.drift import log_area
 from monitoring.reference import WEEK_MS, Period, window_of
-from sinks.clickhouse import INFERENCE_COLUMNS
+from sinks.clickhouse import INFERENCE_BOX_COLUMNS, INFERENCE_COLUMNS
 from sinks.drift_store import DriftStore, utc
 
 pytestmark = pytest.mark.integration
@@ -23,6 +26,8 @@ WINDOW_MS = 60_000
 NORMAL = ([8, 9, 10, 11, 12], [0.52, 0.55, 0.58])
 DARK = ([8, 9, 10, 11, 12], [0.40, 0.42, 0.44])
 BLANK = ([0], [0.0])
+PEOPLE = ([4, 5, 6], [0.52, 0.55, 0.58], [0.004, 0.01, 0.02, 0.05], ["person", "person", "person", "car"])
+ZOOMED_OUT = ([4, 5, 6], [0.52, 0.55, 0.58], [0.001, 0.0025, 0.005, 0.0125], ["person", "person", "person", "car"])
 
 
 def frames(client, camera: str, version: str, start_ms: int, seconds: int, pattern, fps: int = 5) -> None:
@@ -34,6 +39,20 @@ def frames(client, camera: str, version: str, start_ms: int, seconds: int, patte
         rows.append((camera, ts, utc(ts), ts, "m", version, "", "", "ok", n, next(confidences) if n else 0.0, 9.0,
                      40.0, 0))
     client.execute(f"INSERT INTO inference_log ({', '.join(INFERENCE_COLUMNS)}) VALUES", rows)
+
+
+def boxed_frames(client, camera: str, version: str, start_ms: int, seconds: int, pattern, fps: int = 5) -> None:
+    """Frames with their boxes recorded one by one: ``pattern`` = (counts, mean confidences, box area ratios, box
+    classes), each cycled (the boxes' own confidences are the frame's mean)."""
+    counts, confidences, areas, classes = (itertools.cycle(p) for p in pattern)
+    rows = []
+    for i in range(seconds * fps):
+        ts = start_ms + i * 1000 // fps
+        n, confidence = next(counts), next(confidences)
+        rows.append((camera, ts, utc(ts), ts, "m", version, "", "", "ok", n, confidence, 9.0, 40.0, 0,
+                     [next(classes) for _ in range(n)], [confidence] * n, [next(areas) for _ in range(n)]))
+    client.execute(f"INSERT INTO inference_log ({', '.join((*INFERENCE_COLUMNS, *INFERENCE_BOX_COLUMNS))}) VALUES",
+                   rows)
 
 
 def monitor_settings(base: Settings, **monitor) -> Settings:
@@ -125,7 +144,8 @@ def test_a_window_whose_events_were_not_acknowledged_is_done_again_and_nothing_i
                           "FROM drift_windows FINAL WHERE camera_id = 'b' ORDER BY window_start")
     assert [r[2:5] for r in rows] == [(0, 0, 0), (0, 0, 0), (1, 0, 0), (1, 1, 1), (1, 1, 0)]
     assert rows[3][5] == published[0]["event_id"]
-    assert metrics.drift_active.labels("b", "m", "1")._value.get() == 1
+    assert metrics.registry.get_sample_value("camcount_drift_active", {"camera": "b", "model": "m",
+                                                                       "version": "1"}) == 1
 
     # --- a restart in the middle of the episode: the state comes back from drift_windows, no second onset
     frames(client, "b", "1", t0 + 5 * WINDOW_MS, 2 * 60, DARK)
@@ -136,6 +156,42 @@ def test_a_window_whose_events_were_not_acknowledged_is_done_again_and_nothing_i
     assert [w.start_ms for w in restarted.due(t0 + 7 * WINDOW_MS + 1)] == [t0 + 5 * WINDOW_MS, t0 + 6 * WINDOW_MS]
     outcomes = restarted.evaluate_due(t0 + 7 * WINDOW_MS + 1)
     assert [k.transition for o in outcomes for k in o.keys] == ["active", "active"] and again == []
+
+
+def test_the_box_signals_are_read_once_per_frame_from_frames_whose_boxes_were_recorded(db):
+    settings, client, store = db
+    t0 = window_of(int(time.time() * 1000), WINDOW_MS).start_ms - 10 * WINDOW_MS
+    boxed_frames(client, "x", "1", t0, 60, PEOPLE)
+    boxed_frames(client, "x", "1", t0, 10, PEOPLE)  # a replay of the first 10 s: FINAL keeps one copy
+    frames(client, "x", "1", t0 + 1, 20, NORMAL)  # frames written without per-box data (other frame_seq)
+    sample = store.samples(Period(t0, t0 + WINDOW_MS))[Key("x", "m", "1")]
+
+    assert (sample.frames, sample.box_frames) == (400, 300)  # 300 boxed + 100 without boxes recorded
+    boxes = 100 * (4 + 5 + 6)  # 300 frames cycling 4, 5, 6 boxes
+    assert sample.class_mix.names == ("car", "person")
+    assert sample.class_mix.counts.tolist() == [boxes / 4, boxes * 3 / 4]
+    assert sample.box_area.total == boxes
+    assert sample.box_area.values.tolist() == sorted(log_area(a) for a in PEOPLE[2])
+
+
+def test_a_zoomed_out_camera_drifts_on_box_area_and_its_window_row_holds_the_box_means(db):
+    settings, client, store = db
+    t0 = window_of(int(time.time() * 1000), WINDOW_MS).start_ms - 10 * WINDOW_MS
+    boxed_frames(client, "x", "1", t0, 2 * 60, PEOPLE)
+    boxed_frames(client, "x", "1", t0 + 2 * WINDOW_MS, 60, ZOOMED_OUT)  # a quarter of the area, same mix
+    monitor = DriftMonitor(monitor_settings(settings), store)
+    (key,) = monitor.evaluate(Period(t0 + 2 * WINDOW_MS, t0 + 3 * WINDOW_MS), t0 + 10 * WINDOW_MS).keys
+
+    assert key.comparison.drifted_signals == ("box_area",) and key.diagnosis.cause == "smaller-boxes"
+    row = client.execute("SELECT mean_box_area, reference_mean_box_area, dominant_class, class_share, "
+                         "reference_class_share FROM drift_windows FINAL")[0]
+    assert row[0] == pytest.approx(row[1] / 4, rel=0.05) and row[2:] == ("person", 0.75, 0.75)
+    signals = client.execute("SELECT signal, groupArray(measure) FROM drift_scores FINAL GROUP BY signal "
+                             "ORDER BY signal")
+    all_three = ["jensen_shannon", "psi", "wasserstein"]
+    assert [(signal, sorted(measures)) for signal, measures in signals] == [
+        ("box_area", all_three), ("class_mix", ["jensen_shannon", "psi"]), ("confidence", all_three),
+        ("detections", all_three)]
 
 
 def test_the_accuracy_schedule_evaluates_a_version_without_a_recent_evaluation(db, model_registry):

@@ -54,8 +54,8 @@ CLIP_FRAMES = 130  # the labelled clip: vtest.avi's first 130 frames, with L1's 
 def frame_records(outputs: FootageOutputs, camera: str, version: str, start_ms: int, frames: int, threshold: float,
                   rng: np.random.Generator, first_seq: int) -> list[dict]:
     """Detections records of ``frames`` frames of a camera at FPS from ``start_ms``, boxes from the model's cached
-    outputs (at or above ``threshold``; square boxes of each box's area, since only counts and confidences matter
-    here)."""
+    outputs (at or above ``threshold``; square boxes of each box's area, which is all the box signals read of
+    them; no class names, so the classes are named by their ids)."""
     width, height = 768, 576
     order = np.argsort(outputs.frame, kind="stable")
     frame_of, confidence = outputs.frame[order], outputs.confidence[order]
@@ -233,7 +233,7 @@ def test_the_monitor_publishes_one_event_per_persisted_drift_and_tells_camera_fr
     false_alarms = sum(r[4] for r in quiet if r[3] == "judged")
     print(f"unmodified cameras: {false_alarms} of {sum(r[3] == 'judged' for r in quiet)} judged windows drifted")
     scores = client.execute("SELECT count(), countIf(above) FROM drift_scores FINAL")[0]
-    assert scores[0] == 3 * 9 * 2 * 3  # judged windows x 2 signals x 3 measures
+    assert scores[0] == 3 * 9 * (3 * 3 + 2)  # judged windows x (3 signals x 3 measures + class_mix's 2)
 
     assert ready == 200 and document["last_window_start_ms"] >= end - WINDOW_MS
     assert "cam-c yolov3-tiny@1.1.0" in document["active"] and document["accuracy_error"] is None

@@ -7,15 +7,17 @@ import pytest
 
 from monitoring.diagnosis import Key, diagnose
 from monitoring.distances import (
+    Categories,
     Distribution,
     binned_shares,
+    category_distance,
     distance,
     jensen_shannon,
     psi,
     quantile_edges,
     wasserstein,
 )
-from monitoring.drift import Comparison, Thresholds, WindowSample, compare
+from monitoring.drift import AREA_FLOOR, Comparison, Thresholds, WindowSample, compare, log_area
 from monitoring.persistence import Persistence
 from monitoring.reference import HOUR_MS, WEEK_MS, Period, due_windows, same_hour_last_week, window_of
 
@@ -205,3 +207,92 @@ def test_the_same_hour_last_week_is_the_clock_hour_of_the_window_seven_days_earl
     reference = same_hour_last_week(window)
     assert reference.end_ms - reference.start_ms == HOUR_MS
     assert reference.start_ms == window.start_ms // HOUR_MS * HOUR_MS - WEEK_MS
+
+
+# --- box signals: box area and class mix -------------------------------------------------------------------------
+def boxes_sample(n: int = 1000, area_scale: float = 1.0, car_share: float = 0.1, boxes: int = 4) -> WindowSample:
+    """``n`` frames of ``boxes`` boxes each: log-normal areas around 1 % of the frame (times ``area_scale``), a
+    ``car_share`` of cars among people."""
+    areas = np.exp(RNG.normal(np.log(0.01 * area_scale), 0.5, n * boxes))
+    classes = np.where(RNG.random(n * boxes) < car_share, "car", "person").tolist()
+    confidence = np.clip(RNG.normal(0.55, 0.05, n), 0, 1)
+    return WindowSample.of_frames([boxes] * n, confidence.tolist(), areas.tolist(), classes)
+
+
+def test_categories_merge_repeated_names_and_know_the_share_of_each():
+    mix = Categories.of(["person", "car", "person"], [3, 1, 1])
+    assert mix.names == ("car", "person") and mix.counts.tolist() == [1, 4]
+    assert (mix.share("person"), mix.share("bus"), mix.most_common()) == (0.8, 0.0, "person")
+
+
+def test_psi_and_jensen_shannon_of_categories_use_one_bin_per_category_of_either_side():
+    reference = Categories.of(["person", "car"], [50, 50])
+    current = Categories.of(["person", "car"], [80, 20])
+    expected = (0.8 - 0.5) * math.log(0.8 / 0.5) + (0.2 - 0.5) * math.log(0.2 / 0.5)
+    assert category_distance("psi", reference, current) == pytest.approx(expected)
+    assert category_distance("jensen_shannon", reference, Categories.of(["bus"], [10])) == pytest.approx(1.0)
+
+
+def test_the_wasserstein_distance_is_refused_between_categories():
+    with pytest.raises(ValueError, match="not defined between categories"):
+        category_distance("wasserstein", Categories.of(["a"]), Categories.of(["b"]))
+
+
+def test_box_area_is_the_rounded_log_of_the_area_ratio_floored_for_degenerate_boxes():
+    assert log_area(0.01) == -2.0 and log_area(0.0123) == round(math.log10(0.0123), 2)
+    assert log_area(0.0) == math.log10(AREA_FLOOR)
+
+
+def test_a_window_like_its_reference_does_not_drift_on_any_box_signal():
+    result = compare(boxes_sample(5000), boxes_sample())
+    assert result.judged and not result.drifted
+    assert {s.signal for s in result.scores} == {"detections", "confidence", "box_area", "class_mix"}
+
+
+def test_the_class_mix_is_scored_with_the_categorical_measures_only():
+    result = compare(boxes_sample(5000), boxes_sample())
+    assert [s.measure for s in result.scores if s.signal == "class_mix"] == ["psi", "jensen_shannon"]
+    only_wasserstein = compare(boxes_sample(5000), boxes_sample(), measures=("wasserstein",), min_measures=1)
+    assert "class_mix" not in {s.signal for s in only_wasserstein.scores}
+
+
+def test_a_zoomed_out_camera_drifts_on_box_area_alone_and_the_cause_is_smaller_boxes():
+    result = compare(boxes_sample(5000), boxes_sample(area_scale=0.5))
+    assert result.drifted_signals == ("box_area",)
+    assert result.means["box_area"][1] < result.means["box_area"][0]
+    (d,) = diagnose({Key("a", "m", "1"): result}).values()
+    assert d.cause == "smaller-boxes"
+
+
+def test_a_changed_class_mix_drifts_on_class_mix_alone_and_names_it():
+    result = compare(boxes_sample(5000, car_share=0.1), boxes_sample(car_share=0.4))
+    assert result.drifted_signals == ("class_mix",)
+    assert result.dominant_class == "person" and result.means["class_mix"] == pytest.approx((0.9, 0.6), abs=0.03)
+    (d,) = diagnose({Key("a", "m", "1"): result}).values()
+    assert d.cause == "class-mix"
+
+
+def test_the_class_mix_vote_needs_every_categorical_measure_when_min_measures_exceeds_them():
+    # PSI and JS of one category share disagree at these thresholds: PSI over, JS under
+    reference, current = boxes_sample(5000, car_share=0.1), boxes_sample(car_share=0.2)
+    scores = {s.measure: s.value for s in compare(reference, current).scores if s.signal == "class_mix"}
+    thresholds = Thresholds(psi=scores["psi"] / 2, jensen_shannon=scores["jensen_shannon"] * 2)
+    assert "class_mix" not in compare(reference, current, thresholds, min_measures=2).drifted_signals
+    assert "class_mix" not in compare(reference, current, thresholds, min_measures=3).drifted_signals
+    assert "class_mix" in compare(reference, current, thresholds, min_measures=1).drifted_signals
+
+
+def test_box_signals_are_not_scored_without_enough_frames_with_recorded_boxes():
+    # a reference written before inference_log had per-box columns: counts and confidences only
+    without_boxes = WindowSample.of_frames([4] * 1000, [0.55] * 1000)
+    result = compare(without_boxes, boxes_sample())
+    assert result.judged and {s.signal for s in result.scores} == {"detections", "confidence"}
+    few = boxes_sample(50)
+    assert {s.signal for s in compare(boxes_sample(5000), WindowSample(
+        boxes_sample().detections, boxes_sample().confidence, few.box_area, few.class_mix, few.box_frames)).scores
+            } == {"detections", "confidence"}
+
+
+def test_a_window_sample_refuses_boxes_that_do_not_match_the_counts():
+    with pytest.raises(ValueError, match="boxes"):
+        WindowSample.of_frames([2, 1], [0.5, 0.5], [0.01, 0.02], ["person", "car"])
