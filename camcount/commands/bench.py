@@ -309,6 +309,38 @@ def _add_ceiling_parser(actions: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+# --- bench output-metrics -------------------------------------------------------------------------------------
+def _add_output_metrics_parser(actions: argparse._SubParsersAction) -> None:
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        from camcount.output_metrics_bench import bench_output_metrics, render
+
+        figures = bench_output_metrics(
+            settings, Path(args.source) if args.source else default_video(settings), frames=args.frames,
+            real_frames=args.real_frames, batch=args.batch, boxes=args.boxes, rounds=args.rounds,
+            real_model=not args.no_real_model,
+            progress=(lambda line: None) if args.json else (lambda line: print(f"  {line}", flush=True)))
+        print(json.dumps(figures.as_dict()) if args.json else render(figures))
+        return 0
+
+    p = actions.add_parser("output-metrics", help="worker frames/s with the output-distribution metrics on vs off "
+                                                  "(interleaved rounds, median ratio)")
+    p.add_argument("--frames", type=positive_int, default=4000,
+                   help="frames per drain with the near-zero-cost model (default 4000)")
+    p.add_argument("--real-frames", type=positive_int, default=240,
+                   help="frames per drain with the production model (default 240)")
+    p.add_argument("--batch", type=positive_int, default=32, help="worker max batch, near-zero-cost model "
+                                                                  "(default 32; the production model runs at 8)")
+    p.add_argument("--boxes", type=positive_int, default=10,
+                   help="boxes per frame the near-zero-cost model outputs (default 10)")
+    p.add_argument("--rounds", type=positive_int, default=7,
+                   help="on/off rounds with the near-zero-cost model (default 7; the production model gets half, "
+                        "at least 3)")
+    p.add_argument("--no-real-model", action="store_true", help="skip the production model")
+    p.add_argument("--source", help="video file (default <home>/data/vtest.avi)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=run)
+
+
 # --- bench api ------------------------------------------------------------------------------------------------
 def cmd_bench_api(settings: Settings, args: argparse.Namespace) -> int:
     from camcount.api_bench import bench_api, render
@@ -342,5 +374,6 @@ def register_parser(sub: argparse._SubParsersAction) -> None:
     _add_accuracy_parser(actions)
     _add_counting_parser(actions)
     _add_ceiling_parser(actions)
+    _add_output_metrics_parser(actions)
     _add_count_latency_parser(actions)
     _add_api_parser(actions)

@@ -61,7 +61,11 @@ def parse_timing(value: bytes | None) -> dict[str, float]:
 
 
 class InferenceMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """Every metric of an inference worker. ``output_distribution=False`` leaves out the output-distribution
+    histograms (:class:`OutputDistribution`): their ``observe`` does nothing and they are not exported; only
+    ``camcount bench output-metrics`` turns them off, to measure what they cost."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, output_distribution: bool = True) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         model_labels = ("model", "version", "variant")
@@ -88,7 +92,8 @@ class InferenceMetrics:
         self.fallback_frames = Counter("camcount_inference_fallback_frames",
                                        "Frames served by a fallback model (model.fallbacks) instead of the production "
                                        "reference", ("model", "version"), registry=r)
-        self.outputs = OutputDistribution(r)
+        self.outputs: OutputDistribution | NoOutputDistribution = (
+            OutputDistribution(r) if output_distribution else NoOutputDistribution())
         self.lag = Gauge("camcount_consumer_lag", "Messages behind the partition's high watermark",
                          ("topic", "partition"), registry=r)
 
@@ -167,6 +172,14 @@ class OutputDistribution(Collector):
                                           (*labels, "class"))
             yield self._area.family("camcount_inference_box_area_ratio",
                                     "Area of each kept box over the frame's area", (*labels, "class"))
+
+
+class NoOutputDistribution:
+    """Stands in for :class:`OutputDistribution` when it is turned off: observes nothing, exports nothing."""
+
+    def observe(self, detector: Detector, variant: str, frames: Sequence[Detections],
+                frame_areas: Sequence[int]) -> None:
+        return None
 
 
 class LoadedModelsCollector(Collector):
