@@ -4,7 +4,8 @@
 -- keeps that one: read with FINAL.
 
 -- One row per window x camera x model version x signal x measure.
--- signal: detections (boxes per frame) | confidence (mean box confidence per frame with boxes).
+-- signal: detections (boxes per frame) | confidence (mean box confidence per frame with boxes); 061 adds box_area and
+-- class_mix.
 -- measure: psi | jensen_shannon | wasserstein (normalised by the reference's standard deviation).
 CREATE TABLE IF NOT EXISTS drift_scores
 (
@@ -28,7 +29,8 @@ ORDER BY (camera_id, model_name, model_version, window_start, signal, measure);
 -- status: judged | insufficient-data | no-reference | reference-period. drifted: any signal drifted in the window.
 -- active: drift persists after this window (an episode is on); onset: this window started the episode, and the
 -- model-health event event_id was published. problem: camera | model | undetermined ('' when not drifted); cause:
--- no-detections | fewer-detections | more-detections | lower-confidence | higher-confidence | drift.
+-- no-detections | fewer-detections | more-detections | lower-confidence | higher-confidence | drift (061 adds
+-- smaller-boxes | larger-boxes | class-mix).
 -- empty_share: share of frames without boxes; mean_* are of the window, reference_mean_* of its reference.
 CREATE TABLE IF NOT EXISTS drift_windows
 (
