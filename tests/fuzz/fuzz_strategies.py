@@ -131,6 +131,10 @@ def kafka_headers(draw: st.DrawFn, codec: AvroCodec, version: int | None = None)
 # -- Avro records ----------------------------------------------------------------------------------------------------
 
 def _value(avro_type: Any) -> st.SearchStrategy[Any]:
+    if isinstance(avro_type, list):  # a union, e.g. ["null", {record}]
+        return st.one_of([_value(branch) for branch in avro_type])
+    if isinstance(avro_type, dict) and avro_type["type"] == "record":
+        return records(avro_type)
     if isinstance(avro_type, dict) and avro_type["type"] == "enum":
         return st.sampled_from(avro_type["symbols"])
     if isinstance(avro_type, dict) and avro_type["type"] == "array":
@@ -143,11 +147,13 @@ def _value(avro_type: Any) -> st.SearchStrategy[Any]:
         "float": st.floats(width=32),
         "double": st.floats(),
         "boolean": st.booleans(),
+        "null": st.none(),
     }[avro_type]
 
 
 def records(schema: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
-    """Any record of a parsed (fastavro) record schema of the primitive, enum and array types camcount uses."""
+    """Any record of a parsed (fastavro) record schema of the primitive, enum, array, record and union types
+    camcount uses."""
     return st.fixed_dictionaries({field["name"]: _value(field["type"]) for field in schema["fields"]})
 
 

@@ -33,7 +33,7 @@ class SlowDetector:
     """Stands in for a model that takes ``seconds`` per run, whatever the batch size."""
 
     name, version = "slow", "1.0.0"
-    manifest = SimpleNamespace(class_names=["person"])
+    manifest = SimpleNamespace(class_names=["person"], box_calibration=None)
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds

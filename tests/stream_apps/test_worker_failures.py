@@ -28,7 +28,7 @@ class ExplodingDetector:
     """Stands in for a model whose runtime raises on its input (e.g. a broken candidate export)."""
 
     name, version = "exploding", "0.0.1"
-    manifest = SimpleNamespace(class_names=["person"])
+    manifest = SimpleNamespace(class_names=["person"], box_calibration=None)
     last_timings = SimpleNamespace(preprocess_ms=0.0, infer_ms=0.0, postprocess_ms=0.0)
 
     def detect(self, images, conf=None, iou=None):
@@ -64,7 +64,7 @@ class EmptySceneDetector:
     """Stands in for a working model on frames with nobody in them."""
 
     name, version = "empty", "1.0.0"
-    manifest = SimpleNamespace(class_names=["person"])
+    manifest = SimpleNamespace(class_names=["person"], box_calibration=None)
     last_timings = SimpleNamespace(preprocess_ms=0.0, infer_ms=1.0, postprocess_ms=0.0)
 
     def detect(self, images, conf=None, iou=None):
