@@ -91,25 +91,6 @@ def chdb_scalar(session: Session, sql: str) -> str:
 
 
 @pytest.fixture
-def stack_client(isolated_settings: Callable[..., Settings],
-                 clickhouse_client: Callable[[Settings], Client]) -> Client:
-    """A client on a fresh database of the stack's server, with the DDL applied."""
-    return clickhouse_client(isolated_settings())
-
-
-@pytest.fixture
-def chdb_session(tmp_path: Path) -> Iterator[Session]:
-    """A fresh chDB directory with a ``camcount`` database in which every DDL file was applied twice."""
-    session = Session(str(tmp_path))
-    try:
-        for _ in range(2):
-            apply_ddl_in_chdb(session, "camcount")
-        yield session
-    finally:
-        session.close()
-
-
-@pytest.fixture
 def previous_release_database(stack_settings: Settings) -> Iterator[Settings]:
     """Settings on a database of the stack's server made by the previous release's DDL and holding its rows, to
     which the current DDL was then applied twice (an upgrade, then a restart)."""

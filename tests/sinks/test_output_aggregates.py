@@ -6,18 +6,14 @@ frames and quantiles of confidence and area."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from chdb.session import Session
 from clickhouse_driver import Client
 
-from foundation.settings import Settings
 from sinks.clickhouse import INFERENCE_BOX_COLUMNS, INFERENCE_COLUMNS, box_area_ratios, box_class_names, inference_row
-from tests.chdb_ddl import apply_ddl_in_chdb
 
 COLUMNS = (*INFERENCE_COLUMNS, *INFERENCE_BOX_COLUMNS)
 T0 = 1714558507000  # 2024-05-01 10:15:07 UTC
@@ -60,22 +56,6 @@ def test_a_class_without_a_name_in_the_record_is_named_by_its_id():
 def test_a_frame_without_pixels_gives_areas_over_one_pixel_not_a_division_by_zero():
     broken = record(1, [(0, 0.5, 2.0)]) | {"width": 0, "height": 0}
     assert box_area_ratios(broken) == [4.0]
-
-
-@pytest.fixture
-def stack_client(isolated_settings: Callable[..., Settings],
-                 clickhouse_client: Callable[[Settings], Client]) -> Client:
-    return clickhouse_client(isolated_settings())
-
-
-@pytest.fixture
-def chdb_session(tmp_path: Path) -> Iterator[Session]:
-    session = Session(str(tmp_path))
-    try:
-        apply_ddl_in_chdb(session, "camcount")
-        yield session
-    finally:
-        session.close()
 
 
 def chdb_insert(session: Session, records: list[dict[str, Any]]) -> None:
