@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +77,15 @@ def calibration_from_record(record: dict[str, Any]) -> BoxCalibration | None:
     if field is None:
         return None
     try:
-        return BoxCalibration(input_size=(field["input_width"], field["input_height"]), heights=tuple(field["heights"]),
-                              scales=tuple(field["scales"]))
+        return _calibration(field["input_width"], field["input_height"], tuple(field["heights"]),
+                            tuple(field["scales"]))
     except ValidationError as exc:
         raise UndecodablePayload(f"detections record of {record['camera_id']!r} frame {record['frame_seq']} carries "
                                  f"an invalid box calibration: {exc.errors()[0]['msg']}") from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _calibration(width: int, height: int, heights: tuple[float, ...], scales: tuple[float, ...]) -> BoxCalibration:
+    # Every record of a model version carries the same calibration, and the counting app reads it twice per
+    # record (check, then count): validate each distinct one once.
+    return BoxCalibration(input_size=(width, height), heights=heights, scales=scales)
