@@ -11,7 +11,11 @@ worker's for the interpreter lock). Every timestamp is this host's wall clock:
   * throughput, per max batch size: in-process, decode (thread pool) -> detect, batch by batch, as fast as it goes;
     through the broker, all frames are first published to a fresh ``frames`` topic, then a worker drains it; the
     rate is frames over the time from the worker's partition assignment to the last detections record received.
-    Their ratio is the cost of Kafka, serialisation and commits;
+    Their ratio is the cost of Kafka, serialisation and commits. The two alternate for ``rounds`` rounds and each
+    round's ratio is taken from its own pair, so a neighbour that slows the host for a while moves both sides of
+    a ratio instead of one; the median round is reported, with the CPU time each side spent per frame: this
+    process in-process, and through the broker the worker's process, its neighbours' process and the local broker
+    (when the local stack runs it), so a ratio under 1 is traced to the process that spent the difference;
   * latency, per load: frames are published paced at ``load`` x the in-process rate (of the largest batch size, the
     worker's max batch), and each frame's capture -> detections-read time is split into the stages of
     :data:`BUDGET`: the publisher notes each frame's delivery acknowledgement, the worker's timing header
@@ -23,18 +27,22 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+import psutil
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from camcount.ceiling_bench import drop_topics
 from camcount.stack import LocalStack
 from foundation.kafka import consumer_config, producer_config
 from foundation.provision import create_topics
@@ -81,11 +89,26 @@ class Percentiles:
 
 
 @dataclass
+class CpuPerFrame:
+    """CPU time (user + system, ms) per frame, medians over the rounds; ``broker`` is None unless the broker is
+    the local stack's process on this host."""
+
+    in_process: float
+    worker: float
+    neighbours: float
+    broker: float | None
+
+
+@dataclass
 class ThroughputFigures:
+    """Medians over the rounds; ``ratios`` has every round's pipeline / in-process ratio, in run order."""
+
     batch: int
     in_process_fps: float
     pipeline_fps: float
     ratio: float
+    ratios: list[float] = field(default_factory=list)
+    cpu_ms: CpuPerFrame | None = None
 
 
 @dataclass
@@ -132,12 +155,22 @@ def _decode(data: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
-def _in_process_fps(detector: Detector, jpegs: list[bytes], batch: int, threads: int) -> float:
+def _cpu_s(process: psutil.Process | None) -> float:
+    if process is None:
+        return 0.0
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def _in_process_fps(detector: Detector, jpegs: list[bytes], batch: int, threads: int) -> tuple[float, float]:
+    """frames/s, and this process's CPU seconds over the run."""
+    me = psutil.Process()
     with ThreadPoolExecutor(threads) as pool:
+        cpu = _cpu_s(me)
         started = time.perf_counter()
         for start in range(0, len(jpegs), batch):
             detector.detect(list(pool.map(_decode, jpegs[start:start + batch])))
-        return len(jpegs) / (time.perf_counter() - started)
+        return len(jpegs) / (time.perf_counter() - started), _cpu_s(me) - cpu
 
 
 def _batch1_reference(detector: Detector, jpegs: list[bytes], runs: int = 20) -> tuple[Percentiles, Percentiles]:
@@ -230,32 +263,57 @@ def _cameras_and_reader(settings: Settings, jpegs: list[bytes], paced_fps: float
     return samples, last
 
 
+@dataclass
+class WorkerRun:
+    samples: list[dict[str, float]]
+    fps: float
+    """frames from partition assignment to the last record read"""
+    cpu_s: dict[str, float]
+    """CPU seconds from the worker's start to the last record read: worker, neighbours, broker (if local)"""
+
+
 def _run_worker(
-    settings: Settings, detector: Detector, jpegs: list[bytes], paced_fps: float
-) -> tuple[list[dict[str, float]], float]:
-    """Runs a worker on ``jpegs``; returns per-frame timestamps and frames/s from partition assignment to the last
-    record. The publisher and reader run in a child process, so they do not take the worker's interpreter lock."""
+    settings: Settings, detector: Detector, jpegs: list[bytes], paced_fps: float, broker: psutil.Process | None
+) -> WorkerRun:
+    """Runs a worker on ``jpegs``, per-frame timestamps and all. The publisher and reader run in a child process,
+    so they do not take the worker's interpreter lock."""
     worker = InferenceWorker(settings, RouteTable(detector))
     thread = threading.Thread(target=worker.run, name="bench-worker", daemon=True)
     if not paced_fps:
         _publish(settings, jpegs)
     publishing_s = len(jpegs) / paced_fps if paced_fps else 0.0
     timeout_s = 60 + publishing_s + len(jpegs) / 5
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as neighbours:
-        neighbours.submit(time.sleep, 0).result()  # the child is up before the clock starts
+    me = psutil.Process()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as neighbours, \
+            _dropping_topics(settings):
+        # The child is up before the clock starts.
+        child = psutil.Process(neighbours.submit(os.getpid).result())
+        processes = {"worker": me, "neighbours": child, "broker": broker}
+        cpu_before = {name: _cpu_s(process) for name, process in processes.items()}
         thread.start()
         if not worker.ready.wait(60):
             raise TimeoutError("the benchmark worker got no partitions within 60 s")
         started = time.time()
         try:
             samples, last = neighbours.submit(_cameras_and_reader, settings, jpegs, paced_fps, timeout_s).result()
+            cpu_s = {name: _cpu_s(process) - cpu_before[name] for name, process in processes.items()}
         except TimeoutError as exc:
             run = f"latency run at {paced_fps:.1f} frames/s" if paced_fps else "throughput run"
             raise TimeoutError(f"{run}, max batch {settings.inference.max_batch}: {exc}") from None
         finally:
             worker.stop()
             thread.join(30)
-    return samples, len(jpegs) / (last - started)
+    return WorkerRun(samples, len(jpegs) / (last - started), cpu_s)
+
+
+@contextmanager
+def _dropping_topics(settings: Settings) -> Iterator[None]:
+    """Deletes the run's namespaced topics after it: the local broker keeps every topic in memory, and a broker
+    holding hundreds of them spends more CPU per request beside the worker."""
+    try:
+        yield
+    finally:
+        drop_topics(settings)
 
 
 def _namespace(base: Settings, max_batch: int) -> Settings:
@@ -267,16 +325,21 @@ def _namespace(base: Settings, max_batch: int) -> Settings:
 
 
 def bench_pipeline(settings: Settings, footage: Path, frames: int, batches: Sequence[int] = (8,),
-                   loads: Sequence[float] = (0.8,)) -> PipelineFigures:
+                   loads: Sequence[float] = (0.8,), rounds: int = 3) -> PipelineFigures:
     """Starts the local stack unless it runs, then :func:`measure_pipeline`."""
-    LocalStack(settings).up()
-    return measure_pipeline(settings, footage, frames, batches, loads)
+    services = LocalStack(settings).up()
+    broker_pid = next((svc.pid for svc in services if svc.name == "kafka" and svc.managed), None)
+    return measure_pipeline(settings, footage, frames, batches, loads, rounds, broker_pid)
 
 
 def measure_pipeline(settings: Settings, footage: Path, frames: int, batches: Sequence[int] = (8,),
-                     loads: Sequence[float] = (0.8,)) -> PipelineFigures:
-    """Throughput at each max batch size of ``batches``, then the latency budget at each share of capacity in
-    ``loads`` with the largest batch size as the worker's max batch, on the running stack ``settings`` name."""
+                     loads: Sequence[float] = (0.8,), rounds: int = 3, broker_pid: int | None = None
+                     ) -> PipelineFigures:
+    """Throughput at each max batch size of ``batches`` (``rounds`` alternating in-process / broker pairs), then
+    the latency budget at each share of capacity in ``loads`` with the largest batch size as the worker's max
+    batch, on the running stack ``settings`` names. ``broker_pid``: the broker's process when it runs on this
+    host, for its CPU time per frame."""
+    broker = psutil.Process(broker_pid) if broker_pid else None
     max_batch = max(batches)
     detector = load_detector(settings, max_batch=max_batch)
     jpegs = _jpeg_frames(footage, frames)
@@ -288,14 +351,26 @@ def measure_pipeline(settings: Settings, footage: Path, frames: int, batches: Se
                               batch1_detect_ms=batch1_detect, jpeg_decode_ms=jpeg_decode)
     in_process: dict[int, float] = {}
     for batch in batches:
-        in_process[batch] = _in_process_fps(detector, jpegs, batch, threads)
-        _, pipeline_fps = _run_worker(_namespace(base, batch), detector, jpegs, paced_fps=0)
+        alone_fps, through_fps, cpu_ms = [], [], []
+        for _ in range(rounds):
+            fps, alone_cpu_s = _in_process_fps(detector, jpegs, batch, threads)
+            run = _run_worker(_namespace(base, batch), detector, jpegs, paced_fps=0, broker=broker)
+            alone_fps.append(fps)
+            through_fps.append(run.fps)
+            cpu_ms.append({"in_process": alone_cpu_s, **run.cpu_s})
+        in_process[batch] = float(np.median(alone_fps))
+        ratios = [round(through / alone, 3) for alone, through in zip(alone_fps, through_fps)]
+        per_frame = {name: round(float(np.median([cpu[name] for cpu in cpu_ms])) * 1000 / len(jpegs), 1)
+                     for name in cpu_ms[0]}
         figures.throughput.append(ThroughputFigures(
-            batch=batch, in_process_fps=round(in_process[batch], 1), pipeline_fps=round(pipeline_fps, 1),
-            ratio=round(pipeline_fps / in_process[batch], 3)))
+            batch=batch, in_process_fps=round(in_process[batch], 1),
+            pipeline_fps=round(float(np.median(through_fps)), 1), ratio=round(float(np.median(ratios)), 3),
+            ratios=ratios, cpu_ms=CpuPerFrame(in_process=per_frame["in_process"], worker=per_frame["worker"],
+                                              neighbours=per_frame["neighbours"],
+                                              broker=per_frame["broker"] if broker else None)))
     for load in loads:
         paced_fps = load * in_process[max_batch]
-        samples, _ = _run_worker(_namespace(base, max_batch), detector, jpegs, paced_fps=paced_fps)
+        samples = _run_worker(_namespace(base, max_batch), detector, jpegs, paced_fps=paced_fps, broker=broker).samples
         sizes = [s["batch"] for s in samples if "batch" in s]
         figures.latency.append(LatencyFigures(
             load=load, max_batch=max_batch, paced_fps=round(paced_fps, 1), stages=stage_budget(samples),

@@ -87,7 +87,7 @@ def cmd_bench_pipeline(settings: Settings, args: argparse.Namespace) -> int:
     from camcount.pipeline_bench import BUDGET_LABELS, bench_pipeline
 
     figures = bench_pipeline(settings, Path(args.source) if args.source else default_video(settings), args.frames,
-                             args.batch, args.load)
+                             args.batch, args.load, args.rounds)
     if args.json:
         print(json.dumps(figures.as_dict()))
         return 0
@@ -95,9 +95,18 @@ def cmd_bench_pipeline(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{figures.frames} frames, {figures.model} on {figures.provider}")
     print(f"batch-1 reference, same run: detect {_ms(detect.p50, detect.p95, detect.p99)} ms, "
           f"JPEG decode {_ms(decode.p50, decode.p95, decode.p99)} ms (p50 / p95 / p99)")
-    print(f"{'max batch':>9}  {'in-process frames/s':>19}  {'through broker frames/s':>23}  ratio")
+    print(f"{'max batch':>9}  {'in-process frames/s':>19}  {'through broker frames/s':>23}  ratio  "
+          f"(medians of {args.rounds} alternating rounds; each round's ratio)")
     for t in figures.throughput:
-        print(f"{t.batch:>9}  {t.in_process_fps:>19.1f}  {t.pipeline_fps:>23.1f}  {t.ratio:.3f}")
+        print(f"{t.batch:>9}  {t.in_process_fps:>19.1f}  {t.pipeline_fps:>23.1f}  {t.ratio:.3f}  "
+              f"({', '.join(f'{r:.3f}' for r in t.ratios)})")
+    print(f"CPU ms per frame (medians): {'max batch':>9}  {'in-process':>10}  {'worker process':>14}  "
+          f"{'cameras + reader':>16}  {'local broker':>12}")
+    for t in figures.throughput:
+        if t.cpu_ms is not None:
+            broker = "-" if t.cpu_ms.broker is None else f"{t.cpu_ms.broker:.1f}"
+            print(f"{'':>27} {t.batch:>9}  {t.cpu_ms.in_process:>10.1f}  {t.cpu_ms.worker:>14.1f}  "
+                  f"{t.cpu_ms.neighbours:>16.1f}  {broker:>12}")
     if not figures.latency:
         return 0
     heads = [f"load {lat.load:g} ({lat.paced_fps:.1f} f/s)" for lat in figures.latency]
@@ -122,6 +131,9 @@ def _add_pipeline_parser(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--load", type=_loads, default=[0.8],
                    help="comma-separated latency runs: publish rate as a share of the in-process rate, e.g. "
                         "0.3,0.5,0.8 (default 0.8)")
+    p.add_argument("--rounds", type=positive_int, default=3,
+                   help="throughput rounds per batch size, in-process and through the broker alternating; the "
+                        "median round is reported (default 3)")
     p.add_argument("--source", help="video file (default <home>/data/vtest.avi)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_bench_pipeline)

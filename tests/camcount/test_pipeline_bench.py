@@ -11,6 +11,7 @@ import pytest
 from camcount.commands import bench
 from camcount.pipeline_bench import (
     BUDGET,
+    CpuPerFrame,
     LatencyFigures,
     Percentiles,
     PipelineFigures,
@@ -18,6 +19,7 @@ from camcount.pipeline_bench import (
     measure_pipeline,
     stage_budget,
 )
+from camcount.stack import LocalStack
 from tests.pipeline import footage_path
 
 FRAME_TIMES = {"capture": 1000.0, "appended": 1004.0, "fetched": 1010.0, "decoded": 1013.0, "infer_start": 1020.0,
@@ -55,7 +57,9 @@ def _figures() -> PipelineFigures:
     return PipelineFigures(
         frames=10, model="m@1", provider="CPUExecutionProvider", batch1_detect_ms=Percentiles(45.0, 50.0, 52.0, 20),
         jpeg_decode_ms=Percentiles(2.0, 3.0, 3.5, 20),
-        throughput=[ThroughputFigures(batch=1, in_process_fps=20.0, pipeline_fps=19.0, ratio=0.95)],
+        throughput=[ThroughputFigures(batch=1, in_process_fps=20.0, pipeline_fps=19.0, ratio=0.95,
+                                      ratios=[0.97, 0.95, 0.91],
+                                      cpu_ms=CpuPerFrame(in_process=84.7, worker=90.2, neighbours=0.8, broker=None))],
         latency=[LatencyFigures(load=0.3, max_batch=8, paced_fps=6.0, stages=stages, batch_mean=1.1, batch_max=2),
                  LatencyFigures(load=0.8, max_batch=8, paced_fps=16.0, stages=stages, batch_mean=2.5, batch_max=8)])
 
@@ -79,6 +83,18 @@ def test_the_table_has_a_column_per_load_and_a_row_per_stage(monkeypatch, capsys
     assert "1.10 / 2" in rows["frames per model run, mean / max"]
 
 
+def test_the_throughput_row_shows_the_median_ratio_and_every_round(monkeypatch, capsys):
+    out = _run_command(monkeypatch, capsys, "--rounds", "3")
+    (row,) = [line for line in out.splitlines() if "(0.970" in line]
+    assert "0.950  (0.970, 0.950, 0.910)" in row and "medians of 3 alternating rounds" in out
+
+
+def test_cpu_per_frame_shows_each_process_and_a_dash_for_a_broker_elsewhere(monkeypatch, capsys):
+    out = _run_command(monkeypatch, capsys)
+    (row,) = [line for line in out.splitlines() if "84.7" in line]
+    assert row.split() == ["1", "84.7", "90.2", "0.8", "-"]
+
+
 def test_json_carries_throughput_latency_stages_and_the_batch_1_reference(monkeypatch, capsys):
     figures = json.loads(_run_command(monkeypatch, capsys, "--json"))
     assert figures["batch1_detect_ms"]["p50"] == 45.0
@@ -90,9 +106,16 @@ def test_json_carries_throughput_latency_stages_and_the_batch_1_reference(monkey
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_a_small_run_through_the_broker_measures_every_stage(pipeline_settings):
-    figures = measure_pipeline(pipeline_settings(), footage_path(), frames=12, batches=(2,), loads=(0.5,))
-    assert [t.batch for t in figures.throughput] == [2] and figures.throughput[0].pipeline_fps > 0
+def test_a_small_run_through_the_broker_measures_every_stage(pipeline_settings, stack_settings):
+    broker_pid = next((svc.pid for svc in LocalStack(stack_settings).status() if svc.name == "kafka"), None)
+    figures = measure_pipeline(pipeline_settings(), footage_path(), frames=12, batches=(2,), loads=(0.5,), rounds=2,
+                               broker_pid=broker_pid)
+    (throughput,) = figures.throughput
+    assert throughput.batch == 2 and throughput.pipeline_fps > 0
+    assert len(throughput.ratios) == 2 and min(throughput.ratios) <= throughput.ratio <= max(throughput.ratios)
+    cpu = throughput.cpu_ms
+    assert cpu.in_process > 0 and cpu.worker > 0 and cpu.neighbours > 0
+    assert (cpu.broker is None) == (broker_pid is None)
     assert figures.batch1_detect_ms.p50 > 0
     (latency,) = figures.latency
     assert latency.max_batch == 2 and 1 <= latency.batch_mean <= latency.batch_max <= 2
