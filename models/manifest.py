@@ -16,6 +16,8 @@ SEMVER_PATTERN = (
     r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?$"
 )
 _SEMVER = re.compile(SEMVER_PATTERN)
+# An SPDX license expression: identifiers (AGPL-3.0, LicenseRef-YOLO) joined by AND / OR / WITH.
+LICENSE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+-]*(?: (?:AND|OR|WITH) [A-Za-z0-9][A-Za-z0-9.+-]*)*$"
 
 ModelFormat = Literal["yolov5", "yolov8", "end2end"]
 Precision = Literal["fp32", "fp16", "int8"]
@@ -56,6 +58,10 @@ class ModelManifest(BaseModel):
     box_calibration: BoxCalibration | None = Field(
         None, description="how much taller than its boxes objects are, learnt from labels (models.calibration); "
         "counting anchors use it. None: the boxes are used as they are")
+    license: str | None = Field(
+        None, pattern=LICENSE_PATTERN, max_length=100,
+        description="the weights' license as an SPDX expression, e.g. AGPL-3.0; shown by `camcount models list`. "
+        "None: not recorded")
     created_at: datetime
 
     @field_validator("version")

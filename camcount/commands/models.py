@@ -30,8 +30,9 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
             aliases = {v: a for a, v in entry.aliases.items()}
             for m in entry.versions:
                 alias = f"  [{aliases[m.version]}]" if m.version in aliases else ""
+                terms = f"  license {m.license}" if m.license else ""
                 print(f"{m.name}@{m.version:<10} {m.format:<8} {m.precision:<5} {m.input_width}x{m.input_height} "
-                      f"{len(m.class_names)} classes  sha256 {m.sha256[:12]}{alias}")
+                      f"{len(m.class_names)} classes  sha256 {m.sha256[:12]}{alias}{terms}")
     elif action == "show":
         print(manage.show_model(registry, args.ref).manifest.model_dump_json(indent=2))
     elif action == "verify":

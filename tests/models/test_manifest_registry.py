@@ -240,3 +240,25 @@ def test_writes_leave_no_temporary_files(registry: ModelRegistry, onnx_file: Pat
 
     assert files == ["toy/1.0.0/manifest.json", "toy/1.0.0/model.onnx", "toy/aliases.json"]
     assert json.loads((registry.storage.local_path("toy/aliases.json")).read_text()) == {"production": "1.0.0"}
+
+
+@pytest.mark.parametrize("license_id", ["AGPL-3.0", "Apache-2.0", "GPL-3.0-or-later", "MIT OR Apache-2.0",
+                                        "LicenseRef-YOLO", "GPL-2.0 WITH Classpath-exception-2.0"])
+def test_manifest_records_an_spdx_license(license_id: str) -> None:
+    assert ModelManifest(**manifest_fields(license=license_id)).license == license_id
+
+
+@pytest.mark.parametrize("license_id", ["", "AGPL 3.0", "MIT or Apache-2.0", "-MIT", "MIT\nApache-2.0", "x" * 101])
+def test_a_malformed_license_is_named_in_the_error(license_id: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ModelManifest(**manifest_fields(license=license_id))
+
+    assert error_fields(caught.value) == {"license"}
+
+
+def test_license_is_optional_and_kept_by_the_registry(registry: ModelRegistry, onnx_file: Path) -> None:
+    assert ModelManifest(**manifest_fields()).license is None
+
+    registry.register(onnx_file, **fields(license="AGPL-3.0"))
+
+    assert registry.resolve("toy@1.0.0").manifest.license == "AGPL-3.0"
