@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -214,10 +214,10 @@ def read_detections(settings: Settings, expected: int, timeout_s: float,
     return values, last
 
 
-def drop_topics(settings: Settings) -> None:
-    """Delete the namespace's topics: the local broker keeps everything in memory."""
+def drop_topics(settings: Settings, extra: Sequence[str] = ()) -> None:
+    """Delete the namespace's topics and ``extra``: the local broker keeps everything in memory."""
     admin = AdminClient(base_config(settings))
-    for future in admin.delete_topics(list(catalogue_topics(settings))).values():
+    for future in admin.delete_topics([*catalogue_topics(settings), *extra]).values():
         try:
             future.result()
         except Exception:  # noqa: BLE001 - cleanup of a unique namespace; nothing else reads it
