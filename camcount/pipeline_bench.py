@@ -285,13 +285,13 @@ def _run_worker(
     so they do not take the worker's interpreter lock."""
     worker = InferenceWorker(settings, RouteTable(detector))
     thread = threading.Thread(target=worker.run, name="bench-worker", daemon=True)
-    if not paced_fps:
-        _publish(settings, jpegs)
     publishing_s = len(jpegs) / paced_fps if paced_fps else 0.0
     timeout_s = 60 + publishing_s + len(jpegs) / 5
     me = psutil.Process()
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as neighbours, \
-            _dropping_topics(settings):
+    with _dropping_topics(settings), \
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as neighbours:
+        if not paced_fps:
+            _publish(settings, jpegs)
         # The child is up before the clock starts.
         child = psutil.Process(neighbours.submit(os.getpid).result())
         processes = {"worker": me, "neighbours": child, "broker": broker}
