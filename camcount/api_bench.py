@@ -47,6 +47,7 @@ import yaml
 
 from camcount.stack import LocalStack
 from foundation.errors import CamcountError
+from foundation.process_metrics import cpu_seconds
 from foundation.settings import Settings
 from models.benchmark import single_frame_ms
 from models.detector import Detector
@@ -181,11 +182,6 @@ def _decode(data: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
-def _cpu_s(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
-
-
 def in_process_images_per_s(detector: Detector, jpegs: Sequence[bytes], batch: int, seconds: float = 8.0) -> float:
     """Images per second of JPEG decode (thread pool) then ``detect``, batch by batch, for about ``seconds``."""
     with ThreadPoolExecutor(2) as pool:
@@ -318,22 +314,22 @@ def bench_api(settings: Settings, footage: Path, clients: int = 100, duration_s:
             decoded = [_decode(j) for j in jpegs[:24]]
             batch1 = single_frame_ms(detector, decoded)
             me, api_process = psutil.Process(), psutil.Process(server.process.pid)
-            cpu_before = _cpu_s(me)
+            cpu_before = cpu_seconds(me)
             in_process_runs = [in_process_images_per_s(detector, jpegs, batch, in_process_s)]
-            in_process_cpu_ms = (_cpu_s(me) - cpu_before) * 1000 / (in_process_runs[0] * in_process_s)
+            in_process_cpu_ms = (cpu_seconds(me) - cpu_before) * 1000 / (in_process_runs[0] * in_process_s)
             model, provider = f"{detector.name}@{detector.version}", detector.provider
             path = f"/api/v1/models/{reference}/inference"
             bodies = distinct_bodies(jpegs)
 
             progress(f"saturation: {clients} clients, {warmup_s:g} s warm-up + {duration_s:g} s")
             before = server.batch_counts()
-            cpu_before = (_cpu_s(api_process), _cpu_s(me))
+            cpu_before = (cpu_seconds(api_process), cpu_seconds(me))
             samples, start, end = asyncio.run(closed_loop(server.url, server.admin_key, path, bodies, clients,
                                                           warmup_s, duration_s))
             answered = max(1, sum(s.ok for s in samples))
             cpu_ms = {"in_process": round(in_process_cpu_ms, 1),
-                      "api_server": round((_cpu_s(api_process) - cpu_before[0]) * 1000 / answered, 1),
-                      "load_generator": round((_cpu_s(me) - cpu_before[1]) * 1000 / answered, 1)}
+                      "api_server": round((cpu_seconds(api_process) - cpu_before[0]) * 1000 / answered, 1),
+                      "load_generator": round((cpu_seconds(me) - cpu_before[1]) * 1000 / answered, 1)}
             saturation = _summary("saturation (distinct images)", _completed_in(samples, (start, end)), clients,
                                   None, (start, end), _mean_batch(before, server.batch_counts()))
             progress("measuring the model in-process again")

@@ -45,6 +45,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from camcount.ceiling_bench import drop_topics
 from camcount.stack import LocalStack
 from foundation.kafka import consumer_config, producer_config
+from foundation.process_metrics import cpu_seconds
 from foundation.provision import create_topics
 from foundation.settings import Settings
 from models.detector import Detector
@@ -155,22 +156,15 @@ def _decode(data: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
-def _cpu_s(process: psutil.Process | None) -> float:
-    if process is None:
-        return 0.0
-    times = process.cpu_times()
-    return times.user + times.system
-
-
 def _in_process_fps(detector: Detector, jpegs: list[bytes], batch: int, threads: int) -> tuple[float, float]:
     """frames/s, and this process's CPU seconds over the run."""
     me = psutil.Process()
     with ThreadPoolExecutor(threads) as pool:
-        cpu = _cpu_s(me)
+        cpu = cpu_seconds(me)
         started = time.perf_counter()
         for start in range(0, len(jpegs), batch):
             detector.detect(list(pool.map(_decode, jpegs[start:start + batch])))
-        return len(jpegs) / (time.perf_counter() - started), _cpu_s(me) - cpu
+        return len(jpegs) / (time.perf_counter() - started), cpu_seconds(me) - cpu
 
 
 def _batch1_reference(detector: Detector, jpegs: list[bytes], runs: int = 20) -> tuple[Percentiles, Percentiles]:
@@ -299,15 +293,15 @@ def _run_worker(
         if not paced_fps:
             _publish(settings, jpegs)
         child = psutil.Process(neighbours.submit(_neighbours_ready).result())
-        processes = {"worker": me, "neighbours": child, "broker": broker}
-        cpu_before = {name: _cpu_s(process) for name, process in processes.items()}
+        processes = {"worker": me, "neighbours": child, **({"broker": broker} if broker else {})}
+        cpu_before = {name: cpu_seconds(process) for name, process in processes.items()}
         thread.start()
         if not worker.ready.wait(60):
             raise TimeoutError("the benchmark worker got no partitions within 60 s")
         started = time.time()
         try:
             samples, last = neighbours.submit(_cameras_and_reader, settings, jpegs, paced_fps, timeout_s).result()
-            cpu_s = {name: _cpu_s(process) - cpu_before[name] for name, process in processes.items()}
+            cpu_s = {name: cpu_seconds(process) - cpu_before[name] for name, process in processes.items()}
         except TimeoutError as exc:
             run = f"latency run at {paced_fps:.1f} frames/s" if paced_fps else "throughput run"
             raise TimeoutError(f"{run}, max batch {settings.inference.max_batch}: {exc}") from None
@@ -383,7 +377,7 @@ def measure_pipeline(settings: Settings, footage: Path, frames: int, batches: Se
             pipeline_fps=round(float(np.median(through_fps)), 1), ratio=round(float(np.median(ratios)), 3),
             ratios=ratios, cpu_ms=CpuPerFrame(in_process=per_frame["in_process"], worker=per_frame["worker"],
                                               neighbours=per_frame["neighbours"],
-                                              broker=per_frame["broker"] if broker else None)))
+                                              broker=per_frame.get("broker"))))
     for load in loads:
         paced_fps = load * in_process[max_batch]
         samples = _run_worker(_namespace(base, max_batch), detector, jpegs, paced_fps=paced_fps, broker=broker).samples

@@ -19,6 +19,12 @@ from prometheus_client.registry import Collector
 log = logging.getLogger(__name__)
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU seconds ``process`` has used so far, its finished threads included."""
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 class GpuCollector(Collector):
     """``camcount_gpu_utilization_ratio``, ``camcount_gpu_memory_used_bytes`` and ``camcount_gpu_memory_total_bytes``
     per device (label ``gpu``: index, ``name``), read through NVML at scrape time.
