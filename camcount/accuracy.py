@@ -10,7 +10,8 @@ config's), the product defaults of ``counting.config`` unless overridden, and th
 Figures per line: per-direction counts and error %, event-level precision and recall (``counting.evaluation``),
 the misses and false positives with their frames. Per footage with hand counts (``occupancy``): the mean absolute
 error of the confirmed tracks per frame (people in view) and of the raw person detections. Then a summary over
-all lines (micro-averaged precision and recall; how many lines meet the bar).
+all lines (micro-averaged precision and recall; how many lines meet the bar). Several models scored with the
+same settings compare side by side (``comparison_rows``).
 """
 
 from __future__ import annotations
@@ -176,3 +177,35 @@ def _score_footage(video, path, files, detector, tracker_config, detection_conf,
         report["occupancy"] = {"tracks": occupancy_error(tracks, occupancy),
                                "detections": occupancy_error(raw, occupancy)}
     return report
+
+
+def comparison_rows(reports: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Reports of several models (``run_accuracy``, same truth and settings) side by side: a header row of model
+    references, then one row per labelled line (counted in / out, precision, recall, bar), per footage with hand
+    counts (people in view MAE) and the summary. A line or footage one report lacks shows ``-`` there."""
+    def line_cell(line: dict[str, Any] | None) -> str:
+        if line is None:
+            return "-"
+        counted = f"{line['directions']['in']['emitted']}/{line['directions']['out']['emitted']}"
+        return (f"{counted} P {line['precision']:.3f} R {line['recall']:.3f} "
+                f"{'met' if line['meets_bar'] else 'NOT met'}")
+
+    by_model = [{(f["video"], line["line"]): line for f in r["footages"] for line in f["lines"]} for r in reports]
+    occupancy = [{f["video"]: f["occupancy"]["tracks"]["mae"] for f in r["footages"] if f.get("occupancy")}
+                 for r in reports]
+    keys = list(dict.fromkeys(key for lines in by_model for key in lines))
+    videos = list(dict.fromkeys(video for maes in occupancy for video in maes))
+    rows = [["", *(r["model"] for r in reports)]]
+    for video, name in keys:
+        truth = next(lines[(video, name)]["directions"] for lines in by_model if (video, name) in lines)
+        label = f"{name} ({video}, labelled {truth['in']['truth']}/{truth['out']['truth']})"
+        rows.append([label, *(line_cell(lines.get((video, name))) for lines in by_model)])
+    for video in videos:
+        rows.append([f"people in view MAE ({video})", *(str(maes.get(video, "-")) for maes in occupancy)])
+    rows.append(["lines meeting the bar",
+                 *(f"{r['summary']['lines_meeting_bar']} of {r['summary']['lines']}" for r in reports)])
+    rows.append(["precision / recall, all lines",
+                 *(f"{r['summary']['precision']:.3f} / {r['summary']['recall']:.3f}" for r in reports)])
+    rows.append(["seconds", *(str(r["summary"]["seconds"]) for r in reports)])
+    return rows
+

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from camcount.accuracy import DEFAULT_TOLERANCE_FRAMES, run_accuracy
+from camcount.accuracy import DEFAULT_TOLERANCE_FRAMES, comparison_rows, run_accuracy
 from camcount.commands.argtypes import positive_float, positive_int
 from foundation.settings import Settings
 from producers.sources import sample_frames
@@ -155,7 +155,9 @@ def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--footage", metavar="PATH",
                         help="video, when the truth files label one (default: their 'video' under --data-dir)")
     parser.add_argument("--data-dir", metavar="DIR", help="where the labelled videos are (default: <home>/data)")
-    parser.add_argument("--model", help="NAME[@VERSION|@ALIAS] (default: settings.model.reference)")
+    parser.add_argument("--model", action="append", default=[],
+                        help="NAME[@VERSION|@ALIAS] (default: settings.model.reference); repeatable: each model is "
+                             "scored with the same settings and they are compared side by side")
     parser.add_argument("--no-calibration", action="store_true",
                         help="count with the model's boxes as they are, ignoring its box calibration")
     parser.add_argument("--conf", type=float, help="detection confidence threshold (default: tracker low_threshold)")
@@ -170,24 +172,39 @@ def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_accuracy(settings: Settings, args: argparse.Namespace) -> int:
-    report = run_accuracy(
-        settings,
-        [Path(p) for p in args.truth] or None,
-        footage=Path(args.footage) if args.footage else None,
-        model_ref=args.model,
-        lines=args.line or None,
-        tracker=dict(args.tracker),
-        min_distance_px=args.min_distance_px,
-        conf=args.conf,
-        iou=args.iou,
-        tolerance_frames=args.tolerance_frames,
-        batch_size=args.batch,
-        calibrate=not args.no_calibration,
-        data_dir=Path(args.data_dir) if args.data_dir else None,
-    )
+    reports = [
+        run_accuracy(
+            settings,
+            [Path(p) for p in args.truth] or None,
+            footage=Path(args.footage) if args.footage else None,
+            model_ref=model,
+            lines=args.line or None,
+            tracker=dict(args.tracker),
+            min_distance_px=args.min_distance_px,
+            conf=args.conf,
+            iou=args.iou,
+            tolerance_frames=args.tolerance_frames,
+            batch_size=args.batch,
+            calibrate=not args.no_calibration,
+            data_dir=Path(args.data_dir) if args.data_dir else None,
+        )
+        for model in args.model or [None]
+    ]
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(reports[0] if len(reports) == 1 else {"models": reports}))
         return 0
+    for report in reports:
+        _print_accuracy(report)
+    if len(reports) > 1:
+        rows = comparison_rows(reports)
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        print("side by side, the same truth and settings:")
+        for row in rows:
+            print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _print_accuracy(report: dict[str, Any]) -> None:
     width, height = report["input_size"]
     calibration = "box calibration on" if report["box_calibration"] else "no box calibration"
     print(f"model {report['model']} at {width}x{height}, conf {report['detection']['conf']}, "
@@ -223,7 +240,6 @@ def cmd_accuracy(settings: Settings, args: argparse.Namespace) -> int:
     print(f"all lines: precision {summary['precision']:.3f}, recall {summary['recall']:.3f}; "
           f"{summary['lines_meeting_bar']} of {summary['lines']} lines meet the bar (each direction within 10% "
           "or +-1 under 10 labelled, precision and recall >= 0.9)")
-    return 0
 
 
 def cmd_bench_count_latency(settings: Settings, args: argparse.Namespace) -> int:

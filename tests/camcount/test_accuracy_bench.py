@@ -8,12 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from camcount.accuracy import default_truth_files, run_accuracy
+from camcount.accuracy import comparison_rows, default_truth_files, run_accuracy
 from counting.evaluation import load_truth, parse_all_lines, parse_occupancy
 from foundation.errors import UsageError
 from foundation.settings import Settings
 from models.loading import open_model_registry
 from models.tiny_graphs import register_null_detector
+from tests.services import run_camcount
 
 MODEL = "null-detector@1.0.0"
 
@@ -103,3 +104,37 @@ def test_the_shipped_files_skip_a_missing_footage_and_say_how_to_fetch_it(settin
     assert report["footages"] == []
     assert {s["video"]: s["fetch"] for s in report["skipped"]} == {"vtest.avi": "make footage",
                                                                    "sample.mp4": "make sample-footage"}
+
+
+def test_models_scored_with_the_same_settings_compare_side_by_side(settings, tmp_path, data_dir):
+    register_null_detector(open_model_registry(settings), tmp_path, box=False, version="2.0.0")  # sees nobody
+    truth = [vertical(tmp_path), horizontal(tmp_path)]
+    reports = [run_accuracy(settings, truth, model_ref=ref, data_dir=data_dir, batch_size=4)
+               for ref in (MODEL, "null-detector@2.0.0")]
+    reports[1]["footages"][0]["lines"].pop()  # a line one report lacks is shown as "-"
+
+    rows = comparison_rows(reports)
+
+    assert rows[0] == ["", MODEL, "null-detector@2.0.0"]
+    assert rows[1] == ["V (clip, labelled 0/1)", "0/0 P 1.000 R 0.000 NOT met", "0/0 P 1.000 R 0.000 NOT met"]
+    assert rows[2] == ["H (clip, labelled 0/0)", "0/0 P 1.000 R 1.000 met", "-"]
+    assert rows[3] == ["people in view MAE (clip)", "1.0", "2.0"]
+    assert rows[4] == ["lines meeting the bar", "1 of 2", "1 of 2"]
+
+
+def test_bench_accuracy_with_two_models_prints_both_reports_and_the_comparison(settings, tmp_path, data_dir):
+    register_null_detector(open_model_registry(settings), tmp_path, box=False, version="2.0.0")
+    args = ("bench", "accuracy", "--truth", str(vertical(tmp_path)), "--data-dir", str(data_dir), "--batch", "4",
+            "--model", MODEL, "--model", "null-detector@2.0.0")
+    env = {"CAMCOUNT_HOME": str(settings.home)}
+
+    as_json = run_camcount(*args, "--json", env=env)
+    as_text = run_camcount(*args, env=env)
+
+    assert as_json.returncode == 0, as_json.stderr
+    assert [r["model"] for r in json.loads(as_json.stdout)["models"]] == [MODEL, "null-detector@2.0.0"]
+    assert as_text.returncode == 0, as_text.stderr
+    assert as_text.stdout.count("all lines: precision") == 2
+    assert "side by side, the same truth and settings:" in as_text.stdout
+    assert "V (clip, labelled 0/1)" in as_text.stdout
+

@@ -131,7 +131,8 @@ def test_an_invalid_model_manifest_is_a_clear_error(tmp_path, manifest, message)
 def test_import_darknet_without_its_flags_says_which_it_needs(tmp_path):
     result = _camcount("models", "import-darknet", env={"CAMCOUNT_MODEL__REGISTRY": str(tmp_path)})
     assert result.returncode == 2
-    assert "import-darknet needs --default, --zoo NAME, or all of --cfg --weights --names --name --version" in result.stderr
+    assert ("import-darknet needs --default, --zoo NAME, or all of --cfg --weights --names --name --version"
+            in result.stderr)
 
 
 def test_demo_with_missing_footage_says_how_to_get_it():
