@@ -41,8 +41,8 @@ def default_truth_files() -> list[Path]:
     return sorted(GROUND_TRUTH_DIR.glob("*.json"))
 
 
-# How to get each footage the shipped ground truth labels, for the error message when it is missing.
-_FETCH_HINTS = {"vtest.avi": "make footage", "sample.mp4": "make sample-footage"}
+# The footages the shipped ground truth labels, and how to fetch each (for the message when one is missing).
+FOOTAGE_FETCH = {"vtest.avi": "make footage", "sample.mp4": "make sample-footage"}
 
 
 def run_accuracy(
@@ -105,7 +105,7 @@ def run_accuracy(
     for video, files in videos.items():
         path = footage or data / video
         if not path.exists():
-            hint = _FETCH_HINTS.get(video, f"put {video} there or pass --footage")
+            hint = FOOTAGE_FETCH.get(video, f"put {video} there or pass --footage")
             if skip_missing:
                 logger.warning("skipping %s: footage %s is missing (run `%s`)", video, path, hint)
                 skipped.append({"video": video, "footage": str(path), "fetch": hint})

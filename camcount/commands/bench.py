@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from camcount.accuracy import DEFAULT_TOLERANCE_FRAMES, comparison_rows, run_accuracy
+from camcount.agreement import DEFAULT_LINES as DEFAULT_AGREEMENT_LINES
 from camcount.commands.argtypes import positive_float, positive_int
 from foundation.settings import Settings
 from producers.sources import sample_frames
@@ -276,6 +277,49 @@ def _add_accuracy_parser(actions: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_accuracy)
 
 
+# --- bench agreement -------------------------------------------------------------------------------------------
+def cmd_bench_agreement(settings: Settings, args: argparse.Namespace) -> int:
+    from camcount.agreement import run_agreement
+
+    report = run_agreement(settings, args.model, [Path(p) for p in args.footage] or None, lines=args.lines,
+                           seed=args.seed, tolerance_frames=args.tolerance_frames, batch_size=args.batch)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"reference {report['reference']}; {report['lines']} random lines (seed {report['seed']}) per footage; "
+          f"crossings match within +-{report['tolerance_frames']} frames. Agreement is not accuracy: models "
+          "that err alike agree.")
+    for footage in report["footages"]:
+        width, height = footage["frame_size"]
+        print(f"{footage['footage']}: {footage['frames']} frames {width}x{height}, the reference counted "
+              f"{footage['reference_crossings']} crossings")
+        for c in footage["candidates"]:
+            print(f"  {c['model']}: {c['crossings']} crossings on {c['lines_crossed']} lines crossed; both "
+                  f"{c['matched']}, only the reference {c['only_reference']}, only {c['model']} "
+                  f"{c['only_candidate']}; precision {c['precision']:.3f}, recall {c['recall']:.3f}")
+            for line in c["most_different"]:
+                print(f"    {line['line']} {line['start']} -> {line['end']}: both {line['matched']}, "
+                      f"only the reference {line['only_reference']}, only the candidate {line['only_candidate']}")
+    return 0
+
+
+def _add_agreement_parser(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser("agreement", help="label-free: a candidate's crossings of random lines against a "
+                                             "reference model's, on the same footage")
+    p.add_argument("--model", action="append", required=True,
+                   help="NAME[@VERSION|@ALIAS], twice or more: the first is the reference, each other a candidate")
+    p.add_argument("--footage", action="append", default=[], metavar="PATH",
+                   help="video, repeatable (default: vtest.avi and sample.mp4 under <home>/data, those present)")
+    p.add_argument("--lines", type=positive_int, default=DEFAULT_AGREEMENT_LINES,
+                   help=f"random lines per footage (default {DEFAULT_AGREEMENT_LINES})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random lines: the same seed, the same lines")
+    p.add_argument("--tolerance-frames", type=int, default=DEFAULT_TOLERANCE_FRAMES,
+                   help="crossings of both models match within this many frames")
+    p.add_argument("--batch", type=positive_int, default=8, help="frames per model execution")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=cmd_bench_agreement)
+
+
 # --- bench counting --------------------------------------------------------------------------------------------
 def cmd_bench_counting(settings: Settings, args: argparse.Namespace) -> int:
     from counting.bench import bench_counting
@@ -395,11 +439,12 @@ def _add_api_parser(actions: argparse._SubParsersAction) -> None:
 
 
 def register_parser(sub: argparse._SubParsersAction) -> None:
-    bench = sub.add_parser("bench", help="benchmarks: model, pipeline, accuracy, counting, api")
+    bench = sub.add_parser("bench", help="benchmarks: model, pipeline, accuracy, agreement, counting, api")
     actions = bench.add_subparsers(dest="action", required=True, metavar="ACTION")
     _add_model_parser(actions)
     _add_pipeline_parser(actions)
     _add_accuracy_parser(actions)
+    _add_agreement_parser(actions)
     _add_counting_parser(actions)
     _add_ceiling_parser(actions)
     _add_output_metrics_parser(actions)
