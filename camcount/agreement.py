@@ -46,6 +46,8 @@ def run_agreement(
         raise UsageError("agreement needs a reference and at least one candidate: pass --model twice or more")
     if lines < 1:
         raise UsageError(f"--lines must be at least 1, got {lines}")
+    if tolerance_frames < 0:
+        raise UsageError(f"--tolerance-frames must be at least 0, got {tolerance_frames}")
     if footages is None:
         data = settings.layout().data
         footages = [data / video for video in FOOTAGE_FETCH if (data / video).exists()]
@@ -88,8 +90,8 @@ def run_agreement(
                 "recall": round(scored.recall, 3),
                 "most_different": [
                     {"line": line.line, "start": list(by_name[line.line].start), "end": list(by_name[line.line].end),
-                     "matched": line.matched,
-                     "only_reference": line.only_reference, "only_candidate": line.only_candidate}
+                     "matched": line.matched, "only_reference": line.only_reference,
+                     "only_candidate": line.only_candidate}
                     for line in scored.most_different()
                 ],
             })

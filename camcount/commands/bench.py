@@ -9,6 +9,7 @@ from typing import Any
 
 from camcount.accuracy import DEFAULT_TOLERANCE_FRAMES, comparison_rows, run_accuracy
 from camcount.agreement import DEFAULT_LINES as DEFAULT_AGREEMENT_LINES
+from camcount.agreement import run_agreement
 from camcount.commands.argtypes import positive_float, positive_int
 from foundation.settings import Settings
 from producers.sources import sample_frames
@@ -279,8 +280,6 @@ def _add_accuracy_parser(actions: argparse._SubParsersAction) -> None:
 
 # --- bench agreement -------------------------------------------------------------------------------------------
 def cmd_bench_agreement(settings: Settings, args: argparse.Namespace) -> int:
-    from camcount.agreement import run_agreement
-
     report = run_agreement(settings, args.model, [Path(p) for p in args.footage] or None, lines=args.lines,
                            seed=args.seed, tolerance_frames=args.tolerance_frames, batch_size=args.batch)
     if args.json:
