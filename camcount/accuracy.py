@@ -53,6 +53,7 @@ def run_accuracy(
     lines: Sequence[str] | str | None = None,
     tracker: dict[str, Any] | None = None,
     min_distance_px: float | None = None,
+    min_stay_ms: int | None = None,
     conf: float | None = None,
     iou: float | None = None,
     tolerance_frames: int = DEFAULT_TOLERANCE_FRAMES,
@@ -66,9 +67,9 @@ def run_accuracy(
     Each file's footage is its ``video`` under ``data_dir`` (default ``<home>/data``); ``footage`` replaces it
     when all the files label one video. A missing footage is an error for files given by name; with the shipped
     files (the default) it is skipped and listed under ``skipped`` with how to fetch it. ``tracker`` holds
-    TrackerConfig field overrides, ``min_distance_px``
-    overrides every line's hysteresis; ``conf`` defaults to the tracker's ``low_threshold``, ``iou`` to the
-    model manifest's NMS threshold.
+    TrackerConfig field overrides, ``min_distance_px`` and ``min_stay_ms`` override every line's hysteresis and
+    minimum stay; ``conf`` defaults to the tracker's ``low_threshold``, ``iou`` to the model manifest's NMS
+    threshold.
     """
     from counting.config import TrackerConfig
     from counting.evaluation import GroundTruthError, load_truth, parse_all_lines, parse_occupancy
@@ -97,6 +98,8 @@ def run_accuracy(
                          "pass the truth files of one video")
 
     tracker_config = TrackerConfig(**(tracker or {}))
+    line_overrides = {name: value for name, value in (("min_distance_px", min_distance_px),
+                                                      ("min_stay_ms", min_stay_ms)) if value is not None}
     detection_conf = tracker_config.low_threshold if conf is None else conf
     reference = model_ref or settings.model.reference
     detector = load_detector(settings, reference, max_batch=batch_size)
@@ -112,7 +115,7 @@ def run_accuracy(
                 continue
             raise UsageError(f"footage {path} is missing: run `{hint}` (or pass --data-dir / --footage)")
         footages.append(_score_footage(video, path, files, detector, tracker_config, detection_conf, iou,
-                                       min_distance_px, tolerance_frames, batch_size, calibrate, parse_occupancy))
+                                       line_overrides, tolerance_frames, batch_size, calibrate, parse_occupancy))
     line_reports = [line for f in footages for line in f["lines"]]
     matched = sum(line["matched"] for line in line_reports)
     emitted = sum(line["matched"] + len(line["false_positives"]) for line in line_reports)
@@ -137,7 +140,7 @@ def run_accuracy(
     }
 
 
-def _score_footage(video, path, files, detector, tracker_config, detection_conf, iou, min_distance_px,
+def _score_footage(video, path, files, detector, tracker_config, detection_conf, iou, line_overrides,
                    tolerance_frames, batch_size, calibrate, parse_occupancy) -> dict[str, Any]:
     from camcount.offline import analyze
     from counting.config import CameraConfig, LineConfig
@@ -149,9 +152,7 @@ def _score_footage(video, path, files, detector, tracker_config, detection_conf,
     names = [t.name for _, t in truths]
     if len(set(names)) != len(names):
         raise GroundTruthError(f"{video}: line names repeat across its truth files ({names}): rename one")
-    line_configs = [LineConfig(name=t.name, start=t.start, end=t.end,
-                               **({} if min_distance_px is None else {"min_distance_px": min_distance_px}))
-                    for _, t in truths]
+    line_configs = [LineConfig(name=t.name, start=t.start, end=t.end, **line_overrides) for _, t in truths]
     config = CameraConfig(camera_id="accuracy", lines=line_configs, tracker=tracker_config)
     occupancy = [row for truth_path, document, _ in files for row in parse_occupancy(document, str(truth_path))]
     per_frame = io.StringIO() if occupancy else None
@@ -165,7 +166,7 @@ def _score_footage(video, path, files, detector, tracker_config, detection_conf,
         logger.info("%s line %s: precision %.3f recall %.3f", video, truth.name, accuracy.precision, accuracy.recall)
         lines.append({"truth": str(truth_path), **accuracy.as_json(),
                       "start": list(line_config.start), "end": list(line_config.end),
-                      "min_distance_px": line_config.min_distance_px,
+                      "min_distance_px": line_config.min_distance_px, "min_stay_ms": line_config.min_stay_ms,
                       "min_anchor_confidence": line_config.min_anchor_confidence})
     report: dict[str, Any] = {"video": video, "footage": str(path), "frames": result.frames,
                               "seconds": round(seconds, 1), "fps": round(result.frames / max(seconds, 1e-9), 1),

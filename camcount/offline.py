@@ -91,6 +91,7 @@ def analyze(
     conf: float | None = None,
     iou: float | None = None,
     calibrate: bool = True,
+    flush_at_end: bool = True,
 ) -> Analysis:
     """Count a whole source. Frame i gets capture time i / fps (ms) on the source's own timeline.
 
@@ -100,7 +101,11 @@ def analyze(
 
     ``per_frame`` gets one JSON line per frame: ``tracks`` (confirmed tracks seen in the frame, per class: the
     people in view), ``zones`` (zone -> class -> occupancy, as streamed) and ``detections`` (the model's raw boxes
-    per class at the detection threshold, unconfirmed ones included)."""
+    per class at the detection threshold, unconfirmed ones included).
+
+    The source's end ends every track, so crossings still waiting for their line's ``min_stay_ms`` are counted
+    then (``CameraCounter.end_of_stream``). ``flush_at_end=False`` leaves them out, as the streaming app does
+    at the same frame (a live stream has no end): for comparing the two."""
     class_names = list(detector.manifest.class_names)
     calibration = detector.manifest.box_calibration if calibrate else None
     counter = CameraCounter(config, class_names)
@@ -134,10 +139,19 @@ def analyze(
                     "zones": counted.zones,
                     "detections": _per_class(detections.class_id, class_names),
                 }) + "\n")
-            if events is not None:
-                for c in counted.crossings:
-                    events.write(json.dumps({"frame": c.frame_seq, "line": c.line, "direction": c.direction,
-                                             "track_id": c.track_id, "class": c.class_name}) + "\n")
+            _write_events(events, counted.crossings)
         if progress is not None:
             progress(result.frames, time.monotonic() - started)
+    if flush_at_end:
+        last = counter.end_of_stream()
+        result.crossings += last
+        _write_events(events, last)
     return result
+
+
+def _write_events(events: TextIO | None, crossings: list[CrossingEvent]) -> None:
+    if events is None:
+        return
+    for c in crossings:
+        events.write(json.dumps({"frame": c.frame_seq, "line": c.line, "direction": c.direction,
+                                 "track_id": c.track_id, "class": c.class_name}) + "\n")

@@ -62,6 +62,13 @@ class LineConfig(BaseModel):
         allow_inf_nan=False,
         description="hysteresis: a crossing is confirmed once the anchor is this far past the line",
     )
+    min_stay_ms: int = Field(
+        500,
+        ge=0,
+        description="a crossing is confirmed once the anchor has also stayed on the new side this long (capture "
+        "time); coming back sooner cancels it, and a track that ends while its crossing waits counts if its last "
+        "anchor was min_distance_px past",
+    )
     min_anchor_confidence: float = Field(
         0.3,
         ge=0.0,

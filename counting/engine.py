@@ -56,7 +56,8 @@ class FrameResult:
     ``tracked`` holds the detections of the camera's classes with ``tracker_id`` (-1: not a confirmed
     track); ``crossings`` the crossings confirmed on this frame (their own ``frame_seq`` may be earlier,
     see ``counting.lines``); ``zones`` maps zone name -> class name -> tracked anchors inside now;
-    ``zone_events`` the entries and exits of this frame, including exits of tracks dropped this frame.
+    ``zone_events`` the entries and exits of this frame, including exits of tracks dropped this frame (and
+    ``crossings`` likewise the pending crossings of tracks dropped this frame).
     """
 
     frame_seq: int
@@ -168,7 +169,7 @@ class CameraCounter:
             counter.introduce(first.tracker_id[line_rows], first_anchors[anchor][line_rows])
             crossings += counter.update(frame_seq, capture_ts_ms,
                                         *select(anchor, class_mask, counter.line.min_anchor_confidence))
-            counter.retain(alive)
+            crossings += counter.retain(alive)
         occupancy: dict[str, dict[str, int]] = {}
         zone_events: list[ZoneEvent] = []
         for name, zone_counter in self.zones.items():
@@ -177,6 +178,15 @@ class CameraCounter:
             zone_events += zone_frame.events
             zone_events += zone_counter.retain(alive)
         return FrameResult(frame_seq, capture_ts_ms, tracked, crossings, occupancy, zone_events)
+
+    def end_of_stream(self) -> list[CrossingEvent]:
+        """The source has ended, so every track has: the crossings still waiting for ``min_stay_ms``, as
+        ``LineCounter.retain`` reports them for a dropped track. The lines forget every track; zones are left
+        as they are. A live stream has no end: the streaming app never calls this."""
+        crossings: list[CrossingEvent] = []
+        for counter in self.lines.values():
+            crossings += counter.retain(np.zeros(0, np.int64))
+        return crossings
 
     def to_state(self) -> dict[str, Any]:
         """Plain-JSON snapshot of the whole camera; ``from_state`` continues from it identically."""
@@ -201,7 +211,7 @@ class CameraCounter:
         taken with to ``class_names`` (a model version may list its classes in another order), so a track
         keeps its class across a model swap. A snapshot without its class list (written before lists were
         saved) is taken to use ``class_names``. A tracked class missing from ``class_names`` raises a state
-        error (TrackerStateError or ZoneStateError)."""
+        error (TrackerStateError, LineStateError or ZoneStateError)."""
         if state.get("version") != _STATE_VERSION:
             raise CameraStateError(
                 f"camera state version {state.get('version')!r} is not {_STATE_VERSION}: discard the snapshot"
@@ -231,6 +241,7 @@ class CameraCounter:
                 logger.warning("camera %s: %s %r has no saved state; starting it empty", config.camera_id, kind, name)
         for name in set(counter.lines) & set(state["lines"]):
             counter.lines[name] = LineCounter.from_state(state["lines"][name], counter.lines[name].line, class_names)
+            counter.lines[name].renumber_classes(new_ids)
         for name in set(counter.zones) & set(state["zones"]):
             zone = counter.zones[name].zone
             counter.zones[name] = ZoneCounter.from_state(

@@ -9,11 +9,15 @@ Rules (product facts first):
   the track was not seen) touches the counting *segment*; touching includes the segment's end points.
   So one-frame jumps over the line count, lines ending at the frame edge count, and frame gaps do not
   matter. A side flip whose path passes beyond the segment's ends is no crossing.
-* Hysteresis (``min_distance_px`` > 0): a crossing is *pending* until the anchor is at least that far
-  past the line (perpendicular distance, on the new side); flipping back while pending cancels it, so
-  an anchor jittering on the line never counts. A confirmed crossing is reported with the frame and
-  capture time of the first frame of the anchor's latest arrival on the new side, not the frame
-  of confirmation: the event time is when the person crossed, independent of the hysteresis band.
+* Hysteresis (``min_distance_px`` > 0) and minimum stay (``min_stay_ms`` > 0): a crossing is *pending*
+  until the anchor is at least ``min_distance_px`` past the line (perpendicular distance, on the new side)
+  on a frame captured at least ``min_stay_ms`` after its arrival there; flipping back while pending
+  cancels it, so an anchor jittering on the line, or a person standing on it while the detector's box
+  wavers by more than the band, never counts. A track that ends (``retain``) while pending counts if its
+  last anchor was ``min_distance_px`` past: a person who crosses and leaves the picture (or is hidden)
+  within ``min_stay_ms`` is not lost. A confirmed crossing is reported with the frame and capture time of
+  the first frame of the anchor's latest arrival on the new side, not the frame of confirmation: the event
+  time is when the person crossed, independent of the hysteresis band and the stay.
 * A track counts at most once per direction until it is counted crossing back: ``in`` after ``in``
   (e.g. after walking around the end of the line) is not counted again.
 * A track is never counted on the frame it is first seen (it has no previous side). A tracker issues
@@ -31,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from counting.config import LineConfig
-from counting.snapshot import restore_arrays
+from counting.snapshot import renumber_classes, restore_arrays
 from foundation.errors import CamcountError
 
 logger = logging.getLogger(__name__)
@@ -97,6 +101,7 @@ class LineCounter:
         self._pending_frame = np.zeros(0, np.int64)
         self._pending_ts = np.zeros(0, np.int64)
         self._last_counted = np.zeros(0, np.int8)
+        self._class_id = np.zeros(0, np.int64)  # class of the latest box, -1 before any
 
     def update(
         self,
@@ -132,20 +137,11 @@ class LineCounter:
         self._pending_frame[rows[starts]] = frame_seq
         self._pending_ts[rows[starts]] = capture_ts_ms
 
-        confirmed = (pending != 0) & (side == pending) & (np.abs(offset) >= self.line.min_distance_px * self._length)
+        stayed = capture_ts_ms - self._pending_ts[rows] >= self.line.min_stay_ms
+        confirmed = (pending != 0) & (side == pending) & self._far_enough(offset) & stayed
         counted = confirmed & (self._last_counted[rows] != pending)
-        events = [
-            CrossingEvent(
-                frame_seq=int(self._pending_frame[row]),
-                capture_ts_ms=int(self._pending_ts[row]),
-                line=self.line.name,
-                direction="in" if pending[i] == _IN else "out",
-                track_id=int(self._ids[row]),
-                class_id=int(class_id[i]),
-                class_name=self._class_names[int(class_id[i])],
-            )
-            for i, row in zip(np.flatnonzero(counted), rows[counted])
-        ]
+        self._class_id[rows] = class_id
+        events = self._events(rows[counted], pending[counted])
         self._last_counted[rows[counted]] = pending[counted]
         pending[confirmed] = 0
 
@@ -156,6 +152,24 @@ class LineCounter:
         if events:
             logger.debug("line %s: %d crossings at frame %d", self.line.name, len(events), frame_seq)
         return events
+
+    def _far_enough(self, offset: np.ndarray) -> np.ndarray:
+        """Whether each anchor with ``offset`` (cross product with the line vector) is past the hysteresis band."""
+        return np.abs(offset) >= self.line.min_distance_px * self._length
+
+    def _events(self, rows: np.ndarray, directions: np.ndarray) -> list[CrossingEvent]:
+        return [
+            CrossingEvent(
+                frame_seq=int(self._pending_frame[row]),
+                capture_ts_ms=int(self._pending_ts[row]),
+                line=self.line.name,
+                direction="in" if direction == _IN else "out",
+                track_id=int(self._ids[row]),
+                class_id=int(self._class_id[row]),
+                class_name=self._class_names[int(self._class_id[row])],
+            )
+            for row, direction in zip(rows, directions)
+        ]
 
     def introduce(self, tracker_id: np.ndarray, anchors: np.ndarray) -> None:
         """Start tracking ids not seen before at earlier ``anchors`` ((N, 2), e.g. where each track was first
@@ -184,14 +198,30 @@ class LineCounter:
         self._pending_frame = np.concatenate([self._pending_frame, np.zeros(n, np.int64)])[order]
         self._pending_ts = np.concatenate([self._pending_ts, np.zeros(n, np.int64)])[order]
         self._last_counted = np.concatenate([self._last_counted, np.zeros(n, np.int8)])[order]
+        self._class_id = np.concatenate([self._class_id, np.full(n, -1, np.int64)])[order]
 
-    def retain(self, alive_ids: np.ndarray) -> None:
-        """Forget every track not in ``alive_ids`` (the tracker dropped it)."""
+    def retain(self, alive_ids: np.ndarray) -> list[CrossingEvent]:
+        """Forget every track not in ``alive_ids`` (the tracker dropped it). Returns the crossings of those
+        tracks that were pending only for ``min_stay_ms`` (last anchor past ``min_distance_px``, not yet counted)."""
         keep = np.isin(self._ids, alive_ids)
         if keep.all():
-            return
+            return []
+        gone = np.flatnonzero(~keep)
+        offset = _cross(self._direction, self._prev[gone] - self._start)
+        due = ((self._pending[gone] != 0) & (np.sign(offset) == self._pending[gone]) & self._far_enough(offset)
+               & (self._last_counted[gone] != self._pending[gone]) & (self._class_id[gone] >= 0))
+        events = self._events(gone[due], self._pending[gone[due]])
         for name in _STATE_ARRAYS:
             setattr(self, name, getattr(self, name)[keep])
+        return events
+
+    def renumber_classes(self, new_ids: np.ndarray) -> None:
+        """Follow a change of the model's class list: a track of class id ``c`` becomes class ``new_ids[c]``.
+
+        Raises LineStateError if a track's class is not in the new list (``new_ids[c] == -1``)."""
+        seen = self._class_id >= 0
+        self._class_id[seen] = renumber_classes(self._class_id[seen], new_ids, LineStateError,
+                                                f"line {self.line.name!r}")
 
     def to_state(self) -> dict[str, Any]:
         return {"line": self.line.name, **{name.lstrip("_"): getattr(self, name).tolist() for name in _STATE_ARRAYS}}
@@ -201,6 +231,8 @@ class LineCounter:
         counter = cls(line, class_names)
         if state.get("line") != line.name:
             raise LineStateError(f"state is for line {state.get('line')!r}, not {line.name!r}: discard the snapshot")
+        if "class_id" not in state:  # a snapshot taken before lines kept classes: learnt at each track's next box
+            state = {**state, "class_id": [-1] * len(state.get("ids", []))}
         restore_arrays(counter, state, _STATE_ARRAYS, LineStateError, f"line {line.name!r}")
         return counter
 
@@ -214,4 +246,5 @@ _STATE_ARRAYS: dict[str, tuple[type, tuple[int, ...]]] = {
     "_pending_frame": (np.int64, (-1,)),
     "_pending_ts": (np.int64, (-1,)),
     "_last_counted": (np.int8, (-1,)),
+    "_class_id": (np.int64, (-1,)),
 }

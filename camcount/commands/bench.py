@@ -10,7 +10,7 @@ from typing import Any
 from camcount.accuracy import DEFAULT_TOLERANCE_FRAMES, comparison_rows, run_accuracy
 from camcount.agreement import DEFAULT_LINES as DEFAULT_AGREEMENT_LINES
 from camcount.agreement import run_agreement
-from camcount.commands.argtypes import positive_float, positive_int
+from camcount.commands.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 from foundation.settings import Settings
 from producers.sources import sample_frames
 
@@ -166,7 +166,9 @@ def add_accuracy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iou", type=float, help="NMS IoU threshold (default: the model manifest's)")
     parser.add_argument("--tracker", type=_tracker_override, action="append", default=[], metavar="KEY=VALUE",
                         help="TrackerConfig override, repeatable, e.g. --tracker max_gap_frames=40")
-    parser.add_argument("--min-distance-px", type=float, help="line hysteresis override")
+    parser.add_argument("--min-distance-px", type=non_negative_float, help="line hysteresis override")
+    parser.add_argument("--min-stay-ms", type=non_negative_int,
+                        help="line minimum stay override (0: confirm on the hysteresis band alone)")
     parser.add_argument("--tolerance-frames", type=int, default=DEFAULT_TOLERANCE_FRAMES,
                         help="an emitted crossing matches a label of the same direction within this many frames")
     parser.add_argument("--batch", type=int, default=8, help="frames per model execution")
@@ -183,6 +185,7 @@ def cmd_accuracy(settings: Settings, args: argparse.Namespace) -> int:
             lines=args.line or None,
             tracker=dict(args.tracker),
             min_distance_px=args.min_distance_px,
+            min_stay_ms=args.min_stay_ms,
             conf=args.conf,
             iou=args.iou,
             tolerance_frames=args.tolerance_frames,

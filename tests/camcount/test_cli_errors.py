@@ -64,6 +64,8 @@ def test_an_invalid_camera_id_is_refused_before_anything_starts(camera_id):
     (("ab", "guard", "--interval", "0"), "argument --interval: '0' must be greater than 0"),
     (("ab", "guard", "--interval", "-1"), "argument --interval: '-1' must be greater than 0"),
     (("--log-level", "bogus", "models", "list"), "argument --log-level: 'bogus' is not a log level"),
+    (("bench", "accuracy", "--min-stay-ms", "-5"), "argument --min-stay-ms: -5 must not be negative"),
+    (("bench", "accuracy", "--min-distance-px", "-1"), "argument --min-distance-px: '-1' must not be negative"),
 ])
 def test_an_out_of_range_option_is_refused_naming_it(args, message):
     result = _camcount(*args)

@@ -15,7 +15,7 @@ CLASSES = ["person", "bicycle", "car"]
 def camera(**overrides) -> CameraCounter:
     config = CameraConfig(
         camera_id="cam-1",
-        lines=[LineConfig(name="L1", start=(384, 0), end=(384, 576))],
+        lines=[LineConfig(name="L1", start=(384, 0), end=(384, 576), min_stay_ms=0)],  # stay: see the end
         zones=[ZoneConfig(name="Z", polygon=[(0, 0), (384, 0), (384, 576), (0, 576)])],
         **overrides,
     )
@@ -145,7 +145,7 @@ def _walk_down(calibration=None):
     counter = CameraCounter(CameraConfig(camera_id="cam-1", lines=[LineConfig(name="H", start=(0, 300),
                                                                                 end=(768, 300))]), CLASSES)
     return [counter.update(i, i * 40, _knee_boxes((400, 200 + 4 * i)), calibration,
-                           None if calibration is None else (768, 576)) for i in range(40)]
+                           None if calibration is None else (768, 576)) for i in range(60)]
 
 
 def test_a_calibration_moves_the_anchor_to_the_feet_and_the_crossing_to_when_the_feet_cross():
@@ -188,7 +188,7 @@ def test_a_weak_box_past_the_line_does_not_move_the_anchor_across_it():
 
 
 def test_with_min_anchor_confidence_zero_every_tracked_box_moves_the_anchor():
-    results = _standing_with_weak_boxes_across_the_line(min_anchor_confidence=0.0)
+    results = _standing_with_weak_boxes_across_the_line(min_anchor_confidence=0.0, min_stay_ms=0)
     assert crossings(results) == [(1, "out", 10, "person"), (1, "in", 13, "person")]
 
 
@@ -196,3 +196,25 @@ def test_a_crossing_seen_only_in_weak_boxes_counts_on_the_first_confident_frame_
     # x = 300 + 5i crosses 384 at i=17; frames 15-19 (x 375..395) only have weak boxes
     frames = {i: _person_at(300 + 5 * i, 0.2 if 15 <= i <= 19 else 0.9) for i in range(30)}
     assert crossings(run(camera(), frames)) == [(1, "out", 20, "person")]
+
+
+# --- minimum stay (the lines above use none) ---------------------------------------------------------------------
+def _walk_over_l1_and_out_of_view(stay_ms: int, last_frame: int) -> tuple[CameraCounter, list]:
+    """x = 300 + 5i crosses L1 (x=384) at i=17; the person is last seen at ``last_frame``."""
+    counter = CameraCounter(CameraConfig(camera_id="cam-1", lines=[LineConfig(name="L1", start=(384, 0), end=(384, 576),
+                                                                               min_stay_ms=stay_ms)]), CLASSES)
+    frames = {i: people((300 + 5 * i, 400)) if i <= last_frame else Detections.empty() for i in range(last_frame + 60)}
+    return counter, run(counter, frames)
+
+
+def test_a_person_who_crosses_and_leaves_before_the_stay_is_over_counts_when_the_track_is_dropped():
+    counter, results = _walk_over_l1_and_out_of_view(stay_ms=2000, last_frame=22)  # 200 ms past the line
+    assert crossings(results) == [(1, "out", 17, "person")]
+    assert counter.tracker.alive_ids().size == 0
+
+
+def test_the_end_of_a_source_counts_the_crossings_still_waiting_for_their_stay():
+    counter = CameraCounter(CameraConfig(camera_id="cam-1", lines=[LineConfig(name="L1", start=(384, 0), end=(384, 576),
+                                                                               min_stay_ms=2000)]), CLASSES)
+    assert crossings(run(counter, {i: people((300 + 5 * i, 400)) for i in range(25)})) == []
+    assert [(c.track_id, c.direction, c.frame_seq) for c in counter.end_of_stream()] == [(1, "out", 17)]

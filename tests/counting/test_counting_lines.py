@@ -10,8 +10,10 @@ from counting.lines import LineCounter, segments_touch
 Track = dict[int, tuple[float, float]]  # track id -> anchor of one frame
 
 
-def counter(start=(100, 0), end=(100, 200), min_distance_px=0.0) -> LineCounter:
-    return LineCounter(LineConfig(name="L", start=start, end=end, min_distance_px=min_distance_px), ["person"])
+def counter(start=(100, 0), end=(100, 200), min_distance_px=0.0, min_stay_ms=0) -> LineCounter:
+    """A line with no hysteresis band and no minimum stay unless a test asks for them: each rule on its own."""
+    return LineCounter(LineConfig(name="L", start=start, end=end, min_distance_px=min_distance_px,
+                                  min_stay_ms=min_stay_ms), ["person"])
 
 
 def feed(line: LineCounter, frames: list[Track], first_seq: int = 0) -> list[tuple[int, int, str]]:
@@ -138,6 +140,46 @@ def test_restored_line_counter_continues_a_pending_crossing_identically():
     assert feed(original, frames[:5]) == []  # frame 4 (x=97) starts a crossing still pending at the snapshot
     restored = LineCounter.from_state(json.loads(json.dumps(original.to_state())), original.line, ["person"])
     assert feed(restored, frames[5:], first_seq=5) == [(4, 1, "in"), (7, 1, "out")]
+
+
+# --- minimum stay on the new side (min_stay_ms; 40 ms per frame here) ------------------------------------------
+def test_standing_on_the_line_while_the_box_wavers_past_the_band_never_counts():
+    wavering = [130, 108, 108, 92, 92, 92, 108, 108, 92, 92, 108, 108, 108, 92, 92]  # +-8 px, never 200 ms away
+    assert feed(counter(min_distance_px=4.0, min_stay_ms=200), walk(1, wavering)) == []
+
+
+def test_a_crossing_is_confirmed_once_the_anchor_stayed_and_is_dated_at_its_first_frame_on_the_new_side():
+    line, confirmed_on = counter(min_distance_px=4.0, min_stay_ms=200), []
+    for seq, x in enumerate([120, 110, 90, 80, 70, 60, 50, 40, 30]):  # arrives at frame 2 (80 ms)
+        for event in line.update(seq, seq * 40, np.array([1]), np.array([[x, 100.0]]), np.zeros(1, np.int32)):
+            confirmed_on.append((seq, event.frame_seq, event.direction))
+    assert confirmed_on == [(7, 2, "in")]  # 280 ms >= 80 + 200
+
+
+def test_coming_back_before_the_stay_is_over_cancels_the_crossing_both_ways():
+    assert feed(counter(min_distance_px=4.0, min_stay_ms=200), walk(1, [120, 90, 90, 110, 120, 130, 140, 150])) == []
+
+
+def test_a_track_dropped_while_its_crossing_waits_counts_it_when_it_was_past_the_band():
+    line = counter(min_distance_px=4.0, min_stay_ms=200)
+    assert feed(line, walk(1, [120, 110, 90, 85])) == []
+    dropped = line.retain(np.array([], np.int64))
+    assert [(e.frame_seq, e.track_id, e.direction, e.class_name) for e in dropped] == [(2, 1, "in", "person")]
+
+
+def test_a_track_dropped_inside_the_band_while_its_crossing_waits_counts_nothing():
+    line = counter(min_distance_px=4.0, min_stay_ms=200)
+    feed(line, walk(1, [120, 110, 98]))
+    assert line.retain(np.array([], np.int64)) == []
+
+
+def test_a_snapshot_taken_before_lines_kept_classes_restores_and_learns_the_class_at_the_next_box():
+    original = counter(min_distance_px=4.0, min_stay_ms=200)
+    feed(original, walk(1, [120, 90]))
+    state = original.to_state()
+    del state["class_id"]
+    restored = LineCounter.from_state(state, original.line, ["person"])
+    assert feed(restored, walk(1, [85, 80, 75, 70, 65]), first_seq=2) == [(1, 1, "in")]
 
 
 def test_segments_touch_includes_end_points_and_excludes_parallel_misses():

@@ -40,7 +40,7 @@ def _offline_crossings(settings, camera_id: str) -> Counter:
                              max_batch=settings.inference.max_batch)
     config = load_camera_configs(REPO / settings.counting.cameras).for_camera(camera_id)
     result = analyze(_FirstFrames(str(footage_path()), FRAMES), config, detector,
-                     batch_size=settings.inference.max_batch)
+                     batch_size=settings.inference.max_batch, flush_at_end=False)
     return Counter((c.line, c.direction, c.class_name) for c in result.crossings)
 
 
