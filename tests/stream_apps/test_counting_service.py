@@ -12,8 +12,10 @@ from counting.config import parse_camera_configs
 from stream_apps.counting_app import CountedFrame, CountingService, Publish
 
 CLASSES = ["person"]
-CONFIG = parse_camera_configs({"defaults": {"lines": [{"name": "L", "start": [100, 0], "end": [100, 200]}],
-                                            "tracker": {"min_hits": 1}}})
+# min_stay_ms 0: a walk counts on the frame it crosses (the counting rules themselves are tests/counting's)
+LINE_L = {"name": "L", "start": [100, 0], "end": [100, 200], "min_stay_ms": 0}
+LINE_H = {"name": "H", "start": [0, 190], "end": [200, 190], "min_stay_ms": 0}
+CONFIG = parse_camera_configs({"defaults": {"lines": [LINE_L], "tracker": {"min_hits": 1}}})
 
 
 def _record(seq: int, x: float, class_names: list[str] = CLASSES, class_id: int = 0) -> dict:
@@ -93,7 +95,7 @@ def test_a_frame_whose_outputs_were_not_delivered_is_counted_again_when_redelive
 
 def test_a_hot_swap_to_a_model_listing_its_classes_in_another_order_keeps_a_car_a_car():
     config = parse_camera_configs({"defaults": {"classes": ["person", "car"], "tracker": {"min_hits": 1},
-                                                "lines": [{"name": "L", "start": [100, 0], "end": [100, 200]}]}})
+                                                "lines": [LINE_L]}})
     service = CountingService(config, 60, {})
     old, new = ["person", "car"], ["car", "person"]
     crossings = []
@@ -105,7 +107,7 @@ def test_a_hot_swap_to_a_model_listing_its_classes_in_another_order_keeps_a_car_
 
 
 def test_every_window_and_zone_row_names_the_frame_whose_counting_produced_it():
-    config = parse_camera_configs({"defaults": {"lines": [{"name": "L", "start": [100, 0], "end": [100, 200]}],
+    config = parse_camera_configs({"defaults": {"lines": [LINE_L],
                                                 "zones": [{"name": "all", "polygon": [[0, 0], [200, 0], [200, 200],
                                                                                       [0, 200]]}],
                                                 "tracker": {"min_hits": 1}}})
@@ -123,7 +125,7 @@ def test_each_records_model_calibration_moves_the_anchor_as_offline_does():
 
     # a horizontal line at y=190; the box is 100 px tall in a 200x200 frame and scaled x1.5 about its centre for
     # counting, so its calibrated bottom is 25 px below the model's
-    config = parse_camera_configs({"defaults": {"lines": [{"name": "H", "start": [0, 190], "end": [200, 190]}],
+    config = parse_camera_configs({"defaults": {"lines": [LINE_H],
                                                 "tracker": {"min_hits": 1}}})
     asked = []
 
@@ -149,7 +151,7 @@ def test_each_records_model_calibration_moves_the_anchor_as_offline_does():
 
 
 def test_a_calibration_carried_by_the_record_is_used_without_asking_the_registry():
-    config = parse_camera_configs({"defaults": {"lines": [{"name": "H", "start": [0, 190], "end": [200, 190]}],
+    config = parse_camera_configs({"defaults": {"lines": [LINE_H],
                                                 "tracker": {"min_hits": 1}}})
 
     def registry_away(name: str, version: str):
