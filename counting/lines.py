@@ -201,8 +201,9 @@ class LineCounter:
         self._class_id = np.concatenate([self._class_id, np.full(n, -1, np.int64)])[order]
 
     def retain(self, alive_ids: np.ndarray) -> list[CrossingEvent]:
-        """Forget every track not in ``alive_ids`` (the tracker dropped it). Returns the crossings of those
-        tracks that were pending only for ``min_stay_ms`` (last anchor past ``min_distance_px``, not yet counted)."""
+        """Forget every track not in ``alive_ids`` (the tracker dropped it). Returns the crossings those tracks
+        had waiting for nothing but ``min_stay_ms``: last anchor ``min_distance_px`` past, direction not yet counted.
+        A track restored from a snapshot without classes and not seen since has no class and is left out."""
         keep = np.isin(self._ids, alive_ids)
         if keep.all():
             return []

@@ -182,6 +182,15 @@ def test_a_snapshot_taken_before_lines_kept_classes_restores_and_learns_the_clas
     assert feed(restored, walk(1, [85, 80, 75, 70, 65]), first_seq=2) == [(1, 1, "in")]
 
 
+def test_a_waiting_crossing_keeps_its_class_across_a_model_listing_classes_in_another_order():
+    line = LineCounter(LineConfig(name="L", start=(100, 0), end=(100, 200), min_stay_ms=200), ["person", "car"])
+    line.update(0, 0, np.array([1]), np.array([[120.0, 100.0]]), np.array([1]))
+    line.update(1, 40, np.array([1]), np.array([[80.0, 100.0]]), np.array([1]))  # a car, waiting
+    swapped = LineCounter.from_state(line.to_state(), line.line, ["car", "person"])  # the new model's order
+    swapped.renumber_classes(np.array([1, 0]))
+    assert [(e.class_id, e.class_name) for e in swapped.retain(np.array([], np.int64))] == [(0, "car")]
+
+
 def test_segments_touch_includes_end_points_and_excludes_parallel_misses():
     a, b = np.array([0.0, 0.0]), np.array([10.0, 0.0])
     p0 = np.array([[10.0, -1.0], [11.0, -1.0], [0.0, 1.0], [5.0, 0.0]])
