@@ -215,6 +215,10 @@ def _print_accuracy(report: dict[str, Any]) -> None:
     print(f"model {report['model']} at {width}x{height}, conf {report['detection']['conf']}, "
           f"nms {report['detection']['iou']}, {calibration}; events match within "
           f"+-{report['tolerance_frames']} frames")
+    scored = [line for footage in report["footages"] for line in footage["lines"]]
+    if scored:  # every line is scored with the same settings
+        print(f"lines: hysteresis {scored[0]['min_distance_px']} px, minimum stay {scored[0]['min_stay_ms']} ms, "
+              f"anchor confidence >= {scored[0]['min_anchor_confidence']}")
     for footage in report["footages"]:
         print(f"{footage['footage']}: {footage['frames']} frames in {footage['seconds']} s ({footage['fps']} fps)")
         print(f"  {'line':<8} {'in (counted/labelled, error)':<30} {'out (counted/labelled, error)':<30} "

@@ -138,3 +138,17 @@ def test_bench_accuracy_with_two_models_prints_both_reports_and_the_comparison(s
     assert "side by side, the same truth and settings:" in as_text.stdout
     assert "V (clip, labelled 0/1)" in as_text.stdout
 
+
+
+def test_bench_accuracy_states_the_line_settings_it_scored_with_and_takes_overrides(settings, tmp_path, data_dir):
+    args = ("bench", "accuracy", "--truth", str(vertical(tmp_path)), "--data-dir", str(data_dir), "--batch", "4",
+            "--model", MODEL)
+    env = {"CAMCOUNT_HOME": str(settings.home)}
+
+    default = run_camcount(*args, env=env)
+    overridden = run_camcount(*args, "--min-stay-ms", "0", "--min-distance-px", "2", env=env)
+
+    assert default.returncode == 0, default.stderr
+    assert "lines: hysteresis 4.0 px, minimum stay 500 ms, anchor confidence >= 0.3" in default.stdout
+    assert overridden.returncode == 0, overridden.stderr
+    assert "lines: hysteresis 2.0 px, minimum stay 0 ms" in overridden.stdout
