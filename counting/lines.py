@@ -16,8 +16,10 @@ Rules (product facts first):
   wavers by more than the band, never counts. A track that ends (``retain``) while pending counts if its
   last anchor was ``min_distance_px`` past: a person who crosses and leaves the picture (or is hidden)
   within ``min_stay_ms`` is not lost. A confirmed crossing is reported with the frame and capture time of
-  the first frame of the anchor's latest arrival on the new side, not the frame of confirmation: the event
-  time is when the person crossed, independent of the hysteresis band and the stay.
+  the anchor's first arrival on the new side, not the frame of confirmation: the event time is when the
+  person crossed, independent of the hysteresis band and the stay. A flip back that never settles on the
+  old side (never ``min_distance_px`` past it, back over the line within ``min_stay_ms``) is the box
+  wavering, not a return: the crossing it withdrew keeps its first arrival when the track comes over again.
 * A track counts at most once per direction until it is counted crossing back: ``in`` after ``in``
   (e.g. after walking around the end of the line) is not counted again.
 * A track is never counted on the frame it is first seen (it has no previous side). A tracker issues
@@ -98,8 +100,12 @@ class LineCounter:
         self._side = np.zeros(0, np.int8)
         self._touched = np.zeros(0, bool)  # path since the last off-line frame touched the segment
         self._pending = np.zeros(0, np.int8)  # direction awaiting hysteresis, 0 if none
-        self._pending_frame = np.zeros(0, np.int64)
+        self._pending_frame = np.zeros(0, np.int64)  # first arrival on the pending side
         self._pending_ts = np.zeros(0, np.int64)
+        self._arrived_ts = np.zeros(0, np.int64)  # latest crossing of the line either way, for the stay
+        self._withdrawn = np.zeros(0, np.int8)  # direction withdrawn by a flip back not yet settled, 0 if none
+        self._withdrawn_frame = np.zeros(0, np.int64)
+        self._withdrawn_ts = np.zeros(0, np.int64)
         self._last_counted = np.zeros(0, np.int8)
         self._class_id = np.zeros(0, np.int64)  # class of the latest box, -1 before any
 
@@ -128,17 +134,28 @@ class LineCounter:
         touched = self._touched[rows] | segments_touch(self._prev[rows], p, self._start, self._end)
         flipped = (side != 0) & (old_side != 0) & (side != old_side)
         crossed = flipped & touched
-        pending = self._pending[rows]
-        back_while_pending = crossed & (pending == -side)
-        pending = np.where(flipped & ~crossed, 0, pending)  # side changed around the segment's end
-        pending = np.where(back_while_pending, 0, pending)
-        starts = crossed & ~back_while_pending
+        far = self._far_enough(offset)
+        arrived = np.where(crossed, capture_ts_ms, self._arrived_ts[rows])
+        stayed = capture_ts_ms - arrived >= self.line.min_stay_ms
+        pending, withdrawn = self._pending[rows], self._withdrawn[rows]
+        # 1. Back over the line before the crossing was confirmed: withdraw it, keeping its first arrival.
+        back = crossed & (pending == -side)
+        withdrawn = np.where(back, pending, withdrawn)
+        self._withdrawn_frame[rows[back]] = self._pending_frame[rows[back]]
+        self._withdrawn_ts[rows[back]] = self._pending_ts[rows[back]]
+        # 2. Settled back on the old side, or went round the segment's end: the withdrawn crossing is over.
+        settled = (withdrawn == -side) & (far | stayed)
+        withdrawn = np.where(settled | (flipped & ~crossed), 0, withdrawn)
+        pending = np.where((flipped & ~crossed) | back, 0, pending)
+        # 3. Over the line: a crossing starts, dated at its withdrawn first arrival when it resumes one.
+        starts = crossed & ~back
+        resumed = starts & (withdrawn == side)
         pending = np.where(starts, side, pending)
-        self._pending_frame[rows[starts]] = frame_seq
-        self._pending_ts[rows[starts]] = capture_ts_ms
+        self._pending_frame[rows[starts]] = np.where(resumed, self._withdrawn_frame[rows], frame_seq)[starts]
+        self._pending_ts[rows[starts]] = np.where(resumed, self._withdrawn_ts[rows], capture_ts_ms)[starts]
+        withdrawn = np.where(starts, 0, withdrawn)
 
-        stayed = capture_ts_ms - self._pending_ts[rows] >= self.line.min_stay_ms
-        confirmed = (pending != 0) & (side == pending) & self._far_enough(offset) & stayed
+        confirmed = (pending != 0) & (side == pending) & far & stayed
         counted = confirmed & (self._last_counted[rows] != pending)
         self._class_id[rows] = class_id
         events = self._events(rows[counted], pending[counted])
@@ -146,6 +163,8 @@ class LineCounter:
         pending[confirmed] = 0
 
         self._pending[rows] = pending
+        self._withdrawn[rows] = withdrawn
+        self._arrived_ts[rows] = arrived
         self._side[rows] = np.where(side != 0, side, old_side)
         self._touched[rows] = touched & (side == 0)
         self._prev[rows] = p
@@ -197,6 +216,10 @@ class LineCounter:
         self._pending = np.concatenate([self._pending, np.zeros(n, np.int8)])[order]
         self._pending_frame = np.concatenate([self._pending_frame, np.zeros(n, np.int64)])[order]
         self._pending_ts = np.concatenate([self._pending_ts, np.zeros(n, np.int64)])[order]
+        self._arrived_ts = np.concatenate([self._arrived_ts, np.zeros(n, np.int64)])[order]
+        self._withdrawn = np.concatenate([self._withdrawn, np.zeros(n, np.int8)])[order]
+        self._withdrawn_frame = np.concatenate([self._withdrawn_frame, np.zeros(n, np.int64)])[order]
+        self._withdrawn_ts = np.concatenate([self._withdrawn_ts, np.zeros(n, np.int64)])[order]
         self._last_counted = np.concatenate([self._last_counted, np.zeros(n, np.int8)])[order]
         self._class_id = np.concatenate([self._class_id, np.full(n, -1, np.int64)])[order]
 
@@ -234,6 +257,10 @@ class LineCounter:
             raise LineStateError(f"state is for line {state.get('line')!r}, not {line.name!r}: discard the snapshot")
         if "class_id" not in state:  # a snapshot taken before lines kept classes: learnt at each track's next box
             state = {**state, "class_id": [-1] * len(state.get("ids", []))}
+        if "arrived_ts" not in state:  # taken before withdrawn crossings were remembered: a pending one arrived
+            tracks = len(state.get("ids", []))  # when it started, and nothing is withdrawn
+            state = {**state, "arrived_ts": state.get("pending_ts", []), "withdrawn": [0] * tracks,
+                     "withdrawn_frame": [0] * tracks, "withdrawn_ts": [0] * tracks}
         restore_arrays(counter, state, _STATE_ARRAYS, LineStateError, f"line {line.name!r}")
         return counter
 
@@ -246,6 +273,10 @@ _STATE_ARRAYS: dict[str, tuple[type, tuple[int, ...]]] = {
     "_pending": (np.int8, (-1,)),
     "_pending_frame": (np.int64, (-1,)),
     "_pending_ts": (np.int64, (-1,)),
+    "_arrived_ts": (np.int64, (-1,)),
+    "_withdrawn": (np.int8, (-1,)),
+    "_withdrawn_frame": (np.int64, (-1,)),
+    "_withdrawn_ts": (np.int64, (-1,)),
     "_last_counted": (np.int8, (-1,)),
     "_class_id": (np.int64, (-1,)),
 }

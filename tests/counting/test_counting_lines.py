@@ -160,6 +160,33 @@ def test_coming_back_before_the_stay_is_over_cancels_the_crossing_both_ways():
     assert feed(counter(min_distance_px=4.0, min_stay_ms=200), walk(1, [120, 90, 90, 110, 120, 130, 140, 150])) == []
 
 
+def test_a_flip_back_that_never_settles_keeps_the_crossing_dated_at_its_first_arrival():
+    # frame 2 wavers back inside the band (3 px) for one frame; the person crossed at frame 1
+    xs = [120, 90, 103, 90, 80, 70, 60, 50, 40, 30]
+    assert feed(counter(min_distance_px=4.0, min_stay_ms=200), walk(1, xs)) == [(1, 1, "in")]
+
+
+def test_a_flip_back_that_stays_its_time_on_the_old_side_dates_the_next_crossing_anew():
+    xs = [120, 90] + [103] * 6 + [90, 80, 70, 60, 50, 40, 30]  # back 240 ms >= 200, over again at frame 8
+    assert feed(counter(min_distance_px=4.0, min_stay_ms=200), walk(1, xs)) == [(8, 1, "in")]
+
+
+def test_a_flip_back_past_the_band_dates_the_next_crossing_anew():
+    xs = [120, 90, 110, 90, 80, 70, 60, 50, 40, 30]  # frame 2 is 10 px back on the old side
+    assert feed(counter(min_distance_px=4.0, min_stay_ms=200), walk(1, xs)) == [(3, 1, "in")]
+
+
+def test_a_snapshot_taken_before_withdrawn_crossings_were_kept_continues_a_waiting_crossing():
+    frames = walk(1, [120, 90, 85, 80, 75, 70, 65, 60])
+    original = counter(min_distance_px=4.0, min_stay_ms=200)
+    feed(original, frames[:3])
+    state = original.to_state()
+    for name in ("arrived_ts", "withdrawn", "withdrawn_frame", "withdrawn_ts"):
+        del state[name]
+    restored = LineCounter.from_state(state, original.line, ["person"])
+    assert feed(restored, frames[3:], first_seq=3) == feed(original, frames[3:], first_seq=3) == [(1, 1, "in")]
+
+
 def test_a_track_dropped_while_its_crossing_waits_counts_it_when_it_was_past_the_band():
     line = counter(min_distance_px=4.0, min_stay_ms=200)
     assert feed(line, walk(1, [120, 110, 90, 85])) == []
