@@ -14,7 +14,7 @@
 # (Ubuntu 24.04 does; python3-venv is installed here when missing).
 #
 # The build needs network access to PyPI (dependencies) and to the Darknet release
-# (`camcount models import-darknet --default` bakes the default YOLOv3-tiny model into the image).
+# (`camcount models import-darknet --default` bakes the default YOLOv4-tiny model into the image).
 
 ARG BASE_IMAGE=python:3.11-slim
 

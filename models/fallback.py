@@ -63,7 +63,7 @@ class Served:
 
 
 class FallbackChain:
-    """Serves the primary reference (e.g. ``yolov3-tiny@production``), with fallbacks behind it.
+    """Serves the primary reference (e.g. ``yolov4-tiny@production``), with fallbacks behind it.
 
     Invariants:
     1. The primary serves while it is loaded, is the version its reference names, and its inference breaker is not

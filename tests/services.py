@@ -185,7 +185,7 @@ def redis_client(stack_settings: Settings) -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def model_registry() -> str:
-    """Registry holding the real default model (YOLOv3-tiny, COCO), imported once into the repo's state dir."""
+    """Registry holding the real default model (YOLOv4-tiny, COCO), imported once into the repo's state dir."""
     from models.default_model import import_default_model
 
     settings = Settings(home=REPO / ".camcount")
@@ -195,14 +195,14 @@ def model_registry() -> str:
 
 @pytest.fixture
 def two_version_registry(model_registry: str, tmp_path: Path) -> tuple[Path, str]:
-    """``(root, production version)``: a private copy of the test registry where yolov3-tiny@9.0.0 is the
+    """``(root, production version)``: a private copy of the test registry where yolov4-tiny@9.0.0 is the
     production model's weights registered again under another version, so tests may move aliases."""
     from models.registry import ModelRegistry
 
     root = tmp_path / "registry"
     shutil.copytree(model_registry, root)
     registry = ModelRegistry(root)
-    current = registry.resolve("yolov3-tiny@production")
+    current = registry.resolve("yolov4-tiny@production")
     fields = current.manifest.model_dump(exclude={"version", "sha256", "created_at"})
     registry.register(current.path, **{**fields, "version": "9.0.0"})
     return root, current.manifest.version
@@ -282,7 +282,7 @@ def _api_registry(model_registry: str, root: Path) -> Path:
 
     shutil.copytree(model_registry, root)
     registry = ModelRegistry(root)
-    current = registry.resolve("yolov3-tiny@production")
+    current = registry.resolve("yolov4-tiny@production")
     fields = current.manifest.model_dump(exclude={"name", "version", "sha256", "created_at"})
     for version in ("1.0.0", "2.0.0"):
         registry.register(current.path, **{**fields, "name": PROMO_MODEL, "version": version})

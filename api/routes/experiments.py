@@ -29,8 +29,8 @@ NAME = Path(description="the experiment's name", examples=["int8-trial"])
 READ_ERRORS = error_responses(401, 403, 409, 422, 429, 503)
 CHANGE_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 429, 503)
 DEFINITION = ("an experiment definition, the schema of the YAML file `camcount ab start` reads (docs/ab-testing.md), "
-              'e.g. {"name": "int8-trial", "variants": [{"name": "fp32", "model": "yolov3-tiny@1.1.0"}, '
-              '{"name": "int8", "model": "yolov3-tiny@1.2.0"}]}')
+              'e.g. {"name": "int8-trial", "variants": [{"name": "fp32", "model": "yolov4-tiny@1.0.0"}, '
+              '{"name": "int8", "model": "yolov4-tiny@1.1.0"}]}')
 """In the description rather than as an OpenAPI example: fuzzers replay examples, and this one would start an
 experiment."""
 

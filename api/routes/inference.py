@@ -35,7 +35,7 @@ from models.registry import PRODUCTION, ModelReference, RegisteredModel
 router = APIRouter(tags=["inference"])
 
 MODEL_ID = Path(description="model reference: NAME (its production version), NAME@VERSION or NAME@ALIAS",
-                examples=["yolov3-tiny", "yolov3-tiny@1.1.0", "yolov3-tiny@production"])
+                examples=["yolov4-tiny", "yolov4-tiny@1.0.0", "yolov4-tiny@production"])
 
 
 class Detection(BaseModel):

@@ -25,8 +25,8 @@ from models.registry import PRODUCTION, ModelEntry
 router = APIRouter(tags=["model management"])
 
 MODEL_ID = Path(description="model reference: NAME (its production version), NAME@VERSION or NAME@ALIAS",
-                examples=["yolov3-tiny", "yolov3-tiny@1.1.0"])
-MODEL_NAME = Path(description="model name, e.g. yolov3-tiny")
+                examples=["yolov4-tiny", "yolov4-tiny@1.0.0"])
+MODEL_NAME = Path(description="model name, e.g. yolov4-tiny")
 """No ``examples``: an OpenAPI fuzzer replays documented examples, and these routes really move aliases."""
 READ_ERRORS = error_responses(401, 403, 404, 422, 429, 503)
 CHANGE_ERRORS = error_responses(401, 403, 404, 409, 422, 429, 503)

@@ -73,7 +73,7 @@ AB_FRAMES = 100
 AB_FPS = 2
 # The experiment's salt decides which cameras get which variant; this one splits the six demo cameras 3/3.
 AB_SALT = "demo-7"
-INT8_VERSION = "1.2.0"
+INT8_VERSION = "1.1.0"
 # The A/B latency guardrail, from the budget measured by `camcount bench pipeline` (docs/performance.md): ~30 ms
 # of broker hops plus queueing at this load, and a frame waits for at most a batch of the other arm and its own.
 GUARDRAIL_BASE_MS = 100.0
@@ -121,7 +121,9 @@ def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: 
         _step(6, total, "per-minute counts from ClickHouse (counts_per_minute view)")
         _print_counts(settings)
         if experiment:
-            _step(7, total, f"A/B experiment: int8 candidate yolov3-tiny@{INT8_VERSION} vs fp32 control")
+            from models.default_model import DEFAULT_MODEL
+
+            _step(7, total, f"A/B experiment: int8 candidate {DEFAULT_MODEL}@{INT8_VERSION} vs fp32 control")
             name = _run_experiment(settings, footage, logs, workers, timeout_s)
             _step(8, total, f"experiment report (camcount ab report {name})")
             _print_report(settings, name)

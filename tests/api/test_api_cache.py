@@ -31,10 +31,10 @@ def _cache_hits(api_server: ApiServer) -> float:
 
 def test_a_repeated_request_is_a_cache_hit_with_the_same_result(api_server: ApiServer,
                                                                 vtest_jpegs: list[bytes]) -> None:
-    first = _infer(api_server, "yolov3-tiny", vtest_jpegs[0] + b"\x00")  # bytes no other test sends
+    first = _infer(api_server, "yolov4-tiny", vtest_jpegs[0] + b"\x00")  # bytes no other test sends
     hits_before = _cache_hits(api_server)
 
-    second = _infer(api_server, "yolov3-tiny", vtest_jpegs[0] + b"\x00")
+    second = _infer(api_server, "yolov4-tiny", vtest_jpegs[0] + b"\x00")
 
     assert (first["cached"], second["cached"]) == (False, True)
     assert second["results"] == first["results"] and second["inferenceId"] != first["inferenceId"]
@@ -43,12 +43,12 @@ def test_a_repeated_request_is_a_cache_hit_with_the_same_result(api_server: ApiS
 
 def test_cache_entries_are_keyed_by_model_version_and_expire(api_server: ApiServer, vtest_jpegs: list[bytes],
                                                              redis_client: redis.Redis) -> None:
-    _infer(api_server, "yolov3-tiny", vtest_jpegs[1] + b"\x00\x00")
+    _infer(api_server, "yolov4-tiny", vtest_jpegs[1] + b"\x00\x00")
     prefix = api_server.settings.redis.key_prefix
 
-    keys = [k.decode() for k in redis_client.scan_iter(f"{prefix}:result:yolov3-tiny:*", count=1000)]
+    keys = [k.decode() for k in redis_client.scan_iter(f"{prefix}:result:yolov4-tiny:*", count=1000)]
 
-    assert keys and all(re.fullmatch(rf"{re.escape(prefix)}:result:yolov3-tiny:1\.1\.0:[0-9a-f]{{64}}:[0-9a-f]{{16}}",
+    assert keys and all(re.fullmatch(rf"{re.escape(prefix)}:result:yolov4-tiny:1\.0\.0:[0-9a-f]{{64}}:[0-9a-f]{{16}}",
                                      key) for key in keys)
     assert 0 < redis_client.ttl(keys[0]) <= api_server.settings.api.cache_ttl_s
 

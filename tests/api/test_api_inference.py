@@ -17,7 +17,7 @@ from tests.services import ApiServer
 
 pytestmark = pytest.mark.integration
 
-MODEL = "yolov3-tiny"
+MODEL = "yolov4-tiny"
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,18 @@ pytestmark = pytest.mark.integration
 # (method, path, roles admitted). Bodies are left empty: a request that passes auth is refused later (415, 422,
 # ...) without running the model, which is enough to tell auth passed.
 GUARDED = [
-    ("POST", "/api/v1/models/yolov3-tiny/inference", {"viewer", "system", "ml_engineer", "admin"}),
-    ("POST", "/api/v1/models/yolov3-tiny@production/inference", {"viewer", "system", "ml_engineer", "admin"}),
-    ("POST", "/api/v1/models/yolov3-tiny@1.1.0/inference", {"system", "ml_engineer", "admin"}),
-    ("POST", "/api/v1/models/yolov3-tiny@previous/inference", {"system", "ml_engineer", "admin"}),
-    ("POST", "/api/v1/models/yolov3-tiny/batch-inference", {"system", "ml_engineer", "admin"}),
-    ("GET", "/api/v1/models/yolov3-tiny/status", {"viewer", "system", "ml_engineer", "admin"}),
-    ("GET", "/api/v1/models/yolov3-tiny/metrics?metrics=requests", {"viewer", "system", "ml_engineer", "admin"}),
+    ("POST", "/api/v1/models/yolov4-tiny/inference", {"viewer", "system", "ml_engineer", "admin"}),
+    ("POST", "/api/v1/models/yolov4-tiny@production/inference", {"viewer", "system", "ml_engineer", "admin"}),
+    ("POST", "/api/v1/models/yolov4-tiny@1.0.0/inference", {"system", "ml_engineer", "admin"}),
+    ("POST", "/api/v1/models/yolov4-tiny@previous/inference", {"system", "ml_engineer", "admin"}),
+    ("POST", "/api/v1/models/yolov4-tiny/batch-inference", {"system", "ml_engineer", "admin"}),
+    ("GET", "/api/v1/models/yolov4-tiny/status", {"viewer", "system", "ml_engineer", "admin"}),
+    ("GET", "/api/v1/models/yolov4-tiny/metrics?metrics=requests", {"viewer", "system", "ml_engineer", "admin"}),
     ("GET", "/v2", {"viewer", "system", "ml_engineer", "admin"}),
-    ("GET", "/v2/models/yolov3-tiny", {"viewer", "system", "ml_engineer", "admin"}),
-    ("GET", "/v2/models/yolov3-tiny/versions/1.1.0/ready", {"viewer", "system", "ml_engineer", "admin"}),
-    ("POST", "/v2/models/yolov3-tiny/infer", {"system", "ml_engineer", "admin"}),
-    ("POST", "/v2/models/yolov3-tiny/versions/1.1.0/infer", {"system", "ml_engineer", "admin"}),
+    ("GET", "/v2/models/yolov4-tiny", {"viewer", "system", "ml_engineer", "admin"}),
+    ("GET", "/v2/models/yolov4-tiny/versions/1.0.0/ready", {"viewer", "system", "ml_engineer", "admin"}),
+    ("POST", "/v2/models/yolov4-tiny/infer", {"system", "ml_engineer", "admin"}),
+    ("POST", "/v2/models/yolov4-tiny/versions/1.0.0/infer", {"system", "ml_engineer", "admin"}),
 ]
 PUBLIC = ["/v2/health/live", "/v2/health/ready", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"]
 
@@ -55,7 +55,7 @@ def test_an_unknown_or_revoked_key_gets_401_invalid_key(client: httpx.Client, ap
                                                         key: str) -> None:
     secret = api_server.keys.get(key, key)
 
-    response = client.get("/api/v1/models/yolov3-tiny/status", headers={"Authorization": f"Bearer {secret}"})
+    response = client.get("/api/v1/models/yolov4-tiny/status", headers={"Authorization": f"Bearer {secret}"})
 
     assert response.status_code == 401 and _code(response) == "AUTH_002"
 
@@ -75,7 +75,7 @@ def test_each_role_gets_through_exactly_the_routes_the_matrix_gives_it(client: h
 
 def test_the_bootstrap_admin_key_from_the_environment_works_as_a_bearer_token(client: httpx.Client,
                                                                                api_server: ApiServer) -> None:
-    response = client.get("/api/v1/models/yolov3-tiny/status",
+    response = client.get("/api/v1/models/yolov4-tiny/status",
                           headers={"Authorization": f"Bearer {api_server.admin_key}"})
 
     assert response.status_code == 200

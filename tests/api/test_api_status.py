@@ -19,12 +19,12 @@ def _get(api_server: ApiServer, path: str, **params: str) -> httpx.Response:
 
 def test_the_production_model_is_ready_with_its_version_and_this_processs_resources(
         api_server: ApiServer, vtest_jpegs: list[bytes]) -> None:
-    httpx.post(f"{api_server.url}/api/v1/models/yolov3-tiny/inference", content=vtest_jpegs[0] + b"\x00" * 5,
+    httpx.post(f"{api_server.url}/api/v1/models/yolov4-tiny/inference", content=vtest_jpegs[0] + b"\x00" * 5,
                headers={**api_server.headers("viewer"), "Content-Type": "image/jpeg"}, timeout=60)
 
-    status = _get(api_server, "/api/v1/models/yolov3-tiny/status").json()
+    status = _get(api_server, "/api/v1/models/yolov4-tiny/status").json()
 
-    assert (status["status"], status["version"], status["provider"]) == ("ready", "1.1.0", "CPUExecutionProvider")
+    assert (status["status"], status["version"], status["provider"]) == ("ready", "1.0.0", "CPUExecutionProvider")
     assert status["avgLatency"] > 0 and status["throughput"] > 0 and status["lastUpdated"].endswith("Z")
     assert status["resources"]["rssBytes"] > 50_000_000 and status["resources"]["threads"] >= 1
 
@@ -44,12 +44,12 @@ def test_an_unknown_model_has_no_status(api_server: ApiServer) -> None:
 
 def test_metrics_read_the_api_request_log_from_clickhouse(api_server: ApiServer, vtest_jpegs: list[bytes]) -> None:
     for _ in range(2):
-        httpx.post(f"{api_server.url}/api/v1/models/yolov3-tiny/inference", content=vtest_jpegs[3] + b"\x00" * 6,
+        httpx.post(f"{api_server.url}/api/v1/models/yolov4-tiny/inference", content=vtest_jpegs[3] + b"\x00" * 6,
                    headers={**api_server.headers("viewer"), "Content-Type": "image/jpeg"}, timeout=60)
     start = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
     deadline, series = time.monotonic() + 15, {}
     while time.monotonic() < deadline:  # the request log is written in the background, every 0.2 s here
-        response = _get(api_server, "/api/v1/models/yolov3-tiny/metrics", **{
+        response = _get(api_server, "/api/v1/models/yolov4-tiny/metrics", **{
             "from": start, "metrics": "requests,images,cache_hit_rate,latency_p95_ms,frames"})
         assert response.status_code == 200, response.text + api_server.log_tail()
         series = response.json()["metrics"]
@@ -80,7 +80,7 @@ def test_the_request_log_records_who_asked_what_and_the_answer(api_server: ApiSe
 
 
 def test_unknown_metric_names_are_refused(api_server: ApiServer) -> None:
-    response = _get(api_server, "/api/v1/models/yolov3-tiny/metrics", metrics="requests,bogus")
+    response = _get(api_server, "/api/v1/models/yolov4-tiny/metrics", metrics="requests,bogus")
 
     assert response.status_code == 422 and response.json()["error"]["code"] == "INF_001"
     assert "bogus" in response.json()["error"]["message"]

@@ -40,7 +40,7 @@ def test_invalid_settings_name_the_field():
     assert "inference.max_batch" in result.stderr
 
 
-@pytest.mark.parametrize("ref", ["no-such-model@production", "yolov3-tiny@9.9.9"])
+@pytest.mark.parametrize("ref", ["no-such-model@production", "yolov4-tiny@9.9.9"])
 def test_an_unknown_model_reference_is_a_clear_error(ref, model_registry):
     result = _camcount("models", "show", ref, env={"CAMCOUNT_MODEL__REGISTRY": model_registry})
     assert result.returncode == 2

@@ -23,8 +23,8 @@ def _setup(isolated_settings, two_version_registry, tmp_path, **extra):
     settings = isolated_settings()
     settings = settings.model_copy(update={"model": settings.model.model_copy(update={"registry": str(root)})})
     definition = {"name": f"cli-{tmp_path.name[-6:].replace('_', '-')}",
-                  "variants": [{"name": "control", "model": f"yolov3-tiny@{control_version}"},
-                               {"name": "fast", "model": "yolov3-tiny@9.0.0"}],
+                  "variants": [{"name": "control", "model": f"yolov4-tiny@{control_version}"},
+                               {"name": "fast", "model": "yolov4-tiny@9.0.0"}],
                   "min_samples_per_variant": 50, **extra}
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(definition))
@@ -43,7 +43,7 @@ def _log_frames(client, experiment, infer_ms: dict[str, float], e2e_ms: dict[str
         for seq in range(per_camera):
             ts = now_ms - (per_camera - seq) * 1000
             rows.append((camera, seq, datetime.fromtimestamp(ts / 1000, UTC).replace(microsecond=0, tzinfo=None), ts,
-                         "yolov3-tiny", "x", variant, experiment.name, "ok", 5, 0.6,
+                         "yolov4-tiny", "x", variant, experiment.name, "ok", 5, 0.6,
                          float(infer_ms[variant] + rng.normal(0, 1)), float(e2e_ms[variant] + rng.normal(0, 5)), 0))
     client.execute(f"INSERT INTO inference_log ({', '.join(INFERENCE_COLUMNS)}) VALUES", rows)
 
@@ -75,5 +75,5 @@ def test_promote_moves_the_winning_variants_model_to_production(
     _log_frames(clickhouse_client(settings), experiment, {"control": 30, "fast": 20}, {"control": 200, "fast": 190})
     promoted = processes.run("ab", "promote", experiment.name)
     assert promoted.returncode == 0, promoted.stderr
-    assert ModelRegistry(two_version_registry[0]).aliases("yolov3-tiny")["production"] == "9.0.0"
+    assert ModelRegistry(two_version_registry[0]).aliases("yolov4-tiny")["production"] == "9.0.0"
     processes.run("ab", "stop", experiment.name)

@@ -8,8 +8,8 @@ from experiments.config import Experiment, ExperimentConfigError, load_experimen
 def definition(**overrides):
     data = {
         "name": "fast-model",
-        "variants": [{"name": "control", "model": "yolov3-tiny@1.0.0"},
-                     {"name": "fast", "model": "yolov3-tiny@production", "confidence_threshold": 0.3}],
+        "variants": [{"name": "control", "model": "yolov4-tiny@1.0.0"},
+                     {"name": "fast", "model": "yolov4-tiny@production", "confidence_threshold": 0.3}],
     }
     return {**data, **overrides}
 
@@ -28,7 +28,7 @@ def test_salt_defaults_to_the_name_and_control_to_the_first_variant():
 
 def test_model_reference_splits_into_name_and_version_or_alias():
     experiment = load_experiment(definition())
-    assert (experiment.variants[1].model_name, experiment.variants[1].model_selector) == ("yolov3-tiny", "production")
+    assert (experiment.variants[1].model_name, experiment.variants[1].model_selector) == ("yolov4-tiny", "production")
 
 
 def test_a_single_variant_is_rejected_naming_the_field():
@@ -55,7 +55,7 @@ def test_weights_must_be_positive():
 
 def test_model_without_version_or_alias_is_rejected_with_an_example():
     message = error_of(definition(variants=[{"name": "a", "model": "yolo"}, {"name": "b", "model": "yolo@2.0.0"}]))
-    assert "variants.0.model:" in message and "yolov3-tiny@1.2.0" in message
+    assert "variants.0.model:" in message and "yolov4-tiny@1.1.0" in message
 
 
 def test_shadow_candidate_must_be_a_variant_other_than_the_control():

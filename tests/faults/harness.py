@@ -215,7 +215,7 @@ def publish_detections(settings: Settings, camera: str, frames: int, pace_s: flo
     now = int(time.time() * 1000)
     for seq in range(frames):
         record = {"camera_id": camera, "frame_seq": seq, "capture_ts_ms": now + seq * 50, "width": 768,
-                  "height": 576, "status": "OK", "model_name": "yolov3-tiny", "model_version": "1.1.0",
+                  "height": 576, "status": "OK", "model_name": "yolov4-tiny", "model_version": "1.0.0",
                   "variant": "", "experiment": "", "xyxy": [], "confidence": [], "class_id": [],
                   "class_names": ["person"], "infer_ms": 1.0, "inferred_ts_ms": now, "source_partition": 0,
                   "source_offset": seq, "fallback": False}

@@ -36,8 +36,8 @@ def registry(two_version_registry: tuple[Path, str]) -> ModelRegistry:
 
 def _experiment(production: str, candidate: str = "9.0.0", name: str = "int8-trial") -> Experiment:
     return Experiment.model_validate({"name": name, "variants": [
-        {"name": "control", "model": f"yolov3-tiny@{production}"},
-        {"name": "fast", "model": f"yolov3-tiny@{candidate}"}]})
+        {"name": "control", "model": f"yolov4-tiny@{production}"},
+        {"name": "fast", "model": f"yolov4-tiny@{candidate}"}]})
 
 
 def test_start_then_stop_write_one_row_each_with_the_experiment_state(

@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from models.calibration import BoxCalibration
-from models.default_model import DEFAULT_BOX_CALIBRATION, calibrate_default_versions
+from models.default_model import YOLOV3_TINY_BOX_CALIBRATION, calibrate_yolov3_tiny_versions
 from models.registry import ModelRegistry
 from models.tiny_graphs import register_null_detector
 
@@ -57,28 +57,28 @@ def test_calibration_is_stored_in_the_manifest_without_touching_the_model_file(t
     assert registry.resolve("null-detector@1.0.0").manifest.box_calibration is None
 
 
-def test_default_versions_registered_before_calibrations_get_the_default_one(tmp_path):
+def test_yolov3_tiny_versions_registered_before_calibrations_get_the_shipped_one(tmp_path):
     registry = ModelRegistry(tmp_path / "registry")
     register_null_detector(registry, tmp_path, name="yolov3-tiny", version="1.1.0", input_size=608)
     register_null_detector(registry, tmp_path, name="yolov3-tiny", version="1.2.0", input_size=608,
                            source={"kind": "quantized", "parent": "yolov3-tiny@1.1.0"})
     register_null_detector(registry, tmp_path, name="yolov3-tiny", version="2.0.0", input_size=608)
 
-    assert calibrate_default_versions(registry) == ["yolov3-tiny@1.1.0", "yolov3-tiny@1.2.0"]
-    assert registry.resolve("yolov3-tiny@1.2.0").manifest.box_calibration == DEFAULT_BOX_CALIBRATION
+    assert calibrate_yolov3_tiny_versions(registry) == ["yolov3-tiny@1.1.0", "yolov3-tiny@1.2.0"]
+    assert registry.resolve("yolov3-tiny@1.2.0").manifest.box_calibration == YOLOV3_TINY_BOX_CALIBRATION
     assert registry.resolve("yolov3-tiny@2.0.0").manifest.box_calibration is None  # another lineage
-    assert calibrate_default_versions(registry) == []  # idempotent
+    assert calibrate_yolov3_tiny_versions(registry) == []  # idempotent
 
 
 def test_an_older_shipped_calibration_is_refreshed_and_one_set_by_someone_else_is_kept(tmp_path):
     registry = ModelRegistry(tmp_path / "registry")
-    older = DEFAULT_BOX_CALIBRATION.model_copy(update={"scales": (1.5, 1.0)})
+    older = YOLOV3_TINY_BOX_CALIBRATION.model_copy(update={"scales": (1.5, 1.0)})
     register_null_detector(registry, tmp_path, name="yolov3-tiny", version="1.1.0", input_size=608,
                            box_calibration=older)
-    assert calibrate_default_versions(registry) == ["yolov3-tiny@1.1.0"]
-    assert registry.resolve("yolov3-tiny@1.1.0").manifest.box_calibration == DEFAULT_BOX_CALIBRATION
+    assert calibrate_yolov3_tiny_versions(registry) == ["yolov3-tiny@1.1.0"]
+    assert registry.resolve("yolov3-tiny@1.1.0").manifest.box_calibration == YOLOV3_TINY_BOX_CALIBRATION
 
     own = CAL.model_copy(update={"input_size": (608, 608), "source": {"labels": "my-camera.json"}})
     registry.set_box_calibration("yolov3-tiny@1.1.0", own)
-    assert calibrate_default_versions(registry) == []
+    assert calibrate_yolov3_tiny_versions(registry) == []
     assert registry.resolve("yolov3-tiny@1.1.0").manifest.box_calibration == own

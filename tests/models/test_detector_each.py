@@ -15,7 +15,7 @@ from tests.pipeline import footage_path
 
 def test_detect_each_equals_detect_per_image_with_its_parameters(model_registry: str) -> None:
     registry = ModelRegistry(Path(model_registry))
-    detector = Detector.from_model(registry.resolve("yolov3-tiny@production"), providers=["CPUExecutionProvider"],
+    detector = Detector.from_model(registry.resolve("yolov4-tiny@production"), providers=["CPUExecutionProvider"],
                                    max_batch=4)
     frames = sample_frames(footage_path(), 3)
     params = [DetectParams(), DetectParams(conf=0.5, iou=0.3), DetectParams(max_detections=2)]

@@ -112,7 +112,7 @@ def test_real_model_detects_the_same_boxes_from_its_cached_graph(model_registry:
     from tests.pipeline import footage_path
 
     frames = [frame.image for _, frame in zip(range(4), FrameSource(str(footage_path())).frames())]
-    model = ModelRegistry(Path(model_registry)).resolve("yolov3-tiny@production")
+    model = ModelRegistry(Path(model_registry)).resolve("yolov4-tiny@production")
     stored = Detector.from_model(model, providers=[CPU], max_batch=4, cache_dir=tmp_path)
     cached = Detector.from_model(model, providers=[CPU], max_batch=4, cache_dir=tmp_path)
 

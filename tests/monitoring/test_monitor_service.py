@@ -6,12 +6,12 @@ gauges, and evaluates the production version on a labelled clip.
 Timeline (2 frames/s per camera, 5-minute windows, drift persists after 3 drifted windows), data placed in the
 past so the monitor evaluates it on its first poll:
 
-- a pinned reference period of an hour: cameras a, b, c, unmodified footage, yolov3-tiny@1.1.0;
+- a pinned reference period of an hour: cameras a, b, c, unmodified footage, yolov4-tiny@1.0.0;
 - windows 1-3: all unmodified; windows 4-6: camera c's footage darkened (a quarter of the light);
 - windows 7-9: every camera served by a version "9.9.9" that is the same model at a confidence threshold of 0.5.
 
 Expected: one event for camera c (a camera problem) at window 6, one per camera for 9.9.9 (a model problem) at
-window 9, none for a and b under 1.1.0; a restart publishes nothing again.
+window 9, none for a and b under 1.0.0; a restart publishes nothing again.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def frame_records(outputs: FootageOutputs, camera: str, version: str, start_ms: 
         capture = start_ms + int(i * 1000 / FPS)
         records.append({
             "camera_id": camera, "frame_seq": first_seq + i, "capture_ts_ms": capture, "width": width,
-            "height": height, "status": "OK", "model_name": "yolov3-tiny", "model_version": version,
+            "height": height, "status": "OK", "model_name": "yolov4-tiny", "model_version": version,
             "variant": "", "experiment": "", "xyxy": xyxy.astype(float).tolist(),
             "confidence": confidence[box][kept].astype(float).tolist(),
             "class_id": class_id[box][kept].astype(int).tolist(), "class_names": [], "infer_ms": 30.0,
@@ -84,16 +84,16 @@ def timeline(clean: FootageOutputs, dark: FootageOutputs, t0: int) -> list[dict]
     records: list[dict] = []
     for number, camera in enumerate(CAMERAS):
         seq = number * 1_000_000
-        records += frame_records(clean, camera, "1.1.0", t0, REFERENCE_WINDOWS * WINDOW_S * FPS, 0.1, rng, seq)
+        records += frame_records(clean, camera, "1.0.0", t0, REFERENCE_WINDOWS * WINDOW_S * FPS, 0.1, rng, seq)
         for window in range(1, 10):
             start = t0 + (REFERENCE_WINDOWS + window - 1) * WINDOW_MS
             seq += 10_000
             if window >= 7:
                 records += frame_records(clean, camera, CANDIDATE_VERSION, start, WINDOW_S * FPS, 0.5, rng, seq)
             elif window >= 4 and camera == "cam-c":
-                records += frame_records(dark, camera, "1.1.0", start, WINDOW_S * FPS, 0.1, rng, seq)
+                records += frame_records(dark, camera, "1.0.0", start, WINDOW_S * FPS, 0.1, rng, seq)
             else:
-                records += frame_records(clean, camera, "1.1.0", start, WINDOW_S * FPS, 0.1, rng, seq)
+                records += frame_records(clean, camera, "1.0.0", start, WINDOW_S * FPS, 0.1, rng, seq)
     return records
 
 
@@ -156,7 +156,7 @@ def test_the_monitor_publishes_one_event_per_persisted_drift_and_tells_camera_fr
         isolated_settings, clickhouse_client, model_registry, tmp_path):
     models = production_settings()
     clean, dark = footage_outputs(models, "none"), footage_outputs(models, "dark")
-    assert clean.model == "yolov3-tiny@1.1.0"
+    assert clean.model == "yolov4-tiny@1.0.0"
     base = isolated_settings(partitions=2)
     client = clickhouse_client(base)
     end = window_of(int(time.time() * 1000), WINDOW_MS).start_ms - WINDOW_MS
@@ -198,8 +198,8 @@ def test_the_monitor_publishes_one_event_per_persisted_drift_and_tells_camera_fr
 
     # --- the events: one camera problem, one model problem per camera of the candidate version
     by_key = {(e["camera_id"], e["model_version"]): e for e in events}
-    assert set(by_key) == {("cam-c", "1.1.0"), *((c, CANDIDATE_VERSION) for c in CAMERAS)}, log_text[-3000:]
-    camera_event = by_key[("cam-c", "1.1.0")]
+    assert set(by_key) == {("cam-c", "1.0.0"), *((c, CANDIDATE_VERSION) for c in CAMERAS)}, log_text[-3000:]
+    camera_event = by_key[("cam-c", "1.0.0")]
     assert (camera_event["problem"], camera_event["cameras"], camera_event["retrain_suggested"]) == (
         "CAMERA", ["cam-c"], False)
     # within the configured persistence: at the latest in window 6, the third dark one (a chance drift of window 3
@@ -224,11 +224,11 @@ def test_the_monitor_publishes_one_event_per_persisted_drift_and_tells_camera_fr
     drifted = {key: "".join("D" if r[4] else "." for r in rows if (r[0], r[1]) == key and r[3] == "judged")
                for key in {(r[0], r[1]) for r in rows}}
     print(f"drifted windows (D) per camera and version: {dict(sorted(drifted.items()))}")
-    assert drifted[("cam-c", "1.1.0")][3:] == "DDD", "every darkened window drifted"
+    assert drifted[("cam-c", "1.0.0")][3:] == "DDD", "every darkened window drifted"
     assert all(drifted[(c, CANDIDATE_VERSION)] == "DDD" for c in CAMERAS)
     onsets = {(r[0], r[1]): r[8] for r in rows if r[6]}
     assert onsets == {key: event["event_id"] for key, event in by_key.items()}
-    quiet = [r for r in rows if r[0] in ("cam-a", "cam-b") and r[1] == "1.1.0"]
+    quiet = [r for r in rows if r[0] in ("cam-a", "cam-b") and r[1] == "1.0.0"]
     assert not any(r[5] for r in quiet), "the unmodified cameras never persisted a drift"
     false_alarms = sum(r[4] for r in quiet if r[3] == "judged")
     print(f"unmodified cameras: {false_alarms} of {sum(r[3] == 'judged' for r in quiet)} judged windows drifted")
@@ -236,22 +236,22 @@ def test_the_monitor_publishes_one_event_per_persisted_drift_and_tells_camera_fr
     assert scores[0] == 3 * 9 * (3 * 3 + 2)  # judged windows x (3 signals x 3 measures + class_mix's 2)
 
     assert ready == 200 and document["last_window_start_ms"] >= end - WINDOW_MS
-    assert "cam-c yolov3-tiny@1.1.0" in document["active"] and document["accuracy_error"] is None
+    assert "cam-c yolov4-tiny@1.0.0" in document["active"] and document["accuracy_error"] is None
 
     # --- Prometheus: drift gauges and the accuracy of the production version after its scheduled evaluation
-    assert metric(text, "camcount_drift_active", camera="cam-c", version="1.1.0") == 1.0
-    assert metric(text, "camcount_drift_active", camera="cam-a", version="1.1.0") == 0.0
+    assert metric(text, "camcount_drift_active", camera="cam-c", version="1.0.0") == 1.0
+    assert metric(text, "camcount_drift_active", camera="cam-a", version="1.0.0") == 0.0
     assert metric(text, "camcount_drift_active", camera="cam-a", version=CANDIDATE_VERSION) == 1.0
-    assert metric(text, "camcount_drift_score", camera="cam-c", version="1.1.0", signal="confidence",
+    assert metric(text, "camcount_drift_score", camera="cam-c", version="1.0.0", signal="confidence",
                   measure="jensen_shannon") > 0.1
     assert metric(text, "camcount_model_health_events_total", problem="model") == 3.0
     for name in ("precision", "recall", "count_accuracy"):
-        value = metric(text, "camcount_model_accuracy_ratio", model="yolov3-tiny", version="1.1.0", metric=name)
+        value = metric(text, "camcount_model_accuracy_ratio", model="yolov4-tiny", version="1.0.0", metric=name)
         assert value is not None and 0.0 <= value <= 1.0, (name, log_text[-3000:])
     accuracy = client.execute("SELECT line, labelled, precision, recall, count_accuracy FROM model_accuracy FINAL "
-                              "WHERE model_version = '1.1.0' ORDER BY line")
+                              "WHERE model_version = '1.0.0' ORDER BY line")
     assert [r[0] for r in accuracy] == ["", "L1"] and accuracy[0][1] == 3
-    print(f"accuracy of yolov3-tiny@1.1.0 on the labelled clip: {accuracy[0][2:]}")
+    print(f"accuracy of yolov4-tiny@1.0.0 on the labelled clip: {accuracy[0][2:]}")
 
     # --- a restart publishes nothing again, and the one-shot report shows the same verdicts without writing
     again = processes.run("monitor", "--once", timeout=120)
@@ -265,5 +265,5 @@ def test_the_monitor_publishes_one_event_per_persisted_drift_and_tells_camera_fr
     reported = json.loads(report.stdout)
     assert {(r["camera"], r["version"]) for r in reported if r["transition"] == "onset"} == set(by_key)
     assert len(client.execute("SELECT 1 FROM drift_windows FINAL")) == len(rows)
-    assert re.search(r"drift persists on camera cam-c under yolov3-tiny@1.1.0 \(camera problem", log_text)
+    assert re.search(r"drift persists on camera cam-c under yolov4-tiny@1.0.0 \(camera problem", log_text)
     shutil.rmtree(tmp_path / "data", ignore_errors=True)

@@ -50,8 +50,8 @@ def _run_experiment(settings, tmp_path, definition: dict, clickhouse_client, unt
 
 def _definition(tmp_path, control_version: str, **extra) -> dict:
     return {"name": f"ab-{tmp_path.name[-6:].replace('_', '-')}", "salt": "fixed-salt",
-            "variants": [{"name": "control", "model": f"yolov3-tiny@{control_version}"},
-                         {"name": "candidate", "model": "yolov3-tiny@9.0.0", "confidence_threshold": 0.3}],
+            "variants": [{"name": "control", "model": f"yolov4-tiny@{control_version}"},
+                         {"name": "candidate", "model": "yolov4-tiny@9.0.0", "confidence_threshold": 0.3}],
             "min_samples_per_variant": 10, **extra}
 
 
@@ -106,5 +106,5 @@ def test_shadow_runs_pair_control_frames_with_the_candidate_without_reaching_cou
     models = client.execute("SELECT DISTINCT control_model_name, control_model_version, candidate_model_name, "
                             "candidate_model_version FROM shadow_pairs FINAL WHERE experiment = %(e)s",
                             {"e": definition["name"]})
-    assert models == [("yolov3-tiny", control_version, "yolov3-tiny", "9.0.0")]
+    assert models == [("yolov4-tiny", control_version, "yolov4-tiny", "9.0.0")]
     assert report["shadow"]["box_agreement"] == pytest.approx(1.0)

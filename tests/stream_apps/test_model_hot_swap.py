@@ -28,7 +28,7 @@ def _stream_and_promote(settings, tmp_path, registry, promote_version: str, came
                         "--first-seq", "0", "--max-frames", str(FRAMES))
         consume_records(settings, settings.kafka.detections_topic, lambda rs: len(rs) >= FRAMES // 3,
                         timeout_s=120)
-        registry.promote("yolov3-tiny", promote_version)
+        registry.promote("yolov4-tiny", promote_version)
         records = consume_records(settings, settings.kafka.detections_topic, lambda rs: len(rs) >= FRAMES,
                                   timeout_s=120)
         time.sleep(1)
@@ -76,7 +76,7 @@ def test_a_corrupt_promoted_version_leaves_the_fallback_serving_with_its_metric_
 ):
     root, old_version = two_version_registry
     registry = ModelRegistry(root)
-    registry.resolve("yolov3-tiny@9.0.0").path.write_bytes(b"not an onnx model")
+    registry.resolve("yolov4-tiny@9.0.0").path.write_bytes(b"not an onnx model")
     port = free_ports(1)[0]
     settings = _with_registry(pipeline_settings(partitions=2, model_poll_s=0.3, metrics_port=port), root)
     frames, camera = 250, f"bad-{tmp_path.name[-4:]}"
@@ -87,11 +87,11 @@ def test_a_corrupt_promoted_version_leaves_the_fallback_serving_with_its_metric_
                         "--first-seq", "0", "--max-frames", str(frames))
         consume_records(settings, settings.kafka.detections_topic, lambda rs: len(rs) >= 20, timeout_s=120)
         assert _fallback_gauge(port) == 0
-        registry.promote("yolov3-tiny", "9.0.0")
+        registry.promote("yolov4-tiny", "9.0.0")
         assert _eventually(lambda: _fallback_gauge(port) == 1), processes.log("infer")[-3000:]
         served_by_fallback = consume_records(settings, settings.kafka.detections_topic,
                                              lambda rs: any(r["fallback"] for r in rs), timeout_s=60)
-        registry.rollback("yolov3-tiny")
+        registry.rollback("yolov4-tiny")
         assert _eventually(lambda: _fallback_gauge(port) == 0), processes.log("infer")[-3000:]
         records = consume_records(settings, settings.kafka.detections_topic, lambda rs: len(rs) >= frames,
                                   timeout_s=120)

@@ -22,7 +22,7 @@ from stream_apps.inference.frames import BadFrame, FrameProblem
 from stream_apps.inference.routing import RouteTable
 from tests.services import free_ports
 
-CONTROL_MODEL, CANDIDATE_MODEL = "yolov3-tiny@1.0.0", "yolov3-tiny@9.0.0"
+CONTROL_MODEL, CANDIDATE_MODEL = "yolov4-tiny@1.0.0", "yolov4-tiny@9.0.0"
 
 
 class ModelShelf:
@@ -55,7 +55,7 @@ def _store(*experiments: Experiment):
     return find
 
 
-PRODUCTION = SimpleNamespace(name="yolov3-tiny", version="0.9.0")
+PRODUCTION = SimpleNamespace(name="yolov4-tiny", version="0.9.0")
 
 
 def _refusal(routes: RouteTable, experiment: str, variant: str) -> BadFrame:
@@ -174,7 +174,7 @@ def test_releasing_an_idle_experiment_keeps_a_model_another_experiment_still_ser
 
 
 def test_a_variant_serving_the_production_version_shares_the_production_model():
-    production = SimpleNamespace(name="yolov3-tiny", version="1.0.0")
+    production = SimpleNamespace(name="yolov4-tiny", version="1.0.0")
     routes = RouteTable(production, ModelShelf().load, _store(_experiment()))
 
     assert routes.route("exp", "control").detector is production
@@ -183,10 +183,10 @@ def test_a_variant_serving_the_production_version_shares_the_production_model():
 
 def test_variants_reaching_one_version_through_different_references_share_one_model():
     experiment = load_experiment({"name": "alias", "variants": [
-        {"name": "pinned", "model": "yolov3-tiny@1.2.0"}, {"name": "canary", "model": "yolov3-tiny@canary"}]})
+        {"name": "pinned", "model": "yolov4-tiny@1.1.0"}, {"name": "canary", "model": "yolov4-tiny@canary"}]})
 
     def load(reference: str) -> SimpleNamespace:
-        return SimpleNamespace(name="yolov3-tiny", version="1.2.0")  # both references resolve to 1.2.0
+        return SimpleNamespace(name="yolov4-tiny", version="1.2.0")  # both references resolve to 1.2.0
 
     routes = RouteTable(PRODUCTION, load, _store(experiment))
 
