@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -21,17 +22,30 @@ from models.errors import (
     ModelLoadError,
     PostprocessingFailed,
 )
+from models.fused_input import FUSED_INPUT, fuse_uint8_input
 from models.manifest import ModelManifest
 from models.postprocess import DEFAULT_MAX_DETECTIONS, check_output_shape, postprocess
 from models.preprocess import BatchPreprocessor, LetterboxTransform, synthetic_frame
 from models.registry import ModelReference, ModelRegistry, RegisteredModel, verify_checksum
-from models.runtime import GPU_DEVICES, SessionInfo, check_input_shape, create_session
+from models.runtime import GPU_DEVICES, SessionInfo, create_session
 
 logger = logging.getLogger(__name__)
 
 State = Literal["loading", "ready", "error"]
 _OUT_OF_MEMORY_MESSAGES = ("Failed to allocate memory", "out of memory", "CUDNN_STATUS_ALLOC_FAILED",
                            "bad_alloc")
+
+
+def open_session(model: RegisteredModel, providers: list[str] | None = None, cache_dir: Path | None = None,
+                 intra_op_threads: int | None = None, max_batch: int = 8) -> SessionInfo:
+    """A session on ``model`` behind the uint8 prelude (``models.fused_input``), the graph a Detector runs.
+
+    Raises OutputFormatMismatch when the model's input contradicts its manifest, ModelLoadError when it cannot load.
+    """
+    graph = fuse_uint8_input(model.path, model.manifest)
+    return create_session(model.path, providers, cache_dir, intra_op_threads,
+                          weights_sha256=hashlib.sha256(graph).hexdigest(), max_batch=max_batch,
+                          image_size=(model.manifest.input_height, model.manifest.input_width), graph=graph)
 
 
 @dataclass(frozen=True)
@@ -55,8 +69,9 @@ class Timings:
 class Detector:
     """Runs one model version on batches of BGR uint8 frames.
 
-    Invariants: the input shape matches the manifest (checked at construction); the batch size sent to the session
-    is at most ``max_batch`` (for a model with a static batch dimension B, exactly B, the extra slots ignored).
+    Invariants: the session runs the model behind the uint8 prelude (``open_session``; its input shape was checked
+    against the manifest there), so the host only letterboxes; the batch size sent to the session is at most
+    ``max_batch`` (for a model with a static batch dimension B, exactly B, the extra slots ignored).
     Concurrent ``detect`` calls are serialised (they share the preallocated batch).
 
     On a GPU provider the session runs through IO binding (``io_binding=None`` means: only there): the batch is
@@ -66,7 +81,9 @@ class Detector:
 
     def __init__(self, model: RegisteredModel, session: SessionInfo, max_batch: int = 8,
                  io_binding: bool | None = None) -> None:
-        check_input_shape(session, model.manifest)
+        if session.input_name != FUSED_INPUT:
+            raise ValueError(f"the session takes {session.input_name!r}, not the fused uint8 input: create it with "
+                             "models.detector.open_session")
         static_batch = session.input_shape[0]
         self._static_batch = static_batch if isinstance(static_batch, int) else None
         self.max_batch = self._static_batch or max_batch
@@ -118,10 +135,7 @@ class Detector:
         ``cache_dir`` keeps TensorRT engines and optimised CPU graphs between loads (see models.runtime).
         """
         verify_checksum(model)
-        session = create_session(model.path, providers, cache_dir, intra_op_threads,
-                                 weights_sha256=model.manifest.sha256, max_batch=max_batch,
-                                 image_size=(model.manifest.input_height, model.manifest.input_width))
-        detector = cls(model, session, max_batch)
+        detector = cls(model, open_session(model, providers, cache_dir, intra_op_threads, max_batch), max_batch)
         if warmup:
             detector.warmup()
         else:

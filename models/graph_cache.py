@@ -30,12 +30,12 @@ def _log_not_writable(message: str) -> None:
     logger.warning("%s %s: %s", error.code, error.detail, error.one_line())
 
 
-def _space_left(directory: Path, onnx_path: Path) -> str:
+def _space_left(directory: Path, model: str | bytes) -> str:
     """What the disk under ``directory`` has left, in words: ONNX Runtime reports a full disk as a protobuf
     serialisation error, which names neither the disk nor the space."""
     try:
         free = shutil.disk_usage(directory).free
-        needed = onnx_path.stat().st_size
+        needed = len(model) if isinstance(model, bytes) else Path(model).stat().st_size
     except OSError:
         return "free space unknown"
     if free < needed:
@@ -43,8 +43,9 @@ def _space_left(directory: Path, onnx_path: Path) -> str:
     return f"{free} bytes free on its disk"
 
 
-MakeSession = Callable[[str, bool, "str | None"], ort.InferenceSession]
-"""``(path, optimise, save_to)`` -> session: graph optimisation on or off, the optimised graph saved to ``save_to``."""
+MakeSession = Callable[["str | bytes", bool, "str | None"], ort.InferenceSession]
+"""``(model, optimise, save_to)`` -> session on a model file's path or a serialised model: graph optimisation on or
+off, the optimised graph saved to ``save_to``."""
 
 
 def cpu_signature() -> str:
@@ -82,15 +83,17 @@ class OptimizedGraphCache:
         return self.directory / f"{weights_sha256[:32]}-ort{ort.__version__}-cpu{cpu_signature()}.onnx"
 
     def session(
-        self, onnx_path: Path, weights_sha256: str, make_session: MakeSession
+        self, onnx_path: Path, weights_sha256: str, make_session: MakeSession, graph: bytes | None = None
     ) -> tuple[ort.InferenceSession, str]:
-        """A session for ``onnx_path`` and how it was made: ``hit`` (cached graph), ``stored`` or ``uncached``.
+        """A session for ``onnx_path``, or for ``graph`` (a serialised model derived from it) when given, and how it
+        was made: ``hit`` (cached graph), ``stored`` or ``uncached``. ``weights_sha256`` identifies what is loaded.
 
-        ``make_session(path, optimise, save_to)`` creates a session with the caller's threads and logging, with graph
+        ``make_session(model, optimise, save_to)`` creates a session with the caller's threads and logging, with graph
         optimisation on or off, saving the optimised graph to ``save_to`` when it is given. ``uncached`` means the
         graph could not be stored (directory not writable, disk full): the session is fine, only slower to create
         next time. A model that cannot be loaded at all raises what ``make_session`` raised.
         """
+        model = str(onnx_path) if graph is None else graph
         cached = self.path_for(weights_sha256)
         if cached.is_file():
             try:
@@ -107,14 +110,14 @@ class OptimizedGraphCache:
         except OSError as exc:
             _log_not_writable(f"cannot cache optimised graphs in {self.directory} ({exc}); sessions will optimise on "
                               "every load")
-            return make_session(str(onnx_path), True, None), "uncached"
+            return make_session(model, True, None), "uncached"
         try:
-            session = make_session(str(onnx_path), True, temporary)
+            session = make_session(model, True, temporary)
             os.replace(temporary, cached)
         except Exception as exc:  # noqa: BLE001 - saving failed, or the model itself is bad: tell them apart
             _log_not_writable(f"cannot store the optimised graph of {onnx_path} in {self.directory} "
-                              f"({_space_left(self.directory, onnx_path)}; {exc}); trying without the cache")
-            return make_session(str(onnx_path), True, None), "uncached"
+                              f"({_space_left(self.directory, model)}; {exc}); trying without the cache")
+            return make_session(model, True, None), "uncached"
         finally:
             Path(temporary).unlink(missing_ok=True)
         return session, "stored"

@@ -1,4 +1,10 @@
-"""Letterbox preprocessing straight into a preallocated NCHW float32 batch, and the inverse box mapping."""
+"""Letterbox preprocessing into a preallocated uint8 BGR batch, the normalisation the model graph applies to it, and
+the inverse box mapping.
+
+The host only letterboxes: colour order, scaling to the model's range and the NHWC -> NCHW layout run inside the model
+graph (``models.fused_input``), so a GPU receives a quarter of the bytes and the host does a third of the work.
+``model_input`` is the same normalisation in numpy, for what feeds the unfused model (int8 calibration, tests).
+"""
 
 from __future__ import annotations
 
@@ -54,12 +60,46 @@ class LetterboxTransform:
         return boxes
 
 
-class BatchPreprocessor:
-    """Letterboxes BGR uint8 frames into slots of one preallocated float32 tensor [max_batch, 3, H, W].
+@dataclass(frozen=True)
+class Normalisation:
+    """How a model wants its letterboxed BGR uint8 canvas turned into its float NCHW input:
+    ``input[c] = canvas[..., channel_order[c]] * gain[c] + bias[c]``."""
 
-    Each slot owns its uint8 canvas and channel planes, so filling *different* indices from different threads is
-    safe (cv2 and numpy release the GIL); filling the same index concurrently is not. ``batch(n)`` is a view:
-    its contents change on the next ``fill``.
+    channel_order: tuple[int, int, int]
+    gain: np.ndarray
+    bias: np.ndarray
+
+    @classmethod
+    def of(cls, manifest: ModelManifest) -> "Normalisation":
+        std = np.asarray(manifest.std, dtype=np.float32)
+        return cls(
+            channel_order=(2, 1, 0) if manifest.color_order == "RGB" else (0, 1, 2),
+            gain=(np.float32(manifest.scale) / std).astype(np.float32),
+            bias=(-np.asarray(manifest.mean, dtype=np.float32) / std).astype(np.float32),
+        )
+
+    @property
+    def has_bias(self) -> bool:
+        return bool(np.any(self.bias != 0))
+
+
+def model_input(canvases: np.ndarray, manifest: ModelManifest) -> np.ndarray:
+    """[N, H, W, 3] BGR uint8 canvases -> the model's own [N, 3, H, W] float32 input (what the fused graph computes
+    on the device)."""
+    norm = Normalisation.of(manifest)
+    planes = canvases[..., list(norm.channel_order)].transpose(0, 3, 1, 2).astype(np.float32)
+    planes *= norm.gain.reshape(1, 3, 1, 1)
+    if norm.has_bias:
+        planes += norm.bias.reshape(1, 3, 1, 1)
+    return planes
+
+
+class BatchPreprocessor:
+    """Letterboxes BGR uint8 frames into slots of one preallocated uint8 tensor [max_batch, H, W, 3].
+
+    Each slot is its own canvas, so filling *different* indices from different threads is safe (cv2 and numpy
+    release the GIL); filling the same index concurrently is not. ``batch(n)`` is a view: its contents change on the
+    next ``fill``.
     """
 
     def __init__(self, manifest: ModelManifest, max_batch: int) -> None:
@@ -69,15 +109,7 @@ class BatchPreprocessor:
         self.width = manifest.input_width
         self.height = manifest.input_height
         self._fill = manifest.letterbox_fill
-        # Splitting BGR planes in reverse order performs the BGR->RGB swap for free.
-        self._plane_order = (2, 1, 0) if manifest.color_order == "RGB" else (0, 1, 2)
-        std = np.asarray(manifest.std, dtype=np.float32)
-        self._gain = np.float32(manifest.scale) / std
-        self._bias = -np.asarray(manifest.mean, dtype=np.float32) / std
-        self._has_bias = bool(np.any(self._bias != 0))
-        self._tensor = np.empty((max_batch, 3, self.height, self.width), dtype=np.float32)
         self._canvas = np.empty((max_batch, self.height, self.width, 3), dtype=np.uint8)
-        self._planes = np.empty((max_batch, 3, self.height, self.width), dtype=np.uint8)
 
     def fill(self, index: int, image_bgr: np.ndarray) -> LetterboxTransform:
         """Letterbox ``image_bgr`` (H, W, 3) uint8 into slot ``index``; returns the mapping back to the frame."""
@@ -99,20 +131,13 @@ class BatchPreprocessor:
             inner[...] = image_bgr
         else:
             cv2.resize(image_bgr, (new_w, new_h), dst=inner, interpolation=cv2.INTER_LINEAR)
-        planes = self._planes[index]
-        cv2.split(canvas, [planes[0], planes[1], planes[2]])
-        slot = self._tensor[index]
-        for channel, plane in enumerate(self._plane_order):
-            np.multiply(planes[plane], self._gain[channel], out=slot[channel], dtype=np.float32)
-            if self._has_bias:
-                np.add(slot[channel], self._bias[channel], out=slot[channel])
         return transform
 
     def batch(self, n: int) -> np.ndarray:
-        """View of the first ``n`` filled slots, shape [n, 3, H, W]."""
+        """View of the first ``n`` filled slots, shape [n, H, W, 3] uint8 BGR."""
         if not 1 <= n <= self.max_batch:
             raise ValueError(f"batch size {n} outside [1, {self.max_batch}]")
-        return self._tensor[:n]
+        return self._canvas[:n]
 
 
 def synthetic_frame(width: int = 640, height: int = 480) -> np.ndarray:

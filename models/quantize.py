@@ -31,7 +31,7 @@ from models.detections import Detections
 from models.detector import Detector
 from models.errors import ModelNotFound, ModelVersionExists
 from models.manifest import ModelManifest, is_semver
-from models.preprocess import BatchPreprocessor
+from models.preprocess import BatchPreprocessor, model_input
 from models.registry import ModelReference, ModelRegistry, RegisteredModel
 from models.runtime import CPU
 
@@ -100,6 +100,7 @@ class LetterboxCalibrationReader(CalibrationDataReader):
     """Feeds frames one at a time, letterboxed and normalised exactly as the Detector will at inference time."""
 
     def __init__(self, manifest: ModelManifest, input_name: str, frames: Sequence[np.ndarray]) -> None:
+        self._manifest = manifest
         self._preprocessor = BatchPreprocessor(manifest, max_batch=1)
         self._input_name = input_name
         self._frames: Iterator[np.ndarray] = iter(frames)
@@ -109,7 +110,7 @@ class LetterboxCalibrationReader(CalibrationDataReader):
         if frame is None:
             return None
         self._preprocessor.fill(0, frame)
-        return {self._input_name: self._preprocessor.batch(1).copy()}
+        return {self._input_name: model_input(self._preprocessor.batch(1), self._manifest)}
 
 
 def interleave_split(count: int, first: int) -> tuple[list[int], list[int]]:

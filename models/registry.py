@@ -31,10 +31,11 @@ from models.errors import (
     ModelNotFound,
     ModelVersionExists,
 )
+from models.fused_input import fuse_uint8_input
 from models.manifest import SLUG_PATTERN, ModelManifest, is_semver
 from models.postprocess import check_output_shape
 from models.preprocess import BatchPreprocessor, synthetic_frame
-from models.runtime import CPU, check_input_shape, create_session
+from models.runtime import CPU, create_session
 
 logger = logging.getLogger(__name__)
 
@@ -331,8 +332,7 @@ def open_registry(location: str, cache_dir: Path) -> ModelRegistry:
 
 def _test_run(onnx_path: Path, manifest: ModelManifest, sample_image: np.ndarray | None) -> None:
     """Run the model once on CPU and refuse it (OutputFormatMismatch) if its I/O contradicts the manifest."""
-    info = create_session(onnx_path, [CPU])
-    check_input_shape(info, manifest)
+    info = create_session(onnx_path, [CPU], graph=fuse_uint8_input(onnx_path, manifest))
     preprocessor = BatchPreprocessor(manifest, max_batch=1)
     preprocessor.fill(0, synthetic_frame() if sample_image is None else sample_image)
     try:

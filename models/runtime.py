@@ -16,9 +16,8 @@ from typing import Any
 import onnx
 import onnxruntime as ort
 
-from models.errors import ModelLoadError, OutputFormatMismatch
+from models.errors import ModelLoadError
 from models.graph_cache import OptimizedGraphCache
-from models.manifest import ModelManifest
 
 logger = logging.getLogger(__name__)
 
@@ -110,18 +109,20 @@ def _provider_library_error(provider: str) -> str | None:
     return None
 
 
-def tensorrt_batch_profile(onnx_path: Path, max_batch: int,
+def tensorrt_batch_profile(model: Path | bytes, max_batch: int,
                            image_size: tuple[int, int] | None = None) -> dict[str, str]:
     """TensorRT optimisation profile options covering batch sizes 1..``max_batch`` (optimised for ``max_batch``).
 
     Without an explicit profile TensorRT builds its engine for the shapes it has seen and builds again, which takes
     seconds to minutes on a GPU, whenever the dynamic batcher forms a batch outside that range. Dynamic image
     dimensions of an [N, C, H, W] input are fixed to ``image_size`` (height, width), the size camcount feeds.
+    ``model`` is a file or a serialised graph.
     Empty when the model's batch dimension is static, when another dimension stays unknown, when the input name
-    holds a ``:`` (the options' separator), and when the file cannot be read as ONNX (the session reports that).
+    holds a ``:`` (the options' separator), and when the model cannot be read as ONNX (the session reports that).
     """
     try:
-        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+        graph = (onnx.load_model_from_string(model) if isinstance(model, bytes)
+                 else onnx.load(str(model), load_external_data=False)).graph
     except Exception:  # noqa: BLE001 - protobuf and OS errors alike; the session creation explains them
         return {}
     initializers = {tensor.name for tensor in graph.initializer}
@@ -185,8 +186,13 @@ def create_session(
     weights_sha256: str | None = None,
     max_batch: int | None = None,
     image_size: tuple[int, int] | None = None,
+    graph: bytes | None = None,
 ) -> SessionInfo:
     """Create an inference session on the first usable provider of ``providers``.
+
+    The session runs ``graph`` (a serialised model derived from ``onnx_path``, e.g. ``models.fused_input``) when
+    it is given, else the file itself; ``onnx_path`` names the model in logs and errors either way, and
+    ``weights_sha256`` must then identify ``graph``.
 
     ``providers`` defaults to TensorRT (fp16, engines cached under ``cache_dir``, one optimisation profile for
     batches 1..``max_batch`` at ``image_size`` (height, width) where the model leaves it open) -> CUDA -> CPU.
@@ -212,11 +218,10 @@ def create_session(
     if CPU not in candidates:
         candidates.append(CPU)
 
-    profile = (tensorrt_batch_profile(onnx_path, max_batch, image_size)
+    profile = (tensorrt_batch_profile(onnx_path if graph is None else graph, max_batch, image_size)
                if TENSORRT in candidates and max_batch else {})
     cpu_graphs = OptimizedGraphCache(cache_dir / "cpu-graphs") if cache_dir and weights_sha256 else None
-    attempt = _SessionAttempt(onnx_path, intra_op_threads, cache_dir, profile, cpu_graphs,
-                              weights_sha256)
+    attempt = _SessionAttempt(onnx_path, graph, intra_op_threads, cache_dir, profile, cpu_graphs, weights_sha256)
     try:
         session, graph_cache = attempt.on(candidates)
     except Exception as exc:  # onnxruntime raises several unrelated exception types
@@ -253,6 +258,7 @@ class _SessionAttempt:
     """Everything but the provider list that creating one model's session needs."""
 
     onnx_path: Path
+    graph: bytes | None
     intra_op_threads: int | None
     cache_dir: Path | None
     tensorrt_profile: dict[str, str]
@@ -263,13 +269,14 @@ class _SessionAttempt:
         """Session on ``candidates`` and where its optimised graph came from (see SessionInfo.graph_cache)."""
         provider_list = [(p, _provider_options(p, self.cache_dir, self.tensorrt_profile)) for p in candidates]
 
-        def make_session(path: str, optimise: bool = True, save_to: str | None = None) -> ort.InferenceSession:
+        def make_session(model: str | bytes, optimise: bool = True,
+                         save_to: str | None = None) -> ort.InferenceSession:
             options = _session_options(self.intra_op_threads, optimise, save_to)
-            return ort.InferenceSession(path, sess_options=options, providers=provider_list)
+            return ort.InferenceSession(model, sess_options=options, providers=provider_list)
 
         if candidates == [CPU] and self.cpu_graphs is not None and self.weights_sha256 is not None:
-            return self.cpu_graphs.session(self.onnx_path, self.weights_sha256, make_session)
-        return make_session(str(self.onnx_path)), "off"
+            return self.cpu_graphs.session(self.onnx_path, self.weights_sha256, make_session, self.graph)
+        return make_session(str(self.onnx_path) if self.graph is None else self.graph), "off"
 
 
 def _load_error(onnx_path: Path, exc: Exception) -> ModelLoadError:
@@ -277,16 +284,3 @@ def _load_error(onnx_path: Path, exc: Exception) -> ModelLoadError:
         f"ONNX Runtime cannot load {onnx_path}: {exc}. Check that the file is a valid ONNX model "
         "(re-export or re-register it)"
     )
-
-
-def check_input_shape(info: SessionInfo, manifest: ModelManifest) -> None:
-    """Raise OutputFormatMismatch unless the model input is [N, 3, H, W] with static H, W equal to the manifest's."""
-    shape = info.input_shape
-    expected = (None, 3, manifest.input_height, manifest.input_width)
-    if len(shape) != 4 or any(
-        isinstance(actual, int) and want is not None and actual != want for actual, want in zip(shape, expected)
-    ):
-        raise OutputFormatMismatch(
-            f"model input {info.input_name!r} has shape {list(shape)}, but the manifest declares "
-            f"[N, 3, {manifest.input_height}, {manifest.input_width}]: fix input_width/input_height"
-        )

@@ -81,7 +81,8 @@ class InferenceMetrics:
                                     "worker's fetch")
         self.decode = stage("decode", "Time from fetch to the frame decoded (includes waiting for a decode thread)")
         self.queue = stage("queue", "Time from fetch to the start of the frame's model batch (decoding included)")
-        self.preprocess = stage("preprocess", "Letterbox + normalisation per batch (JPEG decoding is the decode stage)")
+        self.preprocess = stage("preprocess", "Letterbox per batch (normalisation runs inside the model, in compute; "
+                                              "JPEG decoding is the decode stage)")
         self.compute = stage("compute", "Model execution per batch")
         self.postprocess = stage("postprocess", "Box decoding + NMS per batch")
         self.publish = stage("publish", "Producing a batch's detections (acknowledgements are awaited off this path)")

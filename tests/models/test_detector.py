@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.detector import Detector
+from models.detector import Detector, open_session
 from models.errors import ChecksumMismatch, InferenceFailed, ModelLoadError, ModelNotFound, PostprocessingFailed
 from models.manifest import ModelManifest
 from models.registry import ModelRegistry, RegisteredModel, sha256_file
@@ -82,7 +82,7 @@ def test_a_batch_of_three_gives_the_same_per_image_results_as_three_single_calls
 def test_io_binding_gives_the_same_detections_as_a_plain_run(registry: ModelRegistry) -> None:
     plain = Detector.load(registry, "bright", providers=CPU_ONLY, max_batch=3)
     model = registry.resolve("bright")
-    bound = Detector(model, create_session(model.path, CPU_ONLY), max_batch=3, io_binding=True)
+    bound = Detector(model, open_session(model, CPU_ONLY, max_batch=3), max_batch=3, io_binding=True)
     bound.warmup()
 
     for with_binding, without in zip(bound.detect(FRAMES), plain.detect(FRAMES), strict=True):

@@ -1,4 +1,5 @@
-"""Letterboxing into the preallocated batch tensor and the box mapping between frame and model input."""
+"""Letterboxing into the preallocated uint8 batch, the normalisation to the model's input, and the box mapping between
+frame and model input."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from models.manifest import ModelManifest
-from models.preprocess import BatchPreprocessor, LetterboxTransform
+from models.preprocess import BatchPreprocessor, LetterboxTransform, model_input
 
 
 def manifest(**overrides: Any) -> ModelManifest:
@@ -72,34 +73,37 @@ def test_to_source_clips_boxes_to_the_frame() -> None:
     np.testing.assert_array_equal(boxes, [[0, 0, 800, 400]])
 
 
-def test_fill_letterboxes_and_converts_bgr_to_rgb_scaled_to_unit_range() -> None:
+def test_fill_letterboxes_the_bgr_frame_into_its_slot_unchanged_in_colour_and_range() -> None:
     preprocessor = BatchPreprocessor(manifest(), max_batch=2)
     image = frame(80, 30)
 
     preprocessor.fill(1, image)
 
-    expected = reference_letterbox(image, 64, 48, 114)[:, :, ::-1].transpose(2, 0, 1) / 255
-    np.testing.assert_allclose(preprocessor.batch(2)[1], expected, atol=1e-6)
+    np.testing.assert_array_equal(preprocessor.batch(2)[1], reference_letterbox(image, 64, 48, 114))
 
 
-def test_fill_keeps_bgr_order_when_the_manifest_says_bgr() -> None:
-    preprocessor = BatchPreprocessor(manifest(color_order="BGR"), max_batch=1)
-    image = frame(64, 48)
+def test_model_input_converts_bgr_canvases_to_rgb_nchw_scaled_to_unit_range() -> None:
+    canvases = np.stack([frame(64, 48, seed=1), frame(64, 48, seed=2)])
 
-    preprocessor.fill(0, image)
-
-    np.testing.assert_allclose(preprocessor.batch(1)[0], image.transpose(2, 0, 1) / 255, atol=1e-6)
+    expected = canvases[..., ::-1].transpose(0, 3, 1, 2) / 255
+    np.testing.assert_allclose(model_input(canvases, manifest()), expected, atol=1e-6)
 
 
-def test_fill_applies_mean_and_std_after_scaling() -> None:
-    preprocessor = BatchPreprocessor(manifest(mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 2.0)), max_batch=1)
-    image = frame(64, 48)
+def test_model_input_keeps_bgr_order_when_the_manifest_says_bgr() -> None:
+    canvases = frame(64, 48)[None]
 
-    preprocessor.fill(0, image)
+    expected = canvases.transpose(0, 3, 1, 2) / 255
+    np.testing.assert_allclose(model_input(canvases, manifest(color_order="BGR")), expected, atol=1e-6)
 
-    rgb = image[:, :, ::-1].transpose(2, 0, 1) / 255
+
+def test_model_input_applies_mean_and_std_after_scaling() -> None:
+    canvases = frame(64, 48)[None]
+
+    rgb = canvases[..., ::-1].transpose(0, 3, 1, 2) / 255
     expected = (rgb - np.array([0.5, 0.25, 0.0])[:, None, None]) / np.array([0.5, 0.25, 2.0])[:, None, None]
-    np.testing.assert_allclose(preprocessor.batch(1)[0], expected, atol=1e-5)
+    normalised = model_input(canvases, manifest(mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 2.0)))
+    assert normalised.dtype == np.float32
+    np.testing.assert_allclose(normalised, expected, atol=1e-5)
 
 
 def test_padding_takes_the_letterbox_fill_value_even_after_a_differently_shaped_frame() -> None:
@@ -110,8 +114,8 @@ def test_padding_takes_the_letterbox_fill_value_even_after_a_differently_shaped_
 
     slot = preprocessor.batch(1)[0]
     assert transform.pad_y > 0
-    assert np.all(slot[:, : transform.pad_y] == 0)
-    assert np.all(slot[:, transform.pad_y : transform.pad_y + 10] == 1)
+    assert np.all(slot[: transform.pad_y] == 0)
+    assert np.all(slot[transform.pad_y : transform.pad_y + 10] == 255)
 
 
 def test_filling_different_slots_from_threads_equals_filling_them_in_turn() -> None:
@@ -132,7 +136,7 @@ def test_batch_is_a_view_of_the_first_slots() -> None:
 
     batch = preprocessor.batch(3)
 
-    assert batch.shape == (3, 3, 48, 64) and batch.dtype == np.float32
+    assert batch.shape == (3, 48, 64, 3) and batch.dtype == np.uint8
     assert np.shares_memory(batch, preprocessor.batch(4))
 
 
