@@ -142,7 +142,18 @@ def tensorrt_batch_profile(model: Path | bytes, max_batch: int,
     }
 
 
-def _provider_options(provider: str, cache_dir: Path | None, tensorrt_profile: dict[str, str]) -> dict[str, Any]:
+def tensorrt_engine_cache_prefix(weights_sha256: str | None) -> dict[str, str]:
+    """The TensorRT engine cache option that ties cached engines to the weights they were built from.
+
+    ONNX Runtime names cached engines after the graph's structure and the model file's name (``model.onnx`` for
+    every registered version), not its weights: without a prefix, a retrained version of the same architecture
+    would load the engine of the version cached before it and serve that version's detections.
+    """
+    return {"trt_engine_cache_prefix": f"camcount_{weights_sha256[:32]}"} if weights_sha256 else {}
+
+
+def _provider_options(provider: str, cache_dir: Path | None, tensorrt_profile: dict[str, str],
+                      weights_sha256: str | None) -> dict[str, Any]:
     if provider == TENSORRT:
         options: dict[str, Any] = {"trt_fp16_enable": True, **tensorrt_profile}
         if cache_dir is not None:
@@ -153,6 +164,7 @@ def _provider_options(provider: str, cache_dir: Path | None, tensorrt_profile: d
                 "trt_engine_cache_path": str(trt_cache),
                 "trt_timing_cache_enable": True,
                 "trt_timing_cache_path": str(trt_cache),
+                **tensorrt_engine_cache_prefix(weights_sha256),
             }
         return options
     return {}
@@ -267,7 +279,8 @@ class _SessionAttempt:
 
     def on(self, candidates: list[str]) -> tuple[ort.InferenceSession, str]:
         """Session on ``candidates`` and where its optimised graph came from (see SessionInfo.graph_cache)."""
-        provider_list = [(p, _provider_options(p, self.cache_dir, self.tensorrt_profile)) for p in candidates]
+        provider_list = [(p, _provider_options(p, self.cache_dir, self.tensorrt_profile, self.weights_sha256))
+                         for p in candidates]
 
         def make_session(model: str | bytes, optimise: bool = True,
                          save_to: str | None = None) -> ort.InferenceSession:

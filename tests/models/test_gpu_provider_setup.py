@@ -1,4 +1,5 @@
-"""GPU provider set-up that can be checked without a GPU: TensorRT's optimisation profile, CUDA library preloading.
+"""GPU provider set-up that can be checked without a GPU: TensorRT's optimisation profile and engine cache names, CUDA
+library preloading.
 
 No GPU runs here, so the profile tests check option strings against the format ONNX Runtime's TensorRT provider
 documents (``name:NxCxHxW``, comma-separated per input), read from the model file itself; the preload test stands
@@ -15,7 +16,7 @@ import onnxruntime as ort
 import pytest
 
 from models import runtime
-from models.runtime import tensorrt_batch_profile
+from models.runtime import tensorrt_batch_profile, tensorrt_engine_cache_prefix
 from tests.onnx_models import write_mean_model
 
 BASE = np.zeros((1, 2, 6), np.float32)
@@ -77,3 +78,12 @@ def test_cuda_wheels_are_preloaded_once_with_onnx_runtimes_output_sent_to_the_lo
     assert calls == [1]
     assert capsys.readouterr().out == ""
     assert "libcurand.so.10" in caplog.text
+
+
+def test_two_versions_of_one_architecture_never_share_a_cached_tensorrt_engine() -> None:
+    first = tensorrt_engine_cache_prefix("a" * 64)["trt_engine_cache_prefix"]
+    retrained = tensorrt_engine_cache_prefix("b" * 64)["trt_engine_cache_prefix"]
+
+    assert first != retrained
+    assert first == tensorrt_engine_cache_prefix("a" * 64)["trt_engine_cache_prefix"]  # a restart finds its engine
+    assert tensorrt_engine_cache_prefix(None) == {}
