@@ -22,12 +22,12 @@ from models.errors import (
     ModelLoadError,
     PostprocessingFailed,
 )
-from models.fused_input import FUSED_INPUT, fuse_uint8_input
 from models.manifest import ModelManifest
-from models.postprocess import DEFAULT_MAX_DETECTIONS, check_output_shape, postprocess
+from models.postprocess import DEFAULT_MAX_DETECTIONS, OutputLayout, check_output_shape, postprocess
 from models.preprocess import BatchPreprocessor, LetterboxTransform, synthetic_frame
 from models.registry import ModelReference, ModelRegistry, RegisteredModel, verify_checksum
 from models.runtime import GPU_DEVICES, SessionInfo, create_session
+from models.serving_graph import CANDIDATES, SERVING_INPUT, serving_graph
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +38,11 @@ _OUT_OF_MEMORY_MESSAGES = ("Failed to allocate memory", "out of memory", "CUDNN_
 
 def open_session(model: RegisteredModel, providers: list[str] | None = None, cache_dir: Path | None = None,
                  intra_op_threads: int | None = None, max_batch: int = 8) -> SessionInfo:
-    """A session on ``model`` behind the uint8 prelude (``models.fused_input``), the graph a Detector runs.
+    """A session on ``model``'s serving graph (``models.serving_graph``), the graph a Detector runs.
 
     Raises OutputFormatMismatch when the model's input contradicts its manifest, ModelLoadError when it cannot load.
     """
-    graph = fuse_uint8_input(model.path, model.manifest)
+    graph = serving_graph(model.path, model.manifest)
     return create_session(model.path, providers, cache_dir, intra_op_threads,
                           weights_sha256=hashlib.sha256(graph).hexdigest(), max_batch=max_batch,
                           image_size=(model.manifest.input_height, model.manifest.input_width), graph=graph)
@@ -69,8 +69,9 @@ class Timings:
 class Detector:
     """Runs one model version on batches of BGR uint8 frames.
 
-    Invariants: the session runs the model behind the uint8 prelude (``open_session``; its input shape was checked
-    against the manifest there), so the host only letterboxes; the batch size sent to the session is at most
+    Invariants: the session runs the model's serving graph (``open_session``; its input shape was checked against
+    the manifest there), so the host only letterboxes, and only the candidates come back from the device (the raw
+    output, for formats without a tail); the batch size sent to the session is at most
     ``max_batch`` (for a model with a static batch dimension B, exactly B, the extra slots ignored).
     Concurrent ``detect`` calls are serialised (they share the preallocated batch).
 
@@ -81,9 +82,14 @@ class Detector:
 
     def __init__(self, model: RegisteredModel, session: SessionInfo, max_batch: int = 8,
                  io_binding: bool | None = None) -> None:
-        if session.input_name != FUSED_INPUT:
-            raise ValueError(f"the session takes {session.input_name!r}, not the fused uint8 input: create it with "
-                             "models.detector.open_session")
+        if session.input_name != SERVING_INPUT:
+            raise ValueError(f"the session takes {session.input_name!r}, not the serving graph's uint8 input: create "
+                             "it with models.detector.open_session")
+        raw_output = next(name for name in session.output_names if name != CANDIDATES)
+        tail = CANDIDATES in session.output_names
+        self._serving_outputs = (CANDIDATES,) if tail else (raw_output,)
+        self._layout: OutputLayout = "candidates" if tail else model.manifest.format
+        self._warmup_outputs = (raw_output, *self._serving_outputs) if tail else (raw_output,)
         static_batch = session.input_shape[0]
         self._static_batch = static_batch if isinstance(static_batch, int) else None
         self.max_batch = self._static_batch or max_batch
@@ -169,7 +175,7 @@ class Detector:
             for index in range(self.max_batch):
                 self._preprocessor.fill(index, frame)
             for batch_size in self.warmup_batch_sizes():
-                outputs = self._run(batch_size)
+                outputs = self._run(batch_size, self._warmup_outputs)
                 check_output_shape(outputs[0], self.manifest.format, self.manifest.num_classes, batch_size)
         except Exception as exc:
             self._state, self._error = "error", str(exc)
@@ -211,7 +217,7 @@ class Detector:
         conf = self.manifest.confidence_threshold if conf is None else conf
         iou = self.manifest.nms_threshold if iou is None else iou
         return self._detect(images, lambda outputs, transforms, _start: postprocess(
-            outputs, self.manifest.format, transforms, conf, iou, max_detections))
+            outputs, self._layout, transforms, conf, iou, max_detections))
 
     def detect_each(self, images: Sequence[np.ndarray], params: Sequence[DetectParams]) -> list[Detections]:
         """As ``detect``, with each image's own thresholds (``params[i]`` for ``images[i]``): requests with different
@@ -226,7 +232,7 @@ class Detector:
                 p = params[start + index]
                 conf = self.manifest.confidence_threshold if p.conf is None else p.conf
                 iou = self.manifest.nms_threshold if p.iou is None else p.iou
-                found.extend(postprocess([output[index : index + 1] for output in outputs], self.manifest.format,
+                found.extend(postprocess([output[index : index + 1] for output in outputs], self._layout,
                                          [transform], conf, iou, p.max_detections))
             return found
 
@@ -247,7 +253,7 @@ class Detector:
                     self._preprocessor.fill(index, image) for index, image in enumerate(chunk)
                 ]
                 t1 = time.perf_counter()
-                outputs = self._run(self._static_batch or len(chunk))
+                outputs = self._run(self._static_batch or len(chunk), self._serving_outputs)
                 t2 = time.perf_counter()
                 try:
                     results.extend(post(outputs, transforms, start))
@@ -262,13 +268,14 @@ class Detector:
             self.last_timings = Timings(pre_ms, infer_ms, post_ms)
         return results
 
-    def _run(self, batch_size: int) -> list[np.ndarray]:
+    def _run(self, batch_size: int, output_names: tuple[str, ...]) -> list[np.ndarray]:
         batch = self._preprocessor.batch(batch_size)
         try:
             if self._binding is None:
-                return self._session.session.run(None, {self._session.input_name: batch})
+                return self._session.session.run(list(output_names), {self._session.input_name: batch})
             self._binding.bind_cpu_input(self._session.input_name, batch)
-            for name in self._session.output_names:
+            self._binding.clear_binding_outputs()
+            for name in output_names:
                 self._binding.bind_output(name, self._device)
             self._session.session.run_with_iobinding(self._binding)
             return self._binding.copy_outputs_to_cpu()

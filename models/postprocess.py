@@ -7,7 +7,7 @@ Invariant of every decoder: returned scores are strictly greater than ``conf_thr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -87,7 +87,26 @@ def decode_end2end(output: np.ndarray, conf_threshold: float) -> list[Candidates
     return result
 
 
-DECODERS = {"yolov5": decode_yolov5, "yolov8": decode_yolov8, "end2end": decode_end2end}
+def decode_candidates(output: np.ndarray, conf_threshold: float) -> list[Candidates]:
+    """[N, A, 7] rows of x1, y1, x2, y2, score, class_id, gate: the serving graph's tail
+    (``models.serving_graph.CANDIDATES``), the yolov5 or yolov8 rows already reduced to their best class."""
+    result = []
+    for rows in output:
+        rows = rows[(rows[:, 6] > conf_threshold) & (rows[:, 4] > conf_threshold)]
+        result.append(
+            Candidates(
+                np.ascontiguousarray(rows[:, :4], dtype=np.float32),
+                rows[:, 4].astype(np.float32),
+                rows[:, 5].astype(np.int32),
+            )
+        )
+    return result
+
+
+OutputLayout = ModelFormat | Literal["candidates"]
+"""What ``postprocess`` decodes: a model format, or the serving graph's candidates."""
+DECODERS = {"yolov5": decode_yolov5, "yolov8": decode_yolov8, "end2end": decode_end2end,
+            "candidates": decode_candidates}
 
 
 def batched_nms(
@@ -141,7 +160,7 @@ def check_output_shape(output: np.ndarray, fmt: ModelFormat, num_classes: int, b
 
 def postprocess(
     outputs: Sequence[np.ndarray],
-    fmt: ModelFormat,
+    fmt: OutputLayout,
     transforms: Sequence[LetterboxTransform],
     conf: float,
     iou: float,

@@ -2,7 +2,7 @@
 the inverse box mapping.
 
 The host only letterboxes: colour order, scaling to the model's range and the NHWC -> NCHW layout run inside the model
-graph (``models.fused_input``), so a GPU receives a quarter of the bytes and the host does a third of the work.
+graph (``models.serving_graph``), so a GPU receives a quarter of the bytes and the host does a third of the work.
 ``model_input`` is the same normalisation in numpy, for what feeds the unfused model (int8 calibration, tests).
 """
 
@@ -84,7 +84,7 @@ class Normalisation:
 
 
 def model_input(canvases: np.ndarray, manifest: ModelManifest) -> np.ndarray:
-    """[N, H, W, 3] BGR uint8 canvases -> the model's own [N, 3, H, W] float32 input (what the fused graph computes
+    """[N, H, W, 3] BGR uint8 canvases -> the model's own [N, 3, H, W] float32 input (what the serving graph computes
     on the device)."""
     norm = Normalisation.of(manifest)
     planes = canvases[..., list(norm.channel_order)].transpose(0, 3, 1, 2).astype(np.float32)

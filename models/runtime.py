@@ -202,7 +202,7 @@ def create_session(
 ) -> SessionInfo:
     """Create an inference session on the first usable provider of ``providers``.
 
-    The session runs ``graph`` (a serialised model derived from ``onnx_path``, e.g. ``models.fused_input``) when
+    The session runs ``graph`` (a serialised model derived from ``onnx_path``, e.g. ``models.serving_graph``) when
     it is given, else the file itself; ``onnx_path`` names the model in logs and errors either way, and
     ``weights_sha256`` must then identify ``graph``.
 

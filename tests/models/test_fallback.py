@@ -43,10 +43,10 @@ def break_inference(detector: Detector, broken: threading.Event) -> None:
     """While ``broken`` is set, the detector's model runs fail as ONNX Runtime failures do (InferenceFailed)."""
     run = detector._run
 
-    def failing_run(batch_size: int):
+    def failing_run(batch_size: int, output_names: tuple[str, ...]):
         if broken.is_set():
             raise InferenceFailed(f"{detector.name}@{detector.version}: injected kernel failure")
-        return run(batch_size)
+        return run(batch_size, output_names)
 
     detector._run = failing_run
 
