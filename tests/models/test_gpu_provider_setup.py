@@ -9,6 +9,7 @@ in ONNX Runtime's own loader, which needs the NVIDIA wheels.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ import onnxruntime as ort
 import pytest
 
 from models import runtime
+from models.manifest import ModelManifest
 from models.runtime import tensorrt_batch_profile, tensorrt_engine_cache_prefix
+from models.serving_graph import SERVING_INPUT, serving_graph
 from tests.onnx_models import write_mean_model
 
 BASE = np.zeros((1, 2, 6), np.float32)
@@ -87,3 +90,14 @@ def test_two_versions_of_one_architecture_never_share_a_cached_tensorrt_engine()
     assert first != retrained
     assert first == tensorrt_engine_cache_prefix("a" * 64)["trt_engine_cache_prefix"]  # a restart finds its engine
     assert tensorrt_engine_cache_prefix(None) == {}
+
+
+def test_the_serving_graph_is_profiled_at_its_uint8_input(tmp_path: Path) -> None:
+    path = write_mean_model(tmp_path / "m.onnx", BASE, input_hw=(608, 416))
+    manifest = ModelManifest(name="toy", version="1.0.0", format="yolov5", input_width=416, input_height=608,
+                             class_names=["person"], sha256="0" * 64, created_at=datetime(2025, 1, 1, tzinfo=UTC))
+
+    profile = tensorrt_batch_profile(serving_graph(path, manifest), max_batch=8)
+
+    assert profile["trt_profile_min_shapes"] == f"{SERVING_INPUT}:1x608x416x3"
+    assert profile["trt_profile_max_shapes"] == f"{SERVING_INPUT}:8x608x416x3"
