@@ -84,7 +84,7 @@ class InferenceMetrics:
         self.preprocess = stage("preprocess", "Letterbox per batch (normalisation runs inside the model, in compute; "
                                               "JPEG decoding is the decode stage)")
         self.compute = stage("compute", "Model execution per batch")
-        self.postprocess = stage("postprocess", "Box decoding + NMS per batch")
+        self.postprocess = stage("postprocess", "Thresholds, NMS and mapping boxes back, per batch")
         self.publish = stage("publish", "Producing a batch's detections (acknowledgements are awaited off this path)")
         self.e2e = Histogram("camcount_inference_e2e_seconds", "Capture time to detections produced",
                              ("model", "version"), buckets=_LATENCY_BUCKETS, registry=r)
