@@ -46,10 +46,11 @@ def canvases(count: int) -> np.ndarray:
     return np.random.default_rng(count).integers(0, 256, size=(count, HEIGHT, WIDTH, 3), dtype=np.uint8)
 
 
-def run(graph: bytes, batch: np.ndarray, output: str = "output") -> np.ndarray:
+def run(graph: bytes, batch: np.ndarray) -> np.ndarray:
+    """The identity model's output (the prelude's result) for ``batch``."""
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == [SERVING_INPUT]
-    return session.run([output], {SERVING_INPUT: batch})[0]
+    return session.run(["output"], {SERVING_INPUT: batch})[0]
 
 
 @pytest.mark.parametrize("overrides", [
@@ -58,8 +59,8 @@ def run(graph: bytes, batch: np.ndarray, output: str = "output") -> np.ndarray:
     {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
     {"scale": 1.0},
 ], ids=["rgb-unit-range", "bgr", "mean-std", "raw-pixel-range"])
-def test_the_fused_graph_computes_what_the_host_normalisation_computes(tmp_path: Path,
-                                                                       overrides: dict[str, Any]) -> None:
+def test_the_prelude_computes_what_the_host_normalisation_computes(tmp_path: Path,
+                                                                   overrides: dict[str, Any]) -> None:
     model_manifest = manifest(**overrides)
     graph = serving_graph(write_identity_model(tmp_path / "m.onnx"), model_manifest)
     batch = canvases(3)
