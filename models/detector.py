@@ -27,7 +27,7 @@ from models.postprocess import DEFAULT_MAX_DETECTIONS, OutputLayout, check_outpu
 from models.preprocess import BatchPreprocessor, LetterboxTransform, synthetic_frame
 from models.registry import ModelReference, ModelRegistry, RegisteredModel, verify_checksum
 from models.runtime import GPU_DEVICES, SessionInfo, create_session
-from models.serving_graph import CANDIDATES, SERVING_INPUT, serving_graph
+from models.serving_graph import CANDIDATES, SERVING_INPUT, raw_output, serving_graph
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +85,11 @@ class Detector:
         if session.input_name != SERVING_INPUT:
             raise ValueError(f"the session takes {session.input_name!r}, not the serving graph's uint8 input: create "
                              "it with models.detector.open_session")
-        raw_output = next(name for name in session.output_names if name != CANDIDATES)
+        raw = raw_output(session.output_names)
         tail = CANDIDATES in session.output_names
-        self._serving_outputs = (CANDIDATES,) if tail else (raw_output,)
+        self._serving_outputs = (CANDIDATES,) if tail else (raw,)
         self._layout: OutputLayout = "candidates" if tail else model.manifest.format
-        self._warmup_outputs = (raw_output, *self._serving_outputs) if tail else (raw_output,)
+        self._warmup_outputs = (raw, *self._serving_outputs) if tail else (raw,)
         static_batch = session.input_shape[0]
         self._static_batch = static_batch if isinstance(static_batch, int) else None
         self.max_batch = self._static_batch or max_batch

@@ -35,7 +35,7 @@ from models.manifest import SLUG_PATTERN, ModelManifest, is_semver
 from models.postprocess import check_output_shape
 from models.preprocess import BatchPreprocessor, synthetic_frame
 from models.runtime import CPU, create_session
-from models.serving_graph import CANDIDATES, serving_graph
+from models.serving_graph import raw_output, serving_graph
 
 logger = logging.getLogger(__name__)
 
@@ -335,9 +335,8 @@ def _test_run(onnx_path: Path, manifest: ModelManifest, sample_image: np.ndarray
     info = create_session(onnx_path, [CPU], graph=serving_graph(onnx_path, manifest))
     preprocessor = BatchPreprocessor(manifest, max_batch=1)
     preprocessor.fill(0, synthetic_frame() if sample_image is None else sample_image)
-    raw_output = next(name for name in info.output_names if name != CANDIDATES)
     try:
-        outputs = info.session.run([raw_output], {info.input_name: preprocessor.batch(1)})
+        outputs = info.session.run([raw_output(info.output_names)], {info.input_name: preprocessor.batch(1)})
     except Exception as exc:  # onnxruntime raises several unrelated exception types
         raise ModelLoadError(
             f"{onnx_path} fails on a {manifest.input_width}x{manifest.input_height} sample frame: {exc}; "

@@ -14,6 +14,7 @@ The registered file is never changed: both ends are added in memory when a sessi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,11 @@ _PRELUDE = "camcount_prelude/"
 _TAIL = "camcount_tail/"
 _TAIL_MIN_OPSET = 10  # Slice takes its bounds as inputs from opset 10
 _INT64_MAX = np.iinfo(np.int64).max
+
+
+def raw_output(output_names: Sequence[str]) -> str:
+    """The model's own first output among a serving graph's outputs: the one its format describes."""
+    return next(name for name in output_names if name != CANDIDATES)
 
 
 def serving_graph(onnx_path: Path, manifest: ModelManifest) -> bytes:
