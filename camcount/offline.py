@@ -17,7 +17,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from counting.config import CameraConfig
-from counting.engine import CameraCounter
+from counting.engine import CameraCounter, FrameResult
 from counting.lines import CrossingEvent
 from models.detector import Detector
 from producers.encoding import JPEG_QUALITY, jpeg_round_trip
@@ -46,6 +46,22 @@ class Analysis:
     frames: int = 0
     crossings: list[CrossingEvent] = field(default_factory=list)
     zones: dict[str, ZoneFigures] = field(default_factory=dict)
+
+    def add(self, counted: FrameResult) -> None:
+        """Add one counted frame's crossings, zone occupancy and zone entries and exits."""
+        self.crossings += counted.crossings
+        for name, occupancy in counted.zones.items():
+            figures = self.zones[name]
+            for class_name, n in occupancy.items():
+                figures.max_occupancy[class_name] = max(figures.max_occupancy[class_name], n)
+        for event in counted.zone_events:
+            figures = self.zones[event.zone]
+            if event.kind == "enter":
+                figures.entries[event.class_name] += 1
+            else:
+                figures.exits[event.class_name] += 1
+                if event.dwell_ms is not None:
+                    figures.dwell_ms[event.class_name].append(event.dwell_ms)
 
     def line_totals(self) -> dict[str, dict[str, Any]]:
         lines: dict[str, dict[str, Any]] = {}
@@ -91,7 +107,6 @@ def analyze(
     conf: float | None = None,
     iou: float | None = None,
     calibrate: bool = True,
-    flush_at_end: bool = True,
 ) -> Analysis:
     """Count a whole source. Frame i gets capture time i / fps (ms) on the source's own timeline.
 
@@ -103,14 +118,15 @@ def analyze(
     people in view), ``zones`` (zone -> class -> occupancy, as streamed) and ``detections`` (the model's raw boxes
     per class at the detection threshold, unconfirmed ones included).
 
-    The source's end ends every track, so crossings still waiting for their line's ``min_stay_ms`` are counted
-    then (``CameraCounter.end_of_stream``). ``flush_at_end=False`` leaves them out, as the streaming app does
-    at the same frame (a live stream has no end): for comparing the two."""
+    The source's end ends every track after its last frame (``CameraCounter.end``), as a streamed source's end
+    marker does in the counting app: crossings still waiting for their line's ``min_stay_ms`` are counted, and
+    the tracks still inside a zone exit."""
     class_names = list(detector.manifest.class_names)
     calibration = detector.manifest.box_calibration if calibrate else None
     counter = CameraCounter(config, class_names)
     result = Analysis(zones={zone.name: ZoneFigures() for zone in config.zones})
     started = time.monotonic()
+    last_capture_ms = 0
     for batch in _batches(source.frames(), batch_size):
         images = [f.image if jpeg_quality is None else jpeg_round_trip(f.image, jpeg_quality) for f in batch]
         for frame, detections in zip(batch, detector.detect(images, conf=conf, iou=iou)):
@@ -118,20 +134,9 @@ def analyze(
             height, width = frame.image.shape[:2]
             counted = counter.update(frame.index, capture_ms, detections, calibration, (width, height))
             assert counted is not None  # frames arrive in order
+            last_capture_ms = capture_ms
             result.frames += 1
-            result.crossings += counted.crossings
-            for name, occupancy in counted.zones.items():
-                figures = result.zones[name]
-                for class_name, n in occupancy.items():
-                    figures.max_occupancy[class_name] = max(figures.max_occupancy[class_name], n)
-            for event in counted.zone_events:
-                figures = result.zones[event.zone]
-                if event.kind == "enter":
-                    figures.entries[event.class_name] += 1
-                else:
-                    figures.exits[event.class_name] += 1
-                    if event.dwell_ms is not None:
-                        figures.dwell_ms[event.class_name].append(event.dwell_ms)
+            result.add(counted)
             if per_frame is not None:
                 per_frame.write(json.dumps({
                     "frame": frame.index,
@@ -142,10 +147,11 @@ def analyze(
             _write_events(events, counted.crossings)
         if progress is not None:
             progress(result.frames, time.monotonic() - started)
-    if flush_at_end:
-        last = counter.end_of_stream()
-        result.crossings += last
-        _write_events(events, last)
+    if counter.last_seq is not None:
+        ended = counter.end(counter.last_seq, last_capture_ms)
+        assert ended is not None  # at the last frame seen
+        result.add(ended)
+        _write_events(events, ended.crossings)
     return result
 
 

@@ -9,6 +9,7 @@ Frame handling, keyed by ``frame_seq`` (monotonic per camera):
   changes nothing; ``update`` returns None and the frame is counted in ``late_frames``.
 * ``skip`` records a frame the inference stage did not run: it is seen (a later copy is late) but
   not tracked, and tracks are not treated as missed on it.
+* ``end`` ends every track after the source's last frame.
 
 A line first meets a track where the track was first detected (``Tracker.first_boxes``), not where it
 got its id ``min_hits`` frames later, so crossing the line during those frames is counted too.
@@ -179,14 +180,31 @@ class CameraCounter:
             zone_events += zone_counter.retain(alive)
         return FrameResult(frame_seq, capture_ts_ms, tracked, crossings, occupancy, zone_events)
 
-    def end_of_stream(self) -> list[CrossingEvent]:
-        """The source has ended, so every track has: the crossings still waiting for ``min_stay_ms``, as
-        ``LineCounter.retain`` reports them for a dropped track. The lines forget every track; zones are left
-        as they are. A live stream has no end: the streaming app never calls this."""
-        crossings: list[CrossingEvent] = []
-        for counter in self.lines.values():
-            crossings += counter.retain(np.zeros(0, np.int64))
-        return crossings
+    def end(self, frame_seq: int, capture_ts_ms: int) -> FrameResult | None:
+        """The source ended after frame ``frame_seq`` (its last), so every track ends there, as when the tracker
+        drops one: lines report the crossings still waiting for ``min_stay_ms``, zones the exits of the tracks
+        inside (occupancy 0), and the tracker starts over (ids keep increasing, so no crossing id repeats).
+
+        Returns None (``late_frames`` + 1) when ``frame_seq`` is below the last seen frame: a replayed end marker,
+        after which the camera went on. A repeated end at the same frame ends nothing more (an empty result)."""
+        if self.last_seq is not None and frame_seq < self.last_seq:
+            self.late_frames += 1
+            logger.debug("camera %s: ignoring late end marker %d (last %s)", self.config.camera_id, frame_seq,
+                         self.last_seq)
+            return None
+        self.last_seq = frame_seq
+        crossings, zone_events = self._end_every_track()
+        none, nowhere = np.zeros(0, np.int64), np.zeros((0, 2))
+        occupancy = {name: zone_counter.update(frame_seq, capture_ts_ms, none, nowhere, none).occupancy
+                     for name, zone_counter in self.zones.items()}
+        return FrameResult(frame_seq, capture_ts_ms, Detections.empty(), crossings, occupancy, zone_events)
+
+    def _end_every_track(self) -> tuple[list[CrossingEvent], list[ZoneEvent]]:
+        """Drop every track: the crossings still waiting and the zone exits of the tracks that were inside."""
+        self.tracker.end_tracks()
+        none = np.zeros(0, np.int64)
+        return ([c for counter in self.lines.values() for c in counter.retain(none)],
+                [e for zone_counter in self.zones.values() for e in zone_counter.retain(none)])
 
     def to_state(self) -> dict[str, Any]:
         """Plain-JSON snapshot of the whole camera; ``from_state`` continues from it identically."""

@@ -65,6 +65,10 @@ class Tracker:
         """Ids of confirmed tracks still kept (tracked or lost); counters forget every other id."""
         return self._track_id[self._status != _TENTATIVE]
 
+    def end_tracks(self) -> None:
+        """Drop every track (its source ended); ids go on increasing, so no later track reuses one."""
+        self._keep(np.zeros(len(self._track_id), bool))
+
     def first_boxes(self, track_ids: np.ndarray) -> np.ndarray:
         """(N, 4) xyxy box with which each given track started (its first, tentative, detection).
 

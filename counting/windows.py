@@ -120,7 +120,6 @@ class ZoneMinutes:
             rows += self._rows(labels, now_ms)
             self._stats.clear()
         self._minute = minute
-        moved = set()
         for zone, by_class in occupancy.items():
             for class_name, n in by_class.items():
                 stats = self._stats.setdefault(f"{zone}|{class_name}|{labels.key()}", {
@@ -130,6 +129,21 @@ class ZoneMinutes:
                 stats["max_occupancy"] = max(stats["max_occupancy"], n)
                 stats["occupancy_sum"] += n
                 stats["last_frame_seq"], stats["last_capture_ts_ms"] = frame_seq, capture_ts_ms
+        moved = self._count(events, labels)
+        due = [k for k, s in self._stats.items() if k in moved or s["frames"] % self.emit_every == 0]
+        return rows + self._rows(labels, now_ms, due)
+
+    def end(self, events: Iterable[ZoneEvent], labels: Labels, now_ms: int) -> list[dict[str, Any]]:
+        """The camera's stream ended: count the exits in ``events`` (the tracks that were inside) into the current
+        minute, adding no frame, and emit every row of that minute, since no later frame may come to close it."""
+        if self._minute is None:
+            return []
+        self._count(events, labels)
+        return self._rows(labels, now_ms)
+
+    def _count(self, events: Iterable[ZoneEvent], labels: Labels) -> set[str]:
+        """Add entries, exits and dwell to the current minute's rows; returns the keys of the rows they changed."""
+        moved = set()
         for event in events:
             key = f"{event.zone}|{event.class_name}|{labels.key()}"
             if key not in self._stats:
@@ -140,8 +154,7 @@ class ZoneMinutes:
             else:
                 self._stats[key]["exits"] += 1
                 self._stats[key]["dwell_ms_sum"] += event.dwell_ms or 0
-        due = [k for k, s in self._stats.items() if k in moved or s["frames"] % self.emit_every == 0]
-        return rows + self._rows(labels, now_ms, due)
+        return moved
 
     def _rows(self, labels: Labels, now_ms: int, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Rows for ``keys`` (default all); each row's labels come from its key, i.e. from when it was counted."""

@@ -8,8 +8,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from foundation.kafka import new_client, producer_config, wait_for_broker
 from foundation.settings import Settings
@@ -60,6 +61,10 @@ class CameraIngestor:
     file behaves like a camera), or, unpaced (fps 0), on the source's own timeline from the start of the run.
     The first frame is published at once; ``max_frames`` ends the run as soon as that many are published.
 
+    However the run ends (the source's end, ``max_frames``, a signal, a source error), it ends with an end-of-stream
+    marker after the last published frame, carrying that frame's seq, capture time, size, experiment and variant,
+    so that counting ends the camera's tracks at once instead of when the camera comes back.
+
     While the broker is away the producer buffers up to ``BUFFER_KBYTES`` and retries. When that is full, a file
     source waits (nothing is lost), and a live source, which cannot wait, drops the frame and counts it in
     ``stats.dropped`` (logged, and in the final report): nothing is dropped silently.
@@ -91,6 +96,8 @@ class CameraIngestor:
         self.stats = IngestStats()
         self._stop = threading.Event()
         self._producer: Producer | None = None
+        self._last: dict[str, Any] | None = None
+        """The last published frame's record, image left out: what the end-of-stream marker repeats."""
 
     def stop(self, *_: object) -> None:
         self._stop.set()
@@ -105,6 +112,11 @@ class CameraIngestor:
         else:
             self.stats.failed += 1
             log.error("frame delivery failed: %s", error)
+
+    def _on_end_delivery(self, error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            log.error("camera %s: end-of-stream marker not delivered (%s); counting ends the camera's tracks when "
+                      "it next sends frames", self.camera_id, error)
 
     def run(self, progress_every: int = 100) -> IngestStats:
         wait_for_broker(self.settings.kafka_bootstrap(), timeout_s=15, client_config=self.settings.kafka.client_config)
@@ -142,6 +154,7 @@ class CameraIngestor:
                 frame_ms = 1000.0 / (self.source.native_fps or 25.0)
                 pass_offset_ms += last_offset + frame_ms
         finally:
+            self._publish_end(topic)
             remaining = self._producer.flush(30)
             if remaining:
                 self.stats.failed += remaining
@@ -161,22 +174,50 @@ class CameraIngestor:
                 return
             yield frame
 
+    def _headers(self, record: dict[str, Any]) -> list[tuple[str, bytes]]:
+        return FRAME.headers() + [
+            ("camera-id", self.camera_id.encode()),
+            ("frame-seq", str(record["frame_seq"]).encode()),
+            ("capture-ts-ms", str(record["capture_ts_ms"]).encode()),
+            ("variant", record["variant"].encode()),
+            ("experiment", record["experiment"].encode()),
+        ]
+
+    def _publish_end(self, topic: str) -> None:
+        """Queue the end-of-stream marker after the last published frame (none if no frame was published);
+        it waits up to 30 s for room in the producer's buffer, then is given up, logged."""
+        if self._last is None or self._producer is None:
+            return
+        record = {**self._last, "image": b"", "end_of_stream": True}
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._producer.produce(topic, value=FRAME.encode(record), key=self.camera_id.encode(),
+                                       headers=self._headers(record), on_delivery=self._on_end_delivery)
+                log.info("camera %s: end of stream after frame %d", self.camera_id, record["frame_seq"])
+                return
+            except BufferError:
+                if time.monotonic() > deadline:
+                    log.error("camera %s: end-of-stream marker not queued (producer buffer full for 30 s); "
+                              "counting ends the camera's tracks when it next sends frames", self.camera_id)
+                    return
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                log.error("camera %s: end-of-stream marker not queued (%s); counting ends the camera's tracks "
+                          "when it next sends frames", self.camera_id, exc)
+                return
+
     def _publish(self, topic: str, seq: int, capture_ms: int, image) -> None:
         jpeg = encode_jpeg(image, self.jpeg_quality)
         experiment, variant = self.assign_variant(self.camera_id, capture_ms)
         height, width = image.shape[:2]
-        value = FRAME.encode({
+        record = {
             "camera_id": self.camera_id, "frame_seq": seq, "capture_ts_ms": capture_ms,
             "width": width, "height": height, "encoding": "jpeg", "image": jpeg,
-            "variant": variant, "experiment": experiment,
-        })
-        headers = FRAME.headers() + [
-            ("camera-id", self.camera_id.encode()),
-            ("frame-seq", str(seq).encode()),
-            ("capture-ts-ms", str(capture_ms).encode()),
-            ("variant", variant.encode()),
-            ("experiment", experiment.encode()),
-        ]
+            "variant": variant, "experiment": experiment, "end_of_stream": False,
+        }
+        value = FRAME.encode(record)
+        headers = self._headers(record)
         assert self._producer is not None
         while True:
             try:
@@ -194,3 +235,4 @@ class CameraIngestor:
                 self._producer.poll(0.1)  # a file waits until deliveries drain
         self._producer.poll(0)
         self.stats.published += 1
+        self._last = {key: value for key, value in record.items() if key != "image"}

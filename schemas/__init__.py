@@ -118,8 +118,8 @@ def _parse(file: str) -> Any:
     return fastavro.parse_schema(json.loads((_SCHEMA_DIR / file).read_text()))
 
 
-FRAME = AvroCodec("frame", 1, "frame.avsc")
-DETECTIONS = AvroCodec("detections", 3, "detections.avsc")
+FRAME = AvroCodec("frame", 2, "frame.avsc")
+DETECTIONS = AvroCodec("detections", 4, "detections.avsc")
 CROSSING = AvroCodec("crossing", 1, "crossing.avsc")
 WINDOW_COUNT = AvroCodec("window-count", 2, "window_count.avsc")
 SHADOW_PAIR = AvroCodec("shadow-pair", 2, "shadow_pair.avsc")

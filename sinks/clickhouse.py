@@ -82,9 +82,12 @@ def box_area_ratios(record: dict[str, Any]) -> list[float]:
             for i in range(0, len(xyxy) - 3, 4)]
 
 
-def inference_row(record: dict[str, Any]) -> tuple:
+def inference_row(record: dict[str, Any]) -> tuple | None:
     """``e2e_ms``: from capture to the worker finishing the frame (sink batching excluded). The per-box columns
-    (``infra/clickhouse/061_output_aggregates.sql``) hold each box's class name, confidence and area ratio."""
+    (``infra/clickhouse/061_output_aggregates.sql``) hold each box's class name, confidence and area ratio.
+    None for an end-of-stream marker (status END): it is no frame, and carries its last frame's seq."""
+    if record["status"] == "END":
+        return None
     confidence = record["confidence"]
     return (record["camera_id"], record["frame_seq"], _utc(record["capture_ts_ms"]), record["capture_ts_ms"],
             record["model_name"], record["model_version"], record["variant"], record["experiment"],
@@ -95,13 +98,14 @@ def inference_row(record: dict[str, Any]) -> tuple:
 
 @dataclass(frozen=True)
 class SinkTable:
-    """Where the sink puts one stream's records: decoded with ``codec``, built by ``row`` into ``table``."""
+    """Where the sink puts one stream's records: decoded with ``codec``, built by ``row`` into ``table`` (a record
+    whose ``row`` is None has no row there)."""
 
     stream: Stream
     codec: AvroCodec
     table: str
     columns: tuple[str, ...]
-    row: Callable[[dict[str, Any]], tuple]
+    row: Callable[[dict[str, Any]], tuple | None]
 
 
 SINK_TABLES: tuple[SinkTable, ...] = (

@@ -201,7 +201,8 @@ class ClickHouseSink:
                     raise UnreadableRecord(_unreadable(message, self.group_id, exc)) from exc
                 set_aside.append((message, exc))
                 continue
-            rows[message.topic()].append(row)
+            if row is not None:
+                rows[message.topic()].append(row)
             if message.topic() == crossings_topic:
                 crossings.append(record)
         if set_aside:

@@ -12,6 +12,8 @@ Restart and replay safety:
     so the changelog never runs ahead of the outputs: a worker killed in between leaves the table at the
     previous frame, and the redelivered frame is counted again and re-emits the same outputs;
   * frames at or below the stored last frame seq are replays and are ignored, so nothing counts twice;
+  * a camera's end-of-stream marker (an END record after its last frame) ends every track at once, so crossings
+    waiting for their line's minimum stay are counted and zones empty without waiting for the camera's return;
   * Faust flushes the producer (changelogs included) before it commits source offsets, so nothing is lost;
   * crossing ids are deterministic and window counts are re-emitted as absolute values, so sinks are idempotent.
 """
@@ -152,12 +154,15 @@ class CountingService:
         """Count one detections record, ``await publish(counted)``, then store the camera's new state.
 
         Returns None for a skipped frame or a replayed (already counted) one; nothing is published for those.
+        An END record (the camera's end-of-stream marker) publishes what ending every track counts.
         The state is stored only after ``publish`` returned: if it raises, the table keeps the previous frame's
         state and the exception propagates, so a redelivery of this frame counts it again.
         """
         p = Provenance.of(record)
         state = self._restore(p.camera_id, list(record["class_names"]))
-        if record["status"] != "OK":  # SKIPPED or ERROR: a gap the tracker bridges
+        if record["status"] == "END":  # the camera's source ended after this frame: every track ends
+            result = state.counter.end(p.frame_seq, p.capture_ts_ms)
+        elif record["status"] != "OK":  # SKIPPED or ERROR: a gap the tracker bridges
             state.counter.skip(p.frame_seq)
             result = None
         else:
@@ -178,8 +183,11 @@ class CountingService:
                 "variant": p.variant, "experiment": p.experiment,
             } for c in result.crossings]
             windows = state.windows.add(p.frame_seq, p.capture_ts_ms, result.crossings, labels, now_ms)
-            zone_rows = state.zone_minutes.update(p.frame_seq, p.capture_ts_ms, result.zones, result.zone_events,
-                                                  labels, now_ms)
+            if record["status"] == "END":
+                zone_rows = state.zone_minutes.end(result.zone_events, labels, now_ms)
+            else:
+                zone_rows = state.zone_minutes.update(p.frame_seq, p.capture_ts_ms, result.zones, result.zone_events,
+                                                      labels, now_ms)
             state.windows.close_old(p.capture_ts_ms)
             counted = CountedFrame(p, result.zones, crossings, windows, zone_rows)
             await publish(counted)
@@ -190,8 +198,8 @@ class CountingService:
 class CountingMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.frames = Counter("camcount_count_frames", "Detections records counted", ("camera",),
-                              registry=self.registry)
+        self.frames = Counter("camcount_count_frames", "Frames counted (detections records other than end markers)",
+                              ("camera",), registry=self.registry)
         self.late_frames = Counter("camcount_count_late_frames", "Replayed or out-of-order frames ignored",
                                    ("camera",), registry=self.registry)
         self.dead_records = Counter("camcount_count_dead_records", "Detections records set aside, undecodable",
@@ -284,7 +292,8 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
                 continue
             camera = record["camera_id"]
             counted = await service.handle(record, publish)
-            metrics.frames.labels(camera).inc()
+            if record["status"] != "END":  # an end marker is no frame
+                metrics.frames.labels(camera).inc()
             if counted is None:
                 if record["status"] == "OK":
                     metrics.late_frames.labels(camera).inc()

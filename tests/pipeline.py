@@ -74,6 +74,11 @@ class CamcountProcesses:
                 process.wait()
 
 
+def frame_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The detections records of frames: without the END record that follows each ingest run's last frame."""
+    return [r for r in records if r["status"] != "END"]
+
+
 def consume_records(settings: Settings, topic: str, until: Callable[[list[dict[str, Any]]], bool],
                     timeout_s: float, decode: Callable[[bytes, dict], dict] | None = None) -> list[dict[str, Any]]:
     """Read ``topic`` from the beginning with a fresh group until ``until(records)`` or the timeout.

@@ -77,18 +77,22 @@ class DecodedFrame:
     width: int
     height: int
     image: np.ndarray | None
-    """BGR uint8 (H, W, 3); None when the frame is stale and must be skipped rather than inferred."""
+    """BGR uint8 (H, W, 3); None when there is nothing to infer: the frame is stale, or this is the end marker."""
+    ended: bool = False
+    """Not a frame but the marker that the camera's source ended after frame ``frame_seq`` (its last)."""
 
     @property
     def stale(self) -> bool:
-        return self.image is None
+        """Too old to infer: to be skipped."""
+        return self.image is None and not self.ended
 
 
 def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: FrameLimits,
                  now_ms: int | None = None) -> DecodedFrame:
     """Decode one ``frames`` message or raise BadFrame with the code that says why not.
 
-    A frame older than ``limits.max_age_ms`` at ``now_ms`` comes back without its image (not even decoded).
+    A frame older than ``limits.max_age_ms`` at ``now_ms`` comes back without its image (not even decoded), and so
+    does an end-of-stream marker, ``ended``, whatever its age.
     A JPEG is measured by its frame header first (``models.images.decode_image``), so none larger than
     ``limits.max_pixels`` is ever decoded, and any other format is refused undecoded; a decoder failure is a BadFrame
     (CORRUPT_IMAGE) too, so no frame can make this raise anything else.
@@ -108,6 +112,8 @@ def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: Frame
     if declared > limits.max_pixels:
         raise BadFrame(FrameProblem.TOO_MANY_PIXELS,
                        f"frame of {record['width']}x{record['height']} exceeds the {limits.max_pixels}-pixel limit")
+    if record["end_of_stream"]:
+        return _frame(record, record["width"], record["height"], None, ended=True)
     if limits.max_age_ms and now_ms is not None and now_ms - record["capture_ts_ms"] > limits.max_age_ms:
         return _frame(record, record["width"], record["height"], None)
     try:
@@ -118,7 +124,7 @@ def decode_frame(payload: bytes | None, headers: dict[str, bytes], limits: Frame
     return _frame(record, width, height, image)
 
 
-def _frame(record: dict, width: int, height: int, image: np.ndarray | None) -> DecodedFrame:
+def _frame(record: dict, width: int, height: int, image: np.ndarray | None, ended: bool = False) -> DecodedFrame:
     return DecodedFrame(
         camera_id=record["camera_id"],
         frame_seq=record["frame_seq"],
@@ -128,4 +134,5 @@ def _frame(record: dict, width: int, height: int, image: np.ndarray | None) -> D
         width=width,
         height=height,
         image=image,
+        ended=ended,
     )

@@ -13,7 +13,7 @@ decoded, inference start and end, produced) so a reader can see where its latenc
 Commit protocol, per batch of frames taken from the partitions this worker owns:
   1. decode and validate every frame on the decode pool (started as soon as the batch is fetched, so it
      overlaps the previous batch's inference); bad frames go to the dead-letter topic, stale ones become
-     SKIPPED markers;
+     SKIPPED markers, and a camera's end-of-stream marker an END record;
   2. run each variant's frames through its model as one batch;
   3. produce one detections record per frame, keyed by camera id, in input order;
   4. hand the batch to the AckedCommitter, which commits the offsets just past it as soon as the broker has
@@ -288,6 +288,9 @@ class InferenceWorker:
                 self._dead_letter(message, bad)
                 continue
             times[id(message)] = {"fetched": fetched * 1000, "decoded": decoded * 1000}
+            if result.ended:  # not a frame: passed on, in order, so that counting ends the camera's tracks
+                records[id(message)] = self._detections_record(message, result, route.detector, None, 0.0, "END")
+                continue
             fetched_at[id(message)] = fetched
             self._observe_fetch(route.detector, message, fetched, decoded)
             if result.stale:

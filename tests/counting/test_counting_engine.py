@@ -217,4 +217,38 @@ def test_the_end_of_a_source_counts_the_crossings_still_waiting_for_their_stay()
     counter = CameraCounter(CameraConfig(camera_id="cam-1", lines=[LineConfig(name="L1", start=(384, 0), end=(384, 576),
                                                                                min_stay_ms=2000)]), CLASSES)
     assert crossings(run(counter, {i: people((300 + 5 * i, 400)) for i in range(25)})) == []
-    assert [(c.track_id, c.direction, c.frame_seq) for c in counter.end_of_stream()] == [(1, "out", 17)]
+    assert crossings([counter.end(24, 24 * 40)]) == [(1, "out", 17, "person")]
+
+
+# --- the end of a source ------------------------------------------------------------------------------------------
+def test_the_end_of_a_source_empties_its_zones_with_an_exit_for_each_track_inside():
+    counter = camera()
+    run(counter, {i: people((100, 400), (500, 400)) for i in range(10)})  # one inside Z (x < 384), one outside
+    ended = counter.end(9, 360)  # the track was confirmed, and so entered, at frame 2 (80 ms)
+    assert ended.zones == {"Z": {"person": 0}}
+    assert [(e.kind, e.track_id, e.frame_seq, e.dwell_ms) for e in ended.zone_events] == [("exit", 1, 9, 280)]
+
+
+def test_after_the_end_a_person_gets_a_new_track_id_and_counts_again():
+    counter = camera()
+    first = run(counter, {i: people((300 + 5 * i, 400)) for i in range(40)})
+    counter.end(39, 39 * 40)
+    again = run(counter, {100 + i: people((300 + 5 * i, 400)) for i in range(40)})
+    assert crossings(first) == [(1, "out", 17, "person")]
+    assert crossings(again) == [(2, "out", 117, "person")]
+
+
+def test_an_end_repeated_at_the_same_frame_ends_nothing_more():
+    counter = CameraCounter(CameraConfig(camera_id="cam-1", lines=[LineConfig(name="L1", start=(384, 0), end=(384, 576),
+                                                                               min_stay_ms=2000)]), CLASSES)
+    run(counter, {i: people((300 + 5 * i, 400)) for i in range(25)})
+    assert crossings([counter.end(24, 960)]) == [(1, "out", 17, "person")]
+    assert crossings([counter.end(24, 960)]) == []
+
+
+def test_an_end_marker_older_than_the_last_frame_is_late_and_ends_nothing():
+    counter = camera()
+    run(counter, {i: people((300 + 5 * i, 400)) for i in range(10)})
+    assert counter.end(5, 200) is None
+    assert counter.late_frames == 1 and counter.tracker.alive_ids().tolist() == [1]
+

@@ -106,3 +106,18 @@ def test_zone_minutes_saved_by_the_previous_release_restore_with_their_last_fram
     restored = ZoneMinutes(emit_every=1000, state=previous_release_state)
     final = restored.update(610, 61_000, {}, [], LABELS, now_ms=0)
     assert [(r["frames"], r["last_frame_seq"], r["last_capture_ts_ms"]) for r in final] == [(1, -1, -1)]
+
+
+def test_the_end_of_a_stream_emits_the_open_minute_with_its_last_exits_and_no_extra_frame():
+    minutes = ZoneMinutes(emit_every=1000)
+    minutes.update(10, 1_000, {"yard": {"person": 2}}, [], LABELS, now_ms=0)
+    minutes.update(20, 2_000, {"yard": {"person": 2}}, [], LABELS, now_ms=0)
+    exits = [ZoneEvent(frame_seq=20, capture_ts_ms=2_000, zone="yard", kind="exit", track_id=t, class_id=0,
+                       class_name="person", dwell_ms=1_000) for t in (1, 2)]
+    ended = minutes.end(exits, LABELS, now_ms=5)
+    assert [(r["minute_ms"], r["frames"], r["occupancy_sum"], r["exits"], r["dwell_ms_sum"], r["last_frame_seq"])
+            for r in ended] == [(0, 2, 4, 2, 2_000, 20)]
+
+
+def test_the_end_of_a_stream_that_counted_no_frame_emits_nothing():
+    assert ZoneMinutes().end([], LABELS, now_ms=0) == []

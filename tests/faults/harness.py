@@ -104,8 +104,7 @@ def offline_totals(settings: Settings, clip: Path, camera_id: str, frames: int =
 
     detector = load_detector(settings, max_batch=settings.inference.max_batch)
     config = load_camera_configs(REPO / settings.counting.cameras).for_camera(camera_id)
-    result = analyze(FrameSource(str(clip)), config, detector, batch_size=settings.inference.max_batch,
-                     flush_at_end=False)  # the stream has no end
+    result = analyze(FrameSource(str(clip)), config, detector, batch_size=settings.inference.max_batch)
     assert result.frames == frames, result.frames
     return Counter((c.line, c.direction, c.class_name) for c in result.crossings)
 

@@ -83,7 +83,8 @@ def _decode(value, pairs, limits, now_ms):
 def _check(outcome, decoded_pixels, limits):
     assert all(pixels <= limits.max_pixels for pixels in decoded_pixels), \
         f"decoded {decoded_pixels} pixels, over the {limits.max_pixels}-pixel limit"
-    event(outcome.problem.value if isinstance(outcome, BadFrame) else "stale" if outcome.stale else "decoded")
+    event(outcome.problem.value if isinstance(outcome, BadFrame)
+          else "ended" if outcome.ended else "stale" if outcome.stale else "decoded")
     if isinstance(outcome, BadFrame):
         assert isinstance(outcome.problem, FrameProblem)
         assert outcome.problem in {FrameProblem.UNDECODABLE_RECORD, FrameProblem.UNKNOWN_SCHEMA_VERSION,
@@ -91,7 +92,7 @@ def _check(outcome, decoded_pixels, limits):
                                 FrameProblem.TOO_MANY_PIXELS}
         return
     assert isinstance(outcome, DecodedFrame)
-    if not outcome.stale:
+    if outcome.image is not None:
         image = outcome.image
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
         assert image.shape[:2] == (outcome.height, outcome.width)

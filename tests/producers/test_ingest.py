@@ -1,4 +1,4 @@
-"""The camera ingestor on the real broker: keys, headers, sequence numbers across restarts."""
+"""The camera ingestor on the real broker: keys, headers, sequence numbers across restarts, the end marker."""
 
 from __future__ import annotations
 
@@ -20,17 +20,20 @@ def test_frames_are_keyed_by_camera_and_carry_tracing_headers(isolated_settings,
     result = CamcountProcesses(settings, tmp_path).run("ingest", "--camera-id", "gate-7", "--source",
                                                         str(footage_path()), "--fps", "0", "--max-frames", "3")
     assert result.returncode == 0, result.stderr
-    frames = _frames(settings, 3)
+    records = sorted(_frames(settings, 4), key=lambda f: f["_offset"])
+    frames, end = records[:3], records[3]
     assert [f["frame_seq"] for f in frames] == sorted(f["frame_seq"] for f in frames)
-    for frame in frames:
-        headers = frame["_headers"]
+    for record in records:
+        headers = record["_headers"]
         assert headers["camera-id"] == b"gate-7"
-        assert int(headers["frame-seq"]) == frame["frame_seq"]
-        assert int(headers["capture-ts-ms"]) == frame["capture_ts_ms"]
-        assert headers["camcount-schema-version"] == b"1"
-        assert headers["variant"] == b"" and frame["variant"] == ""
-        assert (frame["width"], frame["height"]) == (768, 576)
-    assert len({f["_partition"] for f in frames}) == 1
+        assert int(headers["frame-seq"]) == record["frame_seq"]
+        assert int(headers["capture-ts-ms"]) == record["capture_ts_ms"]
+        assert headers["camcount-schema-version"] == b"2"
+        assert headers["variant"] == b"" and record["variant"] == ""
+        assert (record["width"], record["height"]) == (768, 576)
+    assert not any(f["end_of_stream"] for f in frames)
+    assert end["end_of_stream"] and end["frame_seq"] == frames[-1]["frame_seq"] and end["image"] == b""
+    assert len({f["_partition"] for f in records}) == 1
 
 
 def test_a_restarted_ingestor_continues_above_the_sequence_numbers_of_its_previous_run(isolated_settings, tmp_path):
@@ -40,5 +43,6 @@ def test_a_restarted_ingestor_continues_above_the_sequence_numbers_of_its_previo
         result = processes.run("ingest", "--camera-id", "gate-8", "--source", str(footage_path()), "--fps", "0",
                                "--max-frames", "3")
         assert result.returncode == 0, result.stderr
-    seqs = [f["frame_seq"] for f in sorted(_frames(settings, 6), key=lambda f: f["_offset"])]
+    records = sorted(_frames(settings, 8), key=lambda f: f["_offset"])  # two runs of 3 frames and an end marker
+    seqs = [f["frame_seq"] for f in records if not f["end_of_stream"]]
     assert seqs == sorted(seqs) and len(set(seqs)) == 6

@@ -11,21 +11,27 @@ import pytest
 import producers.ingest as ingest
 from foundation.settings import Settings
 from producers.ingest import CameraIngestor
-from producers.sources import FrameSource
+from producers.sources import FrameSource, SourceError
 from schemas import FRAME
 from tests.pipeline import footage_path
 
 
 class _MemoryProducer:
-    """confluent_kafka.Producer's place: every produced frame is delivered at once and kept."""
+    """confluent_kafka.Producer's place: every produced record is delivered at once and kept, frames and end
+    markers apart."""
 
     def __init__(self) -> None:
         self.frames: list[dict] = []
+        self.ends: list[dict] = []
         self.produced_at: list[float] = []
 
     def produce(self, topic, value, key, headers, on_delivery) -> None:
-        self.frames.append(FRAME.decode(value, dict(headers)))
-        self.produced_at.append(time.monotonic())
+        record = FRAME.decode(value, dict(headers))
+        if record["end_of_stream"]:
+            self.ends.append(record)
+        else:
+            self.frames.append(record)
+            self.produced_at.append(time.monotonic())
         on_delivery(None, None)
 
     def poll(self, _timeout: float) -> int:
@@ -92,6 +98,26 @@ def test_stop_during_a_long_frame_period_ends_the_run_at_once(producer):
     started = time.monotonic()
     stats = ingestor.run()
     assert stats.published == 1 and time.monotonic() - started < 5
+
+
+def test_a_run_ends_with_an_end_marker_that_repeats_its_last_frame_without_the_image(producer):
+    CameraIngestor(Settings(), "door-1", FrameSource(str(footage_path())), fps=0, max_frames=3).run()
+    last = producer.frames[-1]
+    assert producer.ends == [{**last, "image": b"", "end_of_stream": True}]
+
+
+def test_a_live_stream_that_stops_delivering_still_ends_with_an_end_marker(monkeypatch, producer):
+    monkeypatch.setattr(FrameSource, "_open_capture", lambda self: _EndingStream(frames=2))
+    with pytest.raises(SourceError, match="stopped delivering frames"):
+        CameraIngestor(Settings(), "door-1", FrameSource("rtsp://camera.invalid/stream"), fps=0).run()
+    assert [end["frame_seq"] for end in producer.ends] == [producer.frames[-1]["frame_seq"]]
+
+
+def test_a_run_that_published_no_frame_sends_no_end_marker(monkeypatch, producer):
+    monkeypatch.setattr(FrameSource, "_open_capture", lambda self: _EndingStream(frames=0))
+    with pytest.raises(SourceError):
+        CameraIngestor(Settings(), "door-1", FrameSource("rtsp://camera.invalid/stream"), fps=0).run()
+    assert producer.frames == [] and producer.ends == []
 
 
 class _FullBuffer:

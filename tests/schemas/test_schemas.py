@@ -41,7 +41,7 @@ PREVIOUS_RELEASE = {
 
 def _frame() -> dict:
     return {"camera_id": "cam-1", "frame_seq": 7, "capture_ts_ms": 1_700_000_000_000, "width": 4, "height": 3,
-            "encoding": "jpeg", "image": b"\xff\xd8", "variant": "b", "experiment": "exp-1"}
+            "encoding": "jpeg", "image": b"\xff\xd8", "variant": "b", "experiment": "exp-1", "end_of_stream": False}
 
 
 def _version(codec: AvroCodec, version: int) -> AvroCodec:
@@ -71,6 +71,25 @@ def test_a_record_of_the_previous_release_decodes_as_the_current_version_with_th
     assert codec.decode(previous.encode(record), dict(previous.headers())) == {**record, **unknown}
 
 
+def test_a_frame_of_the_previous_release_decodes_as_a_frame_not_an_end_marker():
+    previous = _version(FRAME, 1)
+    record = {key: value for key, value in _frame().items() if key != "end_of_stream"}
+    assert FRAME.decode(previous.encode(record), dict(previous.headers())) == {**record, "end_of_stream": False}
+
+
+def test_detections_of_the_previous_release_decode_unchanged_and_only_the_current_version_has_the_end_status():
+    previous = _version(DETECTIONS, DETECTIONS.version - 1)
+    record = {"camera_id": "cam-1", "frame_seq": 7, "capture_ts_ms": 1_700_000_000_000, "width": 4, "height": 3,
+              "status": "SKIPPED", "model_name": "m", "model_version": "1.0.0", "variant": "", "experiment": "",
+              "xyxy": [], "confidence": [], "class_id": [], "class_names": ["person"], "infer_ms": 0.0,
+              "inferred_ts_ms": 1_700_000_000_050, "source_partition": 0, "source_offset": 3, "fallback": False,
+              "box_calibration": None}
+    assert DETECTIONS.decode(previous.encode(record), dict(previous.headers())) == record
+    with pytest.raises(ValueError):
+        previous.encode({**record, "status": "END"})
+    assert DETECTIONS.decode(DETECTIONS.encode({**record, "status": "END"}))["status"] == "END"
+
+
 def test_a_version_newer_than_the_consumer_knows_is_refused_with_what_to_do():
     headers = {**dict(WINDOW_COUNT.headers()), SCHEMA_VERSION_HEADER: b"3"}
     record = {**PREVIOUS_RELEASE["window-count"][0], "last_frame_seq": 1, "last_capture_ts_ms": 1}
@@ -80,7 +99,7 @@ def test_a_version_newer_than_the_consumer_knows_is_refused_with_what_to_do():
 
 def test_an_unknown_schema_version_is_refused_with_what_to_do():
     headers = dict(FRAME.headers())
-    headers["camcount-schema-version"] = b"2"
+    headers["camcount-schema-version"] = b"3"
     with pytest.raises(UnknownSchemaVersion, match="upgrade this consumer"):
         FRAME.decode(FRAME.encode(_frame()), headers)
 

@@ -41,6 +41,10 @@ def rows(records: list[dict[str, Any]]) -> list[tuple]:
     return [inference_row(r) for r in records]
 
 
+def test_an_end_of_stream_marker_has_no_inference_log_row():
+    assert inference_row({**FRAMES[1], "status": "END"}) is None
+
+
 def test_a_records_boxes_become_class_names_confidences_and_area_ratios():
     row = dict(zip(COLUMNS, inference_row(FRAMES[0])))
     assert row["box_classes"] == ["person", "person", "person", "car"]

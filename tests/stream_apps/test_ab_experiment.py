@@ -12,7 +12,7 @@ import yaml
 
 from experiments.assignment import assign
 from experiments.config import load_experiment
-from tests.pipeline import CamcountProcesses, consume_records, footage_path
+from tests.pipeline import CamcountProcesses, consume_records, footage_path, frame_records
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -21,7 +21,8 @@ FRAMES = 15
 
 
 def _run_experiment(settings, tmp_path, definition: dict, clickhouse_client, until_rows: str):
-    """Starts the experiment, streams CAMERAS x FRAMES frames, waits for ClickHouse; returns what came out."""
+    """Starts the experiment, streams CAMERAS x FRAMES frames, waits for ClickHouse; returns what came out (the
+    detections records of the frames, once every camera's end marker came out too)."""
     experiment_file = tmp_path / "experiment.yaml"
     experiment_file.write_text(yaml.safe_dump(definition))
     cameras = [f"ab-cam-{i}" for i in range(CAMERAS)]
@@ -35,8 +36,8 @@ def _run_experiment(settings, tmp_path, definition: dict, clickhouse_client, unt
         for camera in cameras:
             processes.start(f"ingest-{camera}", "ingest", "--camera-id", camera, "--source", str(footage_path()),
                             "--fps", "0", "--first-seq", "0", "--max-frames", str(FRAMES))
-        records = consume_records(settings, settings.kafka.detections_topic,
-                                  lambda rs: len(rs) >= CAMERAS * FRAMES, timeout_s=180)
+        records = consume_records(settings, settings.kafka.detections_topic,  # each camera's frames and end marker
+                                  lambda rs: len(rs) >= CAMERAS * (FRAMES + 1), timeout_s=180)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not client.execute(until_rows, {"e": definition["name"]})[0][0]:
             time.sleep(0.5)
@@ -45,7 +46,8 @@ def _run_experiment(settings, tmp_path, definition: dict, clickhouse_client, unt
         processes.run("ab", "stop", definition["name"])
         processes.stop_all()
     assert report.returncode == 0, report.stderr
-    return cameras, records, client, json.loads(report.stdout)
+    assert sorted(r["camera_id"] for r in records if r["status"] == "END") == cameras
+    return cameras, frame_records(records), client, json.loads(report.stdout)
 
 
 def _definition(tmp_path, control_version: str, **extra) -> dict:

@@ -167,3 +167,44 @@ def test_a_calibration_carried_by_the_record_is_used_without_asking_the_registry
     crossed = [seq for seq in range(12) if (counted := _handle(service, down(seq))) and counted.crossings]
 
     assert crossed[:1] == [4]
+
+
+# --- a camera's end of stream -------------------------------------------------------------------------------------
+STAYING = parse_camera_configs({"defaults": {"lines": [{**LINE_L, "min_stay_ms": 5_000}], "tracker": {"min_hits": 1},
+                                             "zones": [{"name": "Z", "polygon": [[0, 0], [200, 0], [200, 200],
+                                                                                 [0, 200]]}]}})
+
+
+def _end(seq: int) -> dict:
+    return {**_record(seq, 0), "status": "END", "xyxy": [], "confidence": [], "class_id": []}
+
+
+def test_an_end_record_counts_the_crossings_waiting_for_their_stay_and_empties_and_emits_the_zones():
+    service = CountingService(STAYING, 60, {})
+    assert _walk(service, range(8)) == []  # crossed at frame 7 (x 110), 5 s of stay to go
+    ended = _handle(service, _end(7))
+    assert [(c["line"], c["direction"], c["frame_seq"]) for c in ended.crossings] == [("L", "out", 7)]
+    assert ended.zones == {"Z": {"person": 0}}
+    assert [(r["frames"], r["exits"], r["last_frame_seq"]) for r in ended.zone_minutes] == [(8, 1, 7)]
+
+
+def test_an_end_record_redelivered_after_its_state_was_stored_counts_nothing_again():
+    table: dict = {}
+    _walk(CountingService(STAYING, 60, table), range(8))
+    first = _handle(CountingService(STAYING, 60, table), _end(7))
+    again = _handle(CountingService(STAYING, 60, table), _end(7))  # a new worker, the end redelivered
+    assert len(first.crossings) == 1 and again.crossings == []
+
+
+def test_an_end_record_not_stored_because_its_outputs_failed_counts_the_same_crossing_when_redelivered():
+    table: dict = {}
+    service = CountingService(STAYING, 60, table)
+    _walk(service, range(8))
+
+    async def broker_away(counted: CountedFrame) -> None:
+        raise ConnectionError("broker away")
+
+    with pytest.raises(ConnectionError):
+        _handle(service, _end(7), broker_away)
+    redelivered = _handle(CountingService(STAYING, 60, table), _end(7))
+    assert [c["frame_seq"] for c in redelivered.crossings] == [7]

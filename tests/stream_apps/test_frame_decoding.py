@@ -69,6 +69,14 @@ def test_a_stale_frame_comes_back_without_its_image():
     assert frame.stale and frame.image is None and (frame.width, frame.height) == (32, 24)
 
 
+def test_an_end_of_stream_marker_comes_back_ended_with_its_last_frame_and_no_image():
+    marker = FRAME.encode({"camera_id": "c", "frame_seq": 3, "capture_ts_ms": 1_000, "width": 32, "height": 24,
+                           "image": b"", "end_of_stream": True})
+    frame = decode_frame(marker, dict(FRAME.headers()), FrameLimits(100_000, 1_000_000, max_age_ms=500), now_ms=9_000)
+    assert frame.ended and not frame.stale and frame.image is None
+    assert (frame.camera_id, frame.frame_seq, frame.width, frame.height) == ("c", 3, 32, 24)
+
+
 def test_a_fresh_frame_is_decoded_when_a_max_age_is_set():
     limits = FrameLimits(100_000, 1_000_000, max_age_ms=5_000)
     frame = decode_frame(_message(_jpeg(), capture_ts_ms=1_000), dict(FRAME.headers()), limits, now_ms=2_000)

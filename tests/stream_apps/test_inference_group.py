@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from foundation.kafka import consumer_config, producer_config
 from schemas import FRAME, SCHEMA_VERSION_HEADER
 from stream_apps.inference.commits import MAX_PENDING_BATCHES
-from tests.pipeline import CamcountProcesses, consume_records, footage_path
+from tests.pipeline import CamcountProcesses, consume_records, footage_path, frame_records
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -24,7 +24,7 @@ FRAMES_PER_CAMERA = 30
 
 
 def _frames_seen(records: list[dict]) -> set[tuple[str, int]]:
-    return {(r["camera_id"], r["frame_seq"]) for r in records}
+    return {(r["camera_id"], r["frame_seq"]) for r in frame_records(records)}
 
 
 def _ingest_cameras(processes: CamcountProcesses, prefix: str, fps: str = "0") -> list[str]:
@@ -61,7 +61,8 @@ def two_worker_run(tmp_path_factory, request):
                                   timeout_s=30)
     finally:
         processes.stop_all()
-    yield records, [_worker_frames(processes.log("infer-1")), _worker_frames(processes.log("infer-2"))], cameras
+    worker_frames = [_worker_frames(processes.log("infer-1")), _worker_frames(processes.log("infer-2"))]
+    yield frame_records(records), worker_frames, cameras
 
 
 def test_two_workers_produce_exactly_one_detections_record_per_frame(two_worker_run):
@@ -107,7 +108,7 @@ def test_a_killed_worker_loses_no_frame_and_duplicates_only_its_uncommitted_tail
     finally:
         processes.stop_all()
     assert _worker_frames(processes.log("survivor")) > 0, "the victim must die mid-stream for this test to mean a thing"
-    per_frame = Counter((r["camera_id"], r["frame_seq"]) for r in records)
+    per_frame = Counter((r["camera_id"], r["frame_seq"]) for r in frame_records(records))
     assert set(per_frame) == {(c, s) for c in cameras for s in range(FRAMES_PER_CAMERA)}
     duplicates = sum(n - 1 for n in per_frame.values())
     # Only the uncommitted tail may be redone: batches whose acknowledgements or commit were still pending
@@ -179,14 +180,14 @@ def test_transactional_worker_commits_offsets_inside_its_transactions(pipeline_s
         result = processes.run("ingest", "--camera-id", camera, "--source", str(footage_path()), "--fps", "0",
                                "--first-seq", "0", "--max-frames", "24")
         assert result.returncode == 0, result.stderr
-        records = consume_records(settings, settings.kafka.detections_topic, lambda rs: len(rs) >= 24,
-                                  timeout_s=120)
+        records = consume_records(settings, settings.kafka.detections_topic,
+                                  lambda rs: any(r["status"] == "END" for r in rs), timeout_s=120)
     finally:
         processes.stop_all()
-    assert sorted(r["frame_seq"] for r in records) == list(range(24))
+    assert sorted(r["frame_seq"] for r in frame_records(records)) == list(range(24))
     consumer = Consumer(consumer_config(settings, settings.inference.group_id))
     try:
         committed = consumer.committed([TopicPartition(settings.kafka.frames_topic, p) for p in range(2)], 10)
     finally:
         consumer.close()
-    assert sum(max(tp.offset, 0) for tp in committed) == 24, committed
+    assert sum(max(tp.offset, 0) for tp in committed) == 24 + 1, committed  # every frame and the end marker

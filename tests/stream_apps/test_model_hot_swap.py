@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from models.registry import ModelRegistry
-from tests.pipeline import CamcountProcesses, consume_records, footage_path
+from tests.pipeline import CamcountProcesses, consume_records, footage_path, frame_records
 from tests.services import free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -34,7 +34,7 @@ def _stream_and_promote(settings, tmp_path, registry, promote_version: str, came
         time.sleep(1)
     finally:
         processes.stop_all()
-    return records, processes.log("infer")
+    return frame_records(records), processes.log("infer")
 
 
 def test_promoting_a_version_swaps_it_in_with_every_frame_inferred_exactly_once(
@@ -98,6 +98,7 @@ def test_a_corrupt_promoted_version_leaves_the_fallback_serving_with_its_metric_
     finally:
         processes.stop_all()
     log = processes.log("infer")
+    records = frame_records(records)
     assert sorted(r["frame_seq"] for r in records) == list(range(frames)), log[-3000:]
     assert {r["model_version"] for r in records} == {old_version} and {r["status"] for r in records} == {"OK"}
     assert any(r["fallback"] for r in served_by_fallback)

@@ -40,7 +40,7 @@ def _offline_crossings(settings, camera_id: str) -> Counter:
                              max_batch=settings.inference.max_batch)
     config = load_camera_configs(REPO / settings.counting.cameras).for_camera(camera_id)
     result = analyze(_FirstFrames(str(footage_path()), FRAMES), config, detector,
-                     batch_size=settings.inference.max_batch, flush_at_end=False)
+                     batch_size=settings.inference.max_batch)
     return Counter((c.line, c.direction, c.class_name) for c in result.crossings)
 
 
@@ -115,12 +115,13 @@ def test_every_frame_gets_one_inference_log_row_with_its_model_version(pipeline_
         deadline = time.monotonic() + 120
         rows: list = []
         while time.monotonic() < deadline and len(rows) < 40:
-            rows = client.execute("SELECT frame_seq, model_name, model_version FROM inference_log FINAL "
+            rows = client.execute("SELECT frame_seq, model_name, model_version, status FROM inference_log FINAL "
                                   "WHERE camera_id = %(c)s ORDER BY frame_seq", {"c": camera})
             time.sleep(0.5)
         assert [r[0] for r in rows] == list(range(40))
         production = ModelRegistry(Path(settings.model_registry())).resolve(settings.model.reference).manifest
         assert {(r[1], r[2]) for r in rows} == {(production.name, production.version)}
+        assert {r[3] for r in rows} == {"ok"}  # the end marker after frame 39 is no frame: it has no row
     finally:
         processes.stop_all()
 

@@ -1,5 +1,6 @@
 """Nothing a frame can carry takes the worker down: frames a model fails on are recorded as ERROR, frames that
-cannot be decoded or served go to the dead-letter topic with their code and reason, and good frames flow."""
+cannot be decoded or served go to the dead-letter topic with their code and reason, and good frames flow; a
+camera's end-of-stream marker, which has no image, passes through as an END record."""
 
 from __future__ import annotations
 
@@ -116,6 +117,18 @@ def test_a_jpeg_whose_header_claims_more_pixels_than_opencv_allows_is_dead_lette
     assert [(d["frame_seq"], d["_headers"]["dlq-error-code"], d["_headers"]["dlq-error-detail"]) for d in dead] == [
         (0, b"INF_001", b"too-many-pixels")]
     assert [r["frame_seq"] for r in detections] == [1]
+
+
+def test_an_end_marker_becomes_an_end_record_after_the_camera_s_last_frame(
+    isolated_settings
+):
+    settings = isolated_settings(1)
+    settings = settings.model_copy(update={"inference": settings.inference.model_copy(update={"metrics_port": 0})})
+    end = {"frame_seq": 1, "image": b"", "end_of_stream": True}
+    detections, dead, alive = _serve(settings, RouteTable(EmptySceneDetector()), [{}, {}, end])
+    assert alive and dead == []
+    assert [(r["frame_seq"], r["status"]) for r in sorted(detections, key=lambda r: r["_offset"])] == [
+        (0, "OK"), (1, "OK"), (1, "END")]
 
 
 def test_frames_of_a_variant_whose_model_fails_to_load_are_dead_lettered_and_the_worker_goes_on(isolated_settings):
