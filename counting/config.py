@@ -123,6 +123,12 @@ class TrackerConfig(BaseModel):
     )
     max_gap_frames: int = Field(30, ge=0, description="frames a lost track survives unmatched (occlusion)")
     min_hits: int = Field(3, ge=1, description="consecutive matches before a new track gets an id")
+    max_stall_ms: int = Field(
+        10_000, ge=0,
+        description="a frame captured longer than this after the last tracked one ends every track first, as the "
+                    "end of the stream would (a stalled or reconnected camera, frames skipped after an outage); "
+                    "0: never",
+    )
 
     @field_validator("low_threshold")
     @classmethod

@@ -9,7 +9,9 @@ Frame handling, keyed by ``frame_seq`` (monotonic per camera):
   changes nothing; ``update`` returns None and the frame is counted in ``late_frames``.
 * ``skip`` records a frame the inference stage did not run: it is seen (a later copy is late) but
   not tracked, and tracks are not treated as missed on it.
-* ``end`` ends every track after the source's last frame.
+* ``end`` ends every track after the source's last frame; so does a frame captured more than the tracker's
+  ``max_stall_ms`` after the last tracked one, before it is tracked: whatever happened in the meantime, a box
+  then is not the same person's as before, however few frame seqs lie between.
 
 A line first meets a track where the track was first detected (``Tracker.first_boxes``), not where it
 got its id ``min_hits`` frames later, so crossing the line during those frames is counted too.
@@ -70,7 +72,8 @@ class FrameResult:
 
 
 class CameraCounter:
-    """Everything one camera counts. Invariant: ``last_seq`` >= ``_last_tracked_seq`` when both are set."""
+    """Everything one camera counts. Invariant: ``last_seq`` >= ``_last_tracked_seq`` when both are set, and
+    ``_last_tracked_ts`` is the capture time of frame ``_last_tracked_seq``."""
 
     def __init__(self, config: CameraConfig, class_names: Sequence[str]) -> None:
         self.config = config
@@ -92,6 +95,7 @@ class CameraCounter:
         }
         self.last_seq: int | None = None
         self._last_tracked_seq: int | None = None
+        self._last_tracked_ts: int | None = None
         self.late_frames = 0
 
     def _ids_of(self, names: Sequence[str], field: str) -> np.ndarray:
@@ -132,8 +136,13 @@ class CameraCounter:
             self.late_frames += 1
             logger.debug("camera %s: ignoring late frame %d (last %s)", self.config.camera_id, frame_seq, self.last_seq)
             return None
+        crossings: list[CrossingEvent] = []
+        zone_events: list[ZoneEvent] = []
+        if self._stalled(frame_seq, capture_ts_ms):
+            crossings, zone_events = self._end_every_track()
         frame_gap = 1 if self._last_tracked_seq is None else frame_seq - self._last_tracked_seq
         self.last_seq = self._last_tracked_seq = frame_seq
+        self._last_tracked_ts = capture_ts_ms
 
         tracked = self.tracker.update(detections[np.isin(detections.class_id, self._class_ids)], frame_gap)
         alive = self.tracker.alive_ids()
@@ -161,7 +170,6 @@ class CameraCounter:
         first = fitted(Detections(self.tracker.first_boxes(first.tracker_id), first.confidence, first.class_id,
                                   first.tracker_id))
         first_anchors: dict[Anchor, np.ndarray] = {}
-        crossings: list[CrossingEvent] = []
         for name, counter in self.lines.items():
             anchor, class_mask = self._line_filter[name]
             if anchor not in first_anchors:
@@ -172,7 +180,6 @@ class CameraCounter:
                                         *select(anchor, class_mask, counter.line.min_anchor_confidence))
             crossings += counter.retain(alive)
         occupancy: dict[str, dict[str, int]] = {}
-        zone_events: list[ZoneEvent] = []
         for name, zone_counter in self.zones.items():
             zone_frame = zone_counter.update(frame_seq, capture_ts_ms, *select(*self._zone_filter[name]))
             occupancy[name] = zone_frame.occupancy
@@ -199,6 +206,15 @@ class CameraCounter:
                      for name, zone_counter in self.zones.items()}
         return FrameResult(frame_seq, capture_ts_ms, Detections.empty(), crossings, occupancy, zone_events)
 
+    def _stalled(self, frame_seq: int, capture_ts_ms: int) -> bool:
+        """Whether the frame comes more than ``max_stall_ms`` of capture time after the last tracked one (logged)."""
+        stall_ms = self.config.tracker.max_stall_ms
+        if not stall_ms or self._last_tracked_ts is None or capture_ts_ms - self._last_tracked_ts <= stall_ms:
+            return False
+        logger.info("camera %s: frame %d was captured %d ms after the last tracked frame; every track ends first",
+                    self.config.camera_id, frame_seq, capture_ts_ms - self._last_tracked_ts)
+        return True
+
     def _end_every_track(self) -> tuple[list[CrossingEvent], list[ZoneEvent]]:
         """Drop every track: the crossings still waiting and the zone exits of the tracks that were inside."""
         self.tracker.end_tracks()
@@ -214,6 +230,7 @@ class CameraCounter:
             "class_names": self.class_names,
             "last_seq": self.last_seq,
             "last_tracked_seq": self._last_tracked_seq,
+            "last_tracked_ts": self._last_tracked_ts,
             "late_frames": self.late_frames,
             "tracker": self.tracker.to_state(),
             "lines": {name: counter.to_state() for name, counter in self.lines.items()},
@@ -249,6 +266,7 @@ class CameraCounter:
         counter.tracker.renumber_classes(new_ids)
         counter.last_seq = state["last_seq"]
         counter._last_tracked_seq = state["last_tracked_seq"]
+        counter._last_tracked_ts = state.get("last_tracked_ts")  # None in snapshots from before max_stall_ms
         counter.late_frames = int(state["late_frames"])
         for kind, saved, current in (("line", state["lines"], counter.lines), ("zone", state["zones"], counter.zones)):
             for name in sorted(set(saved) - set(current)):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from counting.config import CameraConfig, CameraConfigError, LineConfig, ZoneConfig
+from counting.config import CameraConfig, CameraConfigError, LineConfig, TrackerConfig, ZoneConfig
 from counting.engine import CameraCounter
 from models.detections import Detections
 
@@ -252,3 +252,36 @@ def test_an_end_marker_older_than_the_last_frame_is_late_and_ends_nothing():
     assert counter.end(5, 200) is None
     assert counter.late_frames == 1 and counter.tracker.alive_ids().tolist() == [1]
 
+
+# --- a stalled camera ---------------------------------------------------------------------------------------------
+def _walk_with_a_stall(gap_ms: int, **tracker) -> list:
+    """A person walks right over L1 (x = 300 + 5i, crossing at frame 17), frames 40 ms apart except frames 10 and
+    11, captured ``gap_ms`` apart; frame 11, one seq later, shows the person 5 px further on."""
+    counter = camera(tracker=TrackerConfig(**tracker))
+    results = [counter.update(i, i * 40, people((300 + 5 * i, 400))) for i in range(11)]
+    return results + [counter.update(i, i * 40 - 40 + gap_ms, people((300 + 5 * i, 400))) for i in range(11, 40)]
+
+
+def test_a_frame_captured_after_a_stall_longer_than_max_stall_ms_starts_every_track_afresh():
+    results = _walk_with_a_stall(10_001)
+    assert {int(t) for t in results[10].tracked.tracker_id} == {1}
+    assert {int(t) for r in results[13:] for t in r.tracked.tracker_id if t >= 0} == {2}
+    assert crossings(results) == [(2, "out", 17, "person")]  # the new track starts before the line
+
+
+def test_a_stall_no_longer_than_max_stall_ms_keeps_the_track():
+    results = _walk_with_a_stall(10_000)
+    assert {int(t) for r in results for t in r.tracked.tracker_id if t >= 0} == {1}
+
+
+def test_the_crossings_waiting_when_a_camera_stalls_are_counted_on_the_frame_after_the_stall():
+    counter = CameraCounter(CameraConfig(camera_id="cam-1", lines=[LineConfig(name="L1", start=(384, 0), end=(384, 576),
+                                                                               min_stay_ms=2000)]), CLASSES)
+    run(counter, {i: people((300 + 5 * i, 400)) for i in range(20)})  # crossed at 17, waiting for its stay
+    after = counter.update(20, 20 * 40 + 60_000, people((300, 400)))
+    assert crossings([after]) == [(1, "out", 17, "person")]
+
+
+def test_with_max_stall_ms_zero_a_track_survives_any_stall():
+    results = _walk_with_a_stall(3_600_000, max_stall_ms=0)
+    assert {int(t) for r in results for t in r.tracked.tracker_id if t >= 0} == {1}
