@@ -14,6 +14,7 @@ from api.auth import Principal, Role, requires
 from api.errors import RequestRejected, error_responses
 from api.routes.inference import MODEL_ID
 from api.services import ApiServices, services_of
+from sinks.count_queries import EARLIEST, LATEST
 
 router = APIRouter(tags=["models"])
 
@@ -110,11 +111,14 @@ async def model_status(modelId: str = MODEL_ID, _: Principal = Depends(requires(
     }
 
 
-def _utc_naive(moment: datetime) -> datetime:
-    """``moment`` in UTC without tzinfo (a naive one is taken as UTC), as clickhouse-driver sends it unchanged."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
+def _utc_naive(moment: datetime, name: str) -> datetime:
+    """``moment`` in UTC without tzinfo (a naive one is taken as UTC), as clickhouse-driver sends it unchanged;
+    RequestRejected, naming parameter ``name``, outside the times ClickHouse stores."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if not EARLIEST <= aware <= LATEST:  # aware comparisons never overflow, unlike astimezone near year 1
+        raise RequestRejected(f"`{name}` {moment.isoformat()} is outside the times ClickHouse stores "
+                              f"({EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d})", remedy="send a time in that range")
+    return aware.astimezone(UTC).replace(tzinfo=None)
 
 
 @router.get("/api/v1/models/{modelId}/metrics", response_model=ModelMetrics, response_model_by_alias=True,
@@ -136,8 +140,8 @@ async def model_metrics(
     if unknown or not names:
         raise RequestRejected(f"unknown metrics {unknown[:10]}" if unknown else "no metric named",
                               remedy=f"choose from {', '.join(METRIC_NAMES)}")
-    end_at = _utc_naive(end) if end is not None else datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    start_at = _utc_naive(start) if start is not None else end_at - timedelta(hours=1)
+    end_at = _utc_naive(end, "to") if end is not None else datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    start_at = _utc_naive(start, "from") if start is not None else end_at - timedelta(hours=1)
     bucket, width = _STEPS[step]
     if start_at >= end_at:
         raise RequestRejected("`from` must be before `to`", remedy="swap them")

@@ -86,6 +86,14 @@ def test_unknown_metric_names_are_refused(api_server: ApiServer) -> None:
     assert "bogus" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("bound", ["0001-01-01T00:00:00+05:00", "1969-12-31T00:00:00", "9999-12-31T23:59:59-05:00"])
+def test_a_metrics_range_outside_what_clickhouse_stores_is_refused(api_server: ApiServer, bound: str) -> None:
+    response = _get(api_server, "/api/v1/models/yolov4-tiny/metrics", **{"from": bound})
+
+    assert response.status_code == 422 and response.json()["error"]["code"] == "INF_001"
+    assert "outside the times ClickHouse stores" in response.json()["error"]["message"]
+
+
 def test_metrics_read_the_stream_workers_inference_log(api_server: ApiServer) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     rows = [("cam-metrics", seq, now, int(now.timestamp() * 1000), "promo-yolo", "1.0.0", "control", "",
