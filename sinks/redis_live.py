@@ -1,7 +1,8 @@
 """Live state in Redis for dashboards and the API: never the source of truth (ClickHouse is), always expiring.
 
 Keys (``camcount`` is settings.redis.key_prefix):
-  camcount:camera:{camera}                  hash  last_frame_seq, last_capture_ts_ms, updated_ms     (1 day)
+  camcount:camera:{camera}                  hash  last_frame_seq, last_capture_ts_ms, updated_ms,    (1 day)
+                                                  stream_ended (1 once the camera's end marker is counted)
   camcount:zone:{camera}:{zone}             hash  class -> current occupancy                          (1 hour)
   camcount:line:{camera}:{line}:{YYYYMMDD}  hash  in, out, in:{class}, out:{class} -> today's count    (2 days)
   camcount:event:{event_id}                 marks a crossing already added, so replays add nothing  (2 days)
@@ -70,12 +71,15 @@ class AsyncLiveState:
         self._prefix = prefix
 
     async def frame_counted(
-        self, camera_id: str, frame_seq: int, capture_ts_ms: int, zones: dict[str, dict[str, int]]
+        self, camera_id: str, frame_seq: int, capture_ts_ms: int, zones: dict[str, dict[str, int]],
+        stream_ended: bool = False,
     ) -> None:
+        """Record the camera's latest counted frame (``stream_ended``: its end-of-stream marker) and zones."""
         now_ms = int(datetime.now(tz=timezone.utc).timestamp() * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(camera_key(self._prefix, camera_id), mapping={
-                "last_frame_seq": frame_seq, "last_capture_ts_ms": capture_ts_ms, "updated_ms": now_ms})
+                "last_frame_seq": frame_seq, "last_capture_ts_ms": capture_ts_ms, "updated_ms": now_ms,
+                "stream_ended": int(stream_ended)})
             pipe.expire(camera_key(self._prefix, camera_id), CAMERA_TTL_S)
             for zone, occupancy in zones.items():
                 key = zone_key(self._prefix, camera_id, zone)
@@ -159,8 +163,8 @@ def _owner(rest: str, cameras: list[str]) -> tuple[str, str] | None:
 
 
 def last_frames(client: redis.Redis, prefix: str, cameras: list[str]) -> dict[str, dict[str, int]]:
-    """Per camera of ``cameras``, its last counted frame: ``last_frame_seq``, ``last_capture_ts_ms``, ``updated_ms``
-    (empty when Redis holds none)."""
+    """Per camera of ``cameras``, its last counted frame: ``last_frame_seq``, ``last_capture_ts_ms``, ``updated_ms``,
+    ``stream_ended`` (empty when Redis holds none)."""
     with client.pipeline(transaction=False) as pipe:
         for camera in cameras:
             pipe.hgetall(camera_key(prefix, camera))

@@ -303,7 +303,8 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
             p = counted.provenance
             try:  # live state is a convenience: counting goes on without it, and the next frame overwrites it
                 with redis_breaker.calling():  # open: skipped at once instead of waiting out Redis' timeout per frame
-                    await live.frame_counted(p.camera_id, p.frame_seq, p.capture_ts_ms, counted.zones)
+                    await live.frame_counted(p.camera_id, p.frame_seq, p.capture_ts_ms, counted.zones,
+                                             stream_ended=record["status"] == "END")
             except CircuitOpen:
                 pass
             except RedisError as exc:

@@ -89,6 +89,9 @@ class LiveState(BaseModel):
     lastFrameSeq: int | None  # noqa: N815
     lastCaptureTime: str | None  # noqa: N815
     updatedAt: str | None  # noqa: N815
+    streamEnded: bool = Field(  # noqa: N815
+        description="the camera's stream ended after lastFrameSeq (its ingest stopped and every track was ended); "
+                    "false while frames come")
 
 
 class Camera(BaseModel):
@@ -208,7 +211,7 @@ def _iso(epoch_ms: int | None, tz: Any) -> str | None:
 
 def _live_state(state: dict[str, Any], tz: Any) -> dict[str, Any]:
     return {"lastFrameSeq": state.get("last_frame_seq"), "lastCaptureTime": _iso(state.get("last_capture_ts_ms"), tz),
-            "updatedAt": _iso(state.get("updated_ms"), tz)}
+            "updatedAt": _iso(state.get("updated_ms"), tz), "streamEnded": bool(state.get("stream_ended", 0))}
 
 
 async def _on_redis(services: ApiServices, work: Callable[[], Any]) -> Any:

@@ -269,15 +269,18 @@ def _wait_for_pipeline(settings: Settings, cameras: list[str], first_seq: int, f
             if process.poll() not in (None, 0):
                 raise DemoError(f"an ingestor failed (exit {process.returncode}): see {settings.layout().logs}")
         inferred = client.execute("SELECT count() FROM inference_log FINAL")[0][0]
-        last_seqs = [read_camera(live, settings.redis.key_prefix, c).get("last_frame_seq", -1) for c in cameras]
-        counted = sum(frames_counted(seq, first_seq, frames_per_camera) for seq in last_seqs)
+        states = [read_camera(live, settings.redis.key_prefix, c) for c in cameras]
+        counted = sum(frames_counted(state.get("last_frame_seq", -1), first_seq, frames_per_camera)
+                      for state in states)
+        ended = sum(state.get("stream_ended", 0) for state in states)  # each camera's end marker counted
         stored = client.execute("SELECT count() FROM crossing_events FINAL")[0][0]
         goal = frames_per_camera * len(cameras)
-        line = f"      inferred {inferred}/{goal}  counted {counted}/{goal}  crossings stored {stored}"
+        line = (f"      inferred {inferred}/{goal}  counted {counted}/{goal}  streams ended {ended}/{len(cameras)}"
+                f"  crossings stored {stored}")
         if line != last_line:
             print(line, flush=True)
             last_line = line
-        if inferred >= goal and counted >= goal:
+        if inferred >= goal and counted >= goal and ended == len(cameras):
             # The sink flushes every second; wait until the stored crossings stop changing.
             if stored != last_stored:
                 stable_since, last_stored = time.monotonic(), stored

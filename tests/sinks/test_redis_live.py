@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from sinks.redis_live import TIMEOUT_S, AsyncLiveState, LiveCrossingTotals, line_key
+from sinks.redis_live import TIMEOUT_S, AsyncLiveState, LiveCrossingTotals, line_key, read_camera
 
 pytestmark = [pytest.mark.integration]
 
@@ -58,6 +58,21 @@ def test_line_totals_and_event_markers_expire(stack_settings, redis_client, pref
     LiveCrossingTotals(stack_settings.redis_url(), prefix).add([_crossing("a")])
     assert redis_client.ttl(line_key(prefix, "cam", "L", CAPTURE_TS_MS)) > 0
     assert redis_client.ttl(f"{prefix}:event:a") > 0
+
+
+def test_a_camera_s_live_state_says_its_stream_ended_until_its_next_frame(stack_settings, redis_client, prefix):
+    async def counted(seq: int, ended: bool) -> None:
+        live = AsyncLiveState(stack_settings.redis_url(), prefix)
+        try:
+            await live.frame_counted("cam", seq, CAPTURE_TS_MS, {}, stream_ended=ended)
+        finally:
+            await live.close()
+
+    asyncio.run(counted(7, True))
+    assert (read_camera(redis_client, prefix, "cam")["last_frame_seq"],
+            read_camera(redis_client, prefix, "cam")["stream_ended"]) == (7, 1)
+    asyncio.run(counted(8, False))
+    assert read_camera(redis_client, prefix, "cam")["stream_ended"] == 0
 
 
 def test_a_redis_that_never_answers_fails_a_live_update_within_seconds():
