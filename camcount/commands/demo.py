@@ -116,7 +116,7 @@ def run_demo(settings: Settings, footage: Path, cameras: list[str], keep_stack: 
         ]
         for process, camera in zip(ingestors, cameras):
             cleanup.callback(_stop, process, f"ingest-{camera}")
-        _step(5, total, "waiting until every frame is inferred, counted and stored")
+        _step(5, total, "waiting until every frame is inferred, counted and stored, and each stream's end counted")
         _wait_for_pipeline(settings, cameras, first_seq, frames_per_camera, workers, ingestors, timeout_s)
         _step(6, total, "per-minute counts from ClickHouse (counts_per_minute view)")
         _print_counts(settings)
