@@ -65,6 +65,8 @@ class CountedFrame:
     crossings: list[dict[str, Any]]
     windows: list[dict[str, Any]]
     zone_minutes: list[dict[str, Any]]
+    stream_ended: bool = False
+    """Counted from the camera's end-of-stream marker, not from a frame."""
 
 
 class StateTable(Protocol):
@@ -160,7 +162,8 @@ class CountingService:
         """
         p = Provenance.of(record)
         state = self._restore(p.camera_id, list(record["class_names"]))
-        if record["status"] == "END":  # the camera's source ended after this frame: every track ends
+        ended = record["status"] == "END"
+        if ended:  # the camera's source ended after this frame: every track ends
             result = state.counter.end(p.frame_seq, p.capture_ts_ms)
         elif record["status"] != "OK":  # SKIPPED or ERROR: a gap the tracker bridges
             state.counter.skip(p.frame_seq)
@@ -183,13 +186,13 @@ class CountingService:
                 "variant": p.variant, "experiment": p.experiment,
             } for c in result.crossings]
             windows = state.windows.add(p.frame_seq, p.capture_ts_ms, result.crossings, labels, now_ms)
-            if record["status"] == "END":
+            if ended:
                 zone_rows = state.zone_minutes.end(result.zone_events, labels, now_ms)
             else:
                 zone_rows = state.zone_minutes.update(p.frame_seq, p.capture_ts_ms, result.zones, result.zone_events,
                                                       labels, now_ms)
             state.windows.close_old(p.capture_ts_ms)
-            counted = CountedFrame(p, result.zones, crossings, windows, zone_rows)
+            counted = CountedFrame(p, result.zones, crossings, windows, zone_rows, ended)
             await publish(counted)
         self.camera_state[p.camera_id] = state.to_state()
         return counted
@@ -304,7 +307,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
             try:  # live state is a convenience: counting goes on without it, and the next frame overwrites it
                 with redis_breaker.calling():  # open: skipped at once instead of waiting out Redis' timeout per frame
                     await live.frame_counted(p.camera_id, p.frame_seq, p.capture_ts_ms, counted.zones,
-                                             stream_ended=record["status"] == "END")
+                                             counted.stream_ended)
             except CircuitOpen:
                 pass
             except RedisError as exc:

@@ -183,6 +183,7 @@ def test_an_end_record_counts_the_crossings_waiting_for_their_stay_and_empties_a
     service = CountingService(STAYING, 60, {})
     assert _walk(service, range(8)) == []  # crossed at frame 7 (x 110), 5 s of stay to go
     ended = _handle(service, _end(7))
+    assert ended.stream_ended and not _handle(service, _record(8, 120)).stream_ended
     assert [(c["line"], c["direction"], c["frame_seq"]) for c in ended.crossings] == [("L", "out", 7)]
     assert ended.zones == {"Z": {"person": 0}}
     assert [(r["frames"], r["exits"], r["last_frame_seq"]) for r in ended.zone_minutes] == [(8, 1, 7)]
