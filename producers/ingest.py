@@ -63,7 +63,9 @@ class CameraIngestor:
 
     However the run ends (the source's end, ``max_frames``, a signal, a source error), it ends with an end-of-stream
     marker after the last published frame, carrying that frame's seq, capture time, size, experiment and variant,
-    so that counting ends the camera's tracks at once instead of when the camera comes back.
+    so that counting ends the camera's tracks at once instead of when the camera comes back. A looped file sends
+    one after each pass too: the next pass starts the scene over, so each pass is counted as ``analyze`` counts
+    the file, and no track joins the end of one pass to the start of the next.
 
     While the broker is away the producer buffers up to ``BUFFER_KBYTES`` and retries. When that is full, a file
     source waits (nothing is lost), and a live source, which cannot wait, drops the frame and counts it in
@@ -151,6 +153,7 @@ class CameraIngestor:
                         break
                 if not self.loop:
                     break
+                self._publish_end(topic)  # the next pass starts the scene over: no track goes on across it
                 frame_ms = 1000.0 / (self.source.native_fps or 25.0)
                 pass_offset_ms += last_offset + frame_ms
         finally:
@@ -184,8 +187,8 @@ class CameraIngestor:
         ]
 
     def _publish_end(self, topic: str) -> None:
-        """Queue the end-of-stream marker after the last published frame (none if no frame was published);
-        it waits up to 30 s for room in the producer's buffer, then is given up, logged."""
+        """Queue the end-of-stream marker after the last published frame (none if no frame was published since
+        the last marker); it waits up to 30 s for room in the producer's buffer, then is given up, logged."""
         if self._last is None or self._producer is None:
             return
         record = {**self._last, "image": b"", "end_of_stream": True}
@@ -195,6 +198,7 @@ class CameraIngestor:
                 self._producer.produce(topic, value=FRAME.encode(record), key=self.camera_id.encode(),
                                        headers=self._headers(record), on_delivery=self._on_end_delivery)
                 log.info("camera %s: end of stream after frame %d", self.camera_id, record["frame_seq"])
+                self._last = None  # ended: until the next frame there is nothing more to end
                 return
             except BufferError:
                 if time.monotonic() > deadline:

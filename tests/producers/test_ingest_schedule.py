@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -104,6 +105,14 @@ def test_a_run_ends_with_an_end_marker_that_repeats_its_last_frame_without_the_i
     CameraIngestor(Settings(), "door-1", FrameSource(str(footage_path())), fps=0, max_frames=3).run()
     last = producer.frames[-1]
     assert producer.ends == [{**last, "image": b"", "end_of_stream": True}]
+
+
+def test_a_looped_file_ends_each_pass_with_an_end_marker(tmp_path, producer):
+    for name in "abc":
+        cv2.imwrite(str(tmp_path / f"{name}.jpg"), np.zeros((8, 8, 3), np.uint8))
+    CameraIngestor(Settings(), "door-1", FrameSource(str(tmp_path)), fps=0, loop=True, max_frames=5).run()
+    seqs = [frame["frame_seq"] for frame in producer.frames]
+    assert [end["frame_seq"] for end in producer.ends] == [seqs[2], seqs[4]]
 
 
 def test_a_live_stream_that_stops_delivering_still_ends_with_an_end_marker(monkeypatch, producer):
