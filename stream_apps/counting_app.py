@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from redis.exceptions import RedisError
 
 from counting.config import CameraConfigs, load_camera_configs
@@ -205,6 +205,9 @@ class CountingMetrics:
                               ("camera",), registry=self.registry)
         self.late_frames = Counter("camcount_count_late_frames", "Replayed or out-of-order frames ignored",
                                    ("camera",), registry=self.registry)
+        self.stream_ended = Gauge("camcount_count_stream_ended",
+                                  "1 once the camera's end-of-stream marker was counted (its ingest stopped), 0 while "
+                                  "frames come", ("camera",), registry=self.registry)
         self.dead_records = Counter("camcount_count_dead_records", "Detections records set aside, undecodable",
                                     ("code", "detail"), registry=self.registry)
         self.crossings = Counter("camcount_crossings", "Line crossings counted",
@@ -297,6 +300,9 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
             counted = await service.handle(record, publish)
             if record["status"] != "END":  # an end marker is no frame
                 metrics.frames.labels(camera).inc()
+                metrics.stream_ended.labels(camera).set(0)
+            elif counted is not None:  # not a replayed end
+                metrics.stream_ended.labels(camera).set(1)
             if counted is None:
                 if record["status"] == "OK":
                     metrics.late_frames.labels(camera).inc()

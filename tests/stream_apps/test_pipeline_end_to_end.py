@@ -44,12 +44,14 @@ def _offline_crossings(settings, camera_id: str) -> Counter:
     return Counter((c.line, c.direction, c.class_name) for c in result.crossings)
 
 
-def _wait_counted(settings, cameras: list[str], last_seq: int, timeout_s: float) -> None:
+def _wait_counted(settings, cameras: list[str], last_seq: int, timeout_s: float, ended: bool = False) -> None:
+    """Until counting saw frame ``last_seq`` of every camera (and, with ``ended``, its end-of-stream marker)."""
     live = redis.Redis.from_url(settings.redis_url())
     prefix = settings.redis.key_prefix
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if all(read_camera(live, prefix, c).get("last_frame_seq", -1) >= last_seq for c in cameras):
+        states = [read_camera(live, prefix, c) for c in cameras]
+        if all(s.get("last_frame_seq", -1) >= last_seq and (s.get("stream_ended") == 1 or not ended) for s in states):
             return
         time.sleep(0.5)
     raise AssertionError(f"cameras {cameras} not counted up to frame {last_seq} within {timeout_s} s")
@@ -142,7 +144,7 @@ def test_the_counting_app_and_the_worker_serve_metrics_with_their_resource_use_o
         result = processes.run("ingest", "--camera-id", camera, "--source", str(footage_path()), "--fps", "0",
                                "--first-seq", "0", "--max-frames", "20")
         assert result.returncode == 0, result.stderr
-        _wait_counted(settings, [camera], 19, timeout_s=120)
+        _wait_counted(settings, [camera], 19, timeout_s=120, ended=True)
         with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
             assert response.status == 200
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
@@ -151,7 +153,8 @@ def test_the_counting_app_and_the_worker_serve_metrics_with_their_resource_use_o
             worker = response.read().decode()
     finally:
         processes.stop_all()
-    assert f'camcount_count_frames_total{{camera="{camera}"}} 20.0' in counting
+    assert f'camcount_count_frames_total{{camera="{camera}"}} 20.0' in counting  # the end marker is no frame
+    assert f'camcount_count_stream_ended{{camera="{camera}"}} 1.0' in counting
     for body in (counting, worker):
         samples = dict(line.rsplit(" ", 1) for line in body.splitlines() if line and not line.startswith("#"))
         assert float(samples["process_resident_memory_bytes"]) > 50e6
