@@ -167,6 +167,11 @@ class CountingSettings(_Section):
     cameras: str = Field("config/cameras.yaml", description="camera config YAML (lines, zones, classes)")
     window_seconds: int = Field(60, ge=1)
     web_port: int = Field(6066, ge=1)
+    silent_camera_end_s: float = Field(
+        120.0, ge=0,
+        description="a camera whose last counted record is older than this (wall clock) and was no end-of-stream "
+                    "marker gets one from the counting app (its ingest died without a word): crossings waiting for "
+                    "their stay are counted and its zones empty; 0: never")
 
 
 class MonitorSettings(_Section):

@@ -14,6 +14,10 @@ Restart and replay safety:
   * frames at or below the stored last frame seq are replays and are ignored, so nothing counts twice;
   * a camera's end-of-stream marker (an END record after its last frame) ends every track at once, so crossings
     waiting for their line's minimum stay are counted and zones empty without waiting for the camera's return;
+  * a camera silent for ``counting.silent_camera_end_s`` (its ingest killed, so no marker came) gets an END
+    record from the counting app itself, sent through the ``detections`` topic like any other: where it lands in
+    the camera's partition decides, so a replay decides the same, and it repeats the camera's last counted frame,
+    so it ends nothing if any record of the camera came before it;
   * Faust flushes the producer (changelogs included) before it commits source offsets, so nothing is lost;
   * crossing ids are deterministic and window counts are re-emitted as absolute values, so sinks are idempotent.
 """
@@ -57,6 +61,12 @@ log = logging.getLogger(__name__)
 
 STATE_ERRORS = (CameraStateError, TrackerStateError, LineStateError, ZoneStateError)
 
+# On an END record the counting app sent for a silent camera (``silent_camera_end``), not its ingest.
+SILENCE_HEADER, SILENCE = "camcount-end", b"silence"
+# What a camera's END record repeats of its last counted record.
+_LAST_FRAME_FIELDS = ("frame_seq", "capture_ts_ms", "width", "height", "status", "model_name", "model_version",
+                      "variant", "experiment", "class_names")
+
 
 @dataclass(frozen=True)
 class CountedFrame:
@@ -66,11 +76,13 @@ class CountedFrame:
     windows: list[dict[str, Any]]
     zone_minutes: list[dict[str, Any]]
     stream_ended: bool = False
-    """Counted from the camera's end-of-stream marker, not from a frame."""
+    """Counted from the end-of-stream marker of the camera's ingest, not from a frame (nor from silence)."""
 
 
 class StateTable(Protocol):
     def get(self, key: str) -> Any: ...
+
+    def items(self) -> Any: ...
 
     def __setitem__(self, key: str, value: Any) -> None: ...
 
@@ -80,10 +92,15 @@ class CameraState:
     counter: CameraCounter
     windows: CrossingWindows
     zone_minutes: ZoneMinutes
+    last_frame: dict[str, Any] | None = None
+    """``_LAST_FRAME_FIELDS`` of the record that moved the counter to its last frame; None before any."""
+    counted_at_ms: int | None = None
+    """Wall clock (epoch ms) when that record was counted."""
 
     def to_state(self) -> dict[str, Any]:
         return {"counter": self.counter.to_state(), "windows": self.windows.to_state(),
-                "zone_minutes": self.zone_minutes.to_state()}
+                "zone_minutes": self.zone_minutes.to_state(), "last_frame": self.last_frame,
+                "counted_at_ms": self.counted_at_ms}
 
 
 Publish = Callable[[CountedFrame], Awaitable[None]]
@@ -128,6 +145,7 @@ class CountingService:
         self.camera_state = camera_state
         self.open_windows = open_windows
         self._cached: dict[str, CameraState] = {}
+        self._ends_sent: dict[str, tuple[int, int]] = {}  # camera -> (frame seq, epoch ms) of its last silence END
 
     def _restore(self, camera_id: str, class_names: list[str]) -> CameraState:
         """The camera's state for a record of a model with ``class_names``, rebuilt from the table unless the
@@ -144,7 +162,8 @@ class CountingService:
             try:
                 restored = CameraState(CameraCounter.from_state(stored["counter"], config, class_names),
                                        CrossingWindows(self.window_seconds, self.open_windows, stored["windows"]),
-                                       ZoneMinutes(state=stored.get("zone_minutes")))
+                                       ZoneMinutes(state=stored.get("zone_minutes")), stored.get("last_frame"),
+                                       stored.get("counted_at_ms"))
                 log.info("camera %s: resumed counting after frame %s", camera_id, restored.counter.last_seq)
             except STATE_ERRORS as exc:
                 log.warning("camera %s: stored state is from an incompatible version (%s); counting starts afresh",
@@ -152,11 +171,12 @@ class CountingService:
         self._cached[camera_id] = restored
         return restored
 
-    async def handle(self, record: dict[str, Any], publish: Publish) -> CountedFrame | None:
+    async def handle(self, record: dict[str, Any], publish: Publish, silence: bool = False) -> CountedFrame | None:
         """Count one detections record, ``await publish(counted)``, then store the camera's new state.
 
         Returns None for a skipped frame or a replayed (already counted) one; nothing is published for those.
-        An END record (the camera's end-of-stream marker) publishes what ending every track counts.
+        An END record (the camera's end-of-stream marker, or with ``silence`` the one ``silent_camera_ends`` made)
+        publishes what ending every track counts.
         The state is stored only after ``publish`` returned: if it raises, the table keeps the previous frame's
         state and the exception propagates, so a redelivery of this frame counts it again.
         """
@@ -175,8 +195,8 @@ class CountingService:
             result = state.counter.update(p.frame_seq, p.capture_ts_ms, detections_from_record(record),
                                           calibration, (int(record["width"]), int(record["height"])))
         counted = None
+        now_ms = int(time.time() * 1000)
         if result is not None:
-            now_ms = int(time.time() * 1000)
             labels = Labels(p.camera_id, p.model_name, p.model_version, p.variant, p.experiment)
             crossings = [{
                 "event_id": crossing_event_id(p, c.line, c.direction, c.track_id, c.frame_seq),
@@ -192,10 +212,38 @@ class CountingService:
                 zone_rows = state.zone_minutes.update(p.frame_seq, p.capture_ts_ms, result.zones, result.zone_events,
                                                       labels, now_ms)
             state.windows.close_old(p.capture_ts_ms)
-            counted = CountedFrame(p, result.zones, crossings, windows, zone_rows, ended)
+            counted = CountedFrame(p, result.zones, crossings, windows, zone_rows, ended and not silence)
             await publish(counted)
+        if state.counter.last_seq == p.frame_seq:  # not a late record: an END must repeat this one to end anything
+            state.last_frame = {field: record[field] for field in _LAST_FRAME_FIELDS}
+            state.counted_at_ms = now_ms
         self.camera_state[p.camera_id] = state.to_state()
         return counted
+
+    def silent_camera_ends(self, now_ms: int, silent_ms: int) -> list[dict[str, Any]]:
+        """END records for the cameras of the table whose last counted record, no END itself, was counted more than
+        ``silent_ms`` before ``now_ms``; a camera gets one per frame and ``silent_ms`` at most (``end_sent``).
+
+        Each repeats the camera's last counted frame (seq, capture time, size, model, variant, experiment), as
+        the ingest's own marker would. Wherever it lands in the camera's partition, counting it ends the tracks
+        only if the camera's state is still at that frame: after any later record of the camera it is late and
+        ignored. A standby replica of the table may send one too; the second END at a frame ends nothing more."""
+        ends = []
+        for camera_id, stored in list(self.camera_state.items()):
+            last, counted_at = stored.get("last_frame"), stored.get("counted_at_ms")
+            if last is None or counted_at is None or last["status"] == "END" or now_ms - counted_at <= silent_ms:
+                continue
+            sent = self._ends_sent.get(camera_id)
+            if sent is not None and sent[0] == last["frame_seq"] and now_ms - sent[1] <= silent_ms:
+                continue
+            ends.append({**last, "camera_id": camera_id, "status": "END", "xyxy": [], "confidence": [],
+                         "class_id": [], "infer_ms": 0.0, "inferred_ts_ms": now_ms, "source_partition": -1,
+                         "source_offset": -1, "fallback": False, "box_calibration": None})
+        return ends
+
+    def end_sent(self, record: dict[str, Any], now_ms: int) -> None:
+        """``record`` (from ``silent_camera_ends``) was delivered: none again for the same frame for a while."""
+        self._ends_sent[record["camera_id"]] = (record["frame_seq"], now_ms)
 
 
 class CountingMetrics:
@@ -208,6 +256,10 @@ class CountingMetrics:
         self.stream_ended = Gauge("camcount_count_stream_ended",
                                   "1 once the camera's end-of-stream marker was counted (its ingest stopped), 0 while "
                                   "frames come", ("camera",), registry=self.registry)
+        self.silence_ends = Counter("camcount_count_silence_ends",
+                                    "End-of-stream markers the counting app sent for a camera silent longer than "
+                                    "counting.silent_camera_end_s (its ingest died without one)", ("camera",),
+                                    registry=self.registry)
         self.dead_records = Counter("camcount_count_dead_records", "Detections records set aside, undecodable",
                                     ("code", "detail"), registry=self.registry)
         self.crossings = Counter("camcount_crossings", "Line crossings counted",
@@ -297,11 +349,12 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
                 metrics.dead_records.labels(exc.code, exc.detail).inc()
                 continue
             camera = record["camera_id"]
-            counted = await service.handle(record, publish)
+            silence = header_map.get(SILENCE_HEADER) == SILENCE
+            counted = await service.handle(record, publish, silence)
             if record["status"] != "END":  # an end marker is no frame
                 metrics.frames.labels(camera).inc()
                 metrics.stream_ended.labels(camera).set(0)
-            elif counted is not None:  # not a replayed end
+            elif counted is not None and not silence:  # not a replayed end, nor one for silence
                 metrics.stream_ended.labels(camera).set(1)
             if counted is None:
                 if record["status"] == "OK":
@@ -318,6 +371,26 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
                 pass
             except RedisError as exc:
                 log.warning("Redis live state not updated: %s", exc)
+
+    silent_s = settings.counting.silent_camera_end_s
+    if silent_s:
+        @app.timer(interval=min(silent_s / 4, 15.0))
+        async def end_silent_cameras() -> None:
+            """Send an END for each camera silent for ``silent_s``; a failed send is tried again on the next tick."""
+            now_ms = int(time.time() * 1000)
+            for record in service.silent_camera_ends(now_ms, int(silent_s * 1000)):
+                camera = record["camera_id"]
+                log.info("camera %s: nothing counted for over %.0f s after frame %d; sending its end-of-stream marker",
+                         camera, silent_s, record["frame_seq"])
+                try:
+                    delivery = await detections.send(key=camera.encode(), value=DETECTIONS.encode(record),
+                                                      headers=[*DETECTIONS.headers(), (SILENCE_HEADER, SILENCE)])
+                    await delivery
+                except Exception as exc:  # the broker is away: the next tick tries again
+                    log.warning("camera %s: end-of-stream marker not sent: %s", camera, exc)
+                    continue
+                service.end_sent(record, now_ms)
+                metrics.silence_ends.labels(camera).inc()
 
     return app
 

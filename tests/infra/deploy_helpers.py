@@ -56,6 +56,7 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "camcount_count_frames_total": ("counter", {"camera"}),
     "camcount_count_late_frames_total": ("counter", {"camera"}),
     "camcount_count_stream_ended": ("gauge", {"camera"}),
+    "camcount_count_silence_ends_total": ("counter", {"camera"}),
     "camcount_count_dead_records_total": ("counter", {"code", "detail"}),
     "camcount_sink_dead_records_total": ("counter", {"topic", "code", "detail"}),
     "camcount_sink_up": ("gauge", set()),

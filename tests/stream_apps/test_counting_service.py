@@ -4,11 +4,13 @@ frame's state is stored only after its outputs were published."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
 
 from counting.config import parse_camera_configs
+from schemas import DETECTIONS
 from stream_apps.counting_app import CountedFrame, CountingService, Publish
 
 CLASSES = ["person"]
@@ -29,8 +31,9 @@ async def _delivered(counted: CountedFrame) -> None:
     """A broker that acknowledges every output."""
 
 
-def _handle(service: CountingService, record: dict, publish: Publish = _delivered) -> CountedFrame | None:
-    return asyncio.run(service.handle(record, publish))
+def _handle(service: CountingService, record: dict, publish: Publish = _delivered,
+            silence: bool = False) -> CountedFrame | None:
+    return asyncio.run(service.handle(record, publish, silence))
 
 
 def _walk(service: CountingService, seqs) -> list:
@@ -209,3 +212,66 @@ def test_an_end_record_not_stored_because_its_outputs_failed_counts_the_same_cro
         _handle(service, _end(7), broker_away)
     redelivered = _handle(CountingService(STAYING, 60, table), _end(7))
     assert [c["frame_seq"] for c in redelivered.crossings] == [7]
+
+
+SILENT_MS = 120_000
+
+
+def _silent_ends(service: CountingService, after_ms: int) -> list[dict]:
+    """The END records ``service`` would send ``after_ms`` from now, its silence limit being SILENT_MS."""
+    return service.silent_camera_ends(int(time.time() * 1000) + after_ms, SILENT_MS)
+
+
+def test_a_camera_silent_longer_than_the_limit_gets_an_end_record_repeating_its_last_frame():
+    service = CountingService(STAYING, 60, {})
+    _walk(service, range(8))
+    assert _silent_ends(service, SILENT_MS - 1_000) == []
+    [end] = _silent_ends(service, SILENT_MS + 1_000)
+    last = _record(7, 110)
+    assert {k: end[k] for k in ("camera_id", "frame_seq", "capture_ts_ms", "width", "height", "model_name",
+                                "model_version", "variant", "experiment", "class_names")} == {
+        k: last[k] for k in ("camera_id", "frame_seq", "capture_ts_ms", "width", "height", "model_name",
+                             "model_version", "variant", "experiment", "class_names")}
+    assert (end["status"], end["xyxy"], end["confidence"], end["class_id"]) == ("END", [], [], [])
+    assert DETECTIONS.decode(DETECTIONS.encode(end)) == {**end, "infer_ms": pytest.approx(0.0)}
+
+
+def test_a_camera_whose_stream_ended_gets_no_end_record_for_its_silence():
+    service = CountingService(STAYING, 60, {})
+    _walk(service, range(8))
+    _handle(service, _end(7))
+    assert _silent_ends(service, 10 * SILENT_MS) == []
+
+
+def test_a_delivered_silence_end_is_not_sent_again_for_the_same_frame_until_another_limit_has_passed():
+    service = CountingService(STAYING, 60, {})
+    _walk(service, range(8))
+    [end] = _silent_ends(service, SILENT_MS + 1_000)
+    service.end_sent(end, int(time.time() * 1000) + SILENT_MS + 1_000)
+    assert _silent_ends(service, SILENT_MS + 2_000) == []
+    assert [e["frame_seq"] for e in _silent_ends(service, 2 * SILENT_MS + 2_000)] == [7]
+
+
+def test_a_silence_end_counts_the_waiting_crossing_without_saying_the_stream_ended():
+    service = CountingService(STAYING, 60, {})
+    _walk(service, range(8))  # crossed at frame 7, its stay not over
+    [end] = _silent_ends(service, SILENT_MS + 1_000)
+    counted = _handle(service, end, silence=True)
+    assert [(c["line"], c["direction"], c["frame_seq"]) for c in counted.crossings] == [("L", "out", 7)]
+    assert not counted.stream_ended and counted.zones == {"Z": {"person": 0}}
+    assert _silent_ends(service, 10 * SILENT_MS) == []
+
+
+def test_a_silence_end_that_lands_after_a_later_frame_of_the_camera_ends_nothing():
+    service = CountingService(STAYING, 60, {})
+    _walk(service, range(8))
+    [end] = _silent_ends(service, SILENT_MS + 1_000)
+    _handle(service, _record(8, 120))  # the camera sent again before the END reached its partition
+    assert _handle(service, end, silence=True) is None
+    assert [c["frame_seq"] for c in _handle(service, _end(40)).crossings] == [7]  # the walk's track lives on
+
+
+def test_a_restarted_worker_finds_the_silent_camera_in_the_table():
+    table: dict = {}
+    _walk(CountingService(STAYING, 60, table), range(8))
+    assert [e["frame_seq"] for e in _silent_ends(CountingService(STAYING, 60, table), SILENT_MS + 1_000)] == [7]

@@ -231,3 +231,47 @@ def test_an_undecodable_detections_record_is_set_aside_by_the_counting_app_and_t
     assert 'camcount_count_dead_records_total{code="INF_001",detail="undecodable-record"} 1.0' in body
     assert ('camcount_sink_dead_records_total{code="INF_001",detail="undecodable-record",'
             f'topic="{settings.kafka.detections_topic}"}} 1.0') in body
+
+
+def test_a_camera_whose_ingest_died_gets_its_waiting_crossing_counted_once_it_is_silent(pipeline_settings, tmp_path):
+    import urllib.request
+
+    from confluent_kafka import Producer
+
+    from foundation.kafka import producer_config
+    from schemas import CROSSING, DETECTIONS
+    from tests.pipeline import consume_records
+
+    settings = pipeline_settings(partitions=2)
+    settings = settings.model_copy(update={"counting": settings.counting.model_copy(update={"silent_camera_end_s": 3})})
+    camera = f"cam-silent-{tmp_path.name[-6:]}"
+    processes = CamcountProcesses(settings, tmp_path)
+    try:
+        processes.start("count", "count")
+        producer = Producer(producer_config(settings))
+        for seq in range(10):  # walks right over L1 (x=384) at frame 8: its 500 ms stay is never over
+            x = 340 + 6 * seq
+            record = {"camera_id": camera, "frame_seq": seq, "capture_ts_ms": 1_700_000_000_000 + 100 * seq,
+                      "width": 768, "height": 576, "status": "OK", "model_name": "m", "model_version": "1.0.0",
+                      "variant": "", "experiment": "", "xyxy": [x - 20, 300, x + 20, 420], "confidence": [0.9],
+                      "class_id": [0], "class_names": ["person"], "infer_ms": 1.0, "source_partition": 0,
+                      "source_offset": seq}
+            producer.produce(settings.kafka.detections_topic, key=camera.encode(), value=DETECTIONS.encode(record),
+                             headers=DETECTIONS.headers())
+        assert producer.flush(10) == 0  # ...and then nothing: no end-of-stream marker either
+        crossings = consume_records(settings, settings.kafka.crossings_topic,
+                                    lambda rs: any(r["camera_id"] == camera for r in rs), timeout_s=120,
+                                    decode=lambda raw, headers: CROSSING.decode(raw, headers))
+        time.sleep(3 * 3)  # more silence: no second marker, nothing counted again
+        ends = consume_records(settings, settings.kafka.detections_topic,
+                               lambda rs: sum(r["camera_id"] == camera for r in rs) >= 11, timeout_s=30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.counting.web_port}/metrics", timeout=5) as response:
+            body = response.read().decode()
+    finally:
+        processes.stop_all()
+    assert [(c["line"], c["direction"], c["frame_seq"]) for c in crossings if c["camera_id"] == camera] == [
+        ("L1", "out", 8)]
+    assert [(r["status"], r["frame_seq"], r["_headers"].get("camcount-end")) for r in ends
+            if r["camera_id"] == camera and r["status"] == "END"] == [("END", 9, b"silence")]
+    assert f'camcount_count_silence_ends_total{{camera="{camera}"}} 1.0' in body
+    assert f'camcount_count_stream_ended{{camera="{camera}"}} 0.0' in body
