@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 STATE_ERRORS = (CameraStateError, TrackerStateError, LineStateError, ZoneStateError)
 
-# On an END record the counting app sent for a silent camera (``silent_camera_end``), not its ingest.
+# On an END record the counting app sent for a silent camera (``silent_camera_ends``), not its ingest.
 SILENCE_HEADER, SILENCE = "camcount-end", b"silence"
 # What a camera's END record repeats of its last counted record.
 _LAST_FRAME_FIELDS = ("frame_seq", "capture_ts_ms", "width", "height", "status", "model_name", "model_version",
@@ -82,7 +82,7 @@ class CountedFrame:
 class StateTable(Protocol):
     def get(self, key: str) -> Any: ...
 
-    def items(self) -> Any: ...
+    def items(self) -> Iterable[tuple[str, Any]]: ...
 
     def __setitem__(self, key: str, value: Any) -> None: ...
 
@@ -378,7 +378,12 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
         async def end_silent_cameras() -> None:
             """Send an END for each camera silent for ``silent_s``; a failed send is tried again on the next tick."""
             now_ms = int(time.time() * 1000)
-            for record in service.silent_camera_ends(now_ms, int(silent_s * 1000)):
+            try:
+                ends = service.silent_camera_ends(now_ms, int(silent_s * 1000))
+            except Exception:  # a table read mid-rebalance: a background check must never stop counting
+                log.exception("silent cameras not checked; trying again on the next tick")
+                return
+            for record in ends:
                 camera = record["camera_id"]
                 log.info("camera %s: nothing counted for over %.0f s after frame %d; sending its end-of-stream marker",
                          camera, silent_s, record["frame_seq"])
