@@ -14,10 +14,10 @@ Restart and replay safety:
   * frames at or below the stored last frame seq are replays and are ignored, so nothing counts twice;
   * a camera's end-of-stream marker (an END record after its last frame) ends every track at once, so crossings
     waiting for their line's minimum stay are counted and zones empty without waiting for the camera's return;
-  * a camera silent for ``counting.silent_camera_end_s`` (its ingest killed, so no marker came) gets an END
-    record from the counting app itself, sent through the ``detections`` topic like any other: where it lands in
-    the camera's partition decides, so a replay decides the same, and it repeats the camera's last counted frame,
-    so it ends nothing if any record of the camera came before it;
+  * a camera silent for ``counting.silent_camera_end_s`` (its ingest killed, so no marker came) gets the marker
+    from the counting app, on the camera's ``frames`` partition, behind whatever the camera sent: it comes back as
+    an END record through the workers like the ingest's own, repeating the camera's last counted frame, so it ends
+    nothing if any later frame of the camera was queued before it (frames waiting for a worker included);
   * Faust flushes the producer (changelogs included) before it commits source offsets, so nothing is lost;
   * crossing ids are deterministic and window counts are re-emitted as absolute values, so sinks are idempotent.
 """
@@ -45,7 +45,17 @@ from foundation.kafka import base_config
 from foundation.resilience import BreakerMetrics, CircuitOpen, circuit_breaker
 from foundation.settings import Settings
 from models.calibration import BoxCalibration
-from schemas import CROSSING, DETECTIONS, WINDOW_COUNT, ZONE_OCCUPANCY, SchemaError, headers_dict
+from schemas import (
+    CROSSING,
+    DETECTIONS,
+    END_REASON_HEADER,
+    FRAME,
+    SILENCE,
+    WINDOW_COUNT,
+    ZONE_OCCUPANCY,
+    SchemaError,
+    headers_dict,
+)
 from schemas.dead_letters import dead_letter_headers
 from sinks.redis_live import AsyncLiveState
 from stream_apps.faust_kafka import CountingFaustApp, faust_broker_options
@@ -61,11 +71,9 @@ log = logging.getLogger(__name__)
 
 STATE_ERRORS = (CameraStateError, TrackerStateError, LineStateError, ZoneStateError)
 
-# On an END record the counting app sent for a silent camera (``silent_camera_ends``), not its ingest.
-SILENCE_HEADER, SILENCE = "camcount-end", b"silence"
-# What a camera's END record repeats of its last counted record.
-_LAST_FRAME_FIELDS = ("frame_seq", "capture_ts_ms", "width", "height", "status", "model_name", "model_version",
-                      "variant", "experiment", "class_names")
+# What a camera's end-of-stream marker repeats of its last counted record; source_partition: its frames partition.
+_LAST_FRAME_FIELDS = ("frame_seq", "capture_ts_ms", "width", "height", "status", "variant", "experiment",
+                      "source_partition")
 
 
 @dataclass(frozen=True)
@@ -220,30 +228,35 @@ class CountingService:
         self.camera_state[p.camera_id] = state.to_state()
         return counted
 
-    def silent_camera_ends(self, now_ms: int, silent_ms: int) -> list[dict[str, Any]]:
-        """END records for the cameras of the table whose last counted record, no END itself, was counted more than
-        ``silent_ms`` before ``now_ms``; a camera gets one per frame and ``silent_ms`` at most (``end_sent``).
+    def silent_camera_ends(self, now_ms: int, silent_ms: int) -> list[tuple[int, dict[str, Any]]]:
+        """(frames partition, end-of-stream marker) for each camera of the table whose last counted record, no END
+        itself, was counted more than ``silent_ms`` before ``now_ms``; one per camera, frame and ``silent_ms`` at
+        most (``end_sent``).
 
-        Each repeats the camera's last counted frame (seq, capture time, size, model, variant, experiment), as
-        the ingest's own marker would. Wherever it lands in the camera's partition, counting it ends the tracks
-        only if the camera's state is still at that frame: after any later record of the camera it is late and
-        ignored. A standby replica of the table may send one too; the second END at a frame ends nothing more."""
+        The marker is a ``frames`` record, as the ingest's own, repeating the camera's last counted frame (seq,
+        capture time, size, variant, experiment); the partition is the one that frame came from. Queued there
+        behind everything the camera sent, it ends the tracks only if nothing came after that frame: a later frame
+        (still waiting for a worker, or counted meanwhile) makes it late, and counting ignores it. A standby
+        replica of the table may send one too; the second END at a frame ends nothing more."""
         ends = []
         for camera_id, stored in list(self.camera_state.items()):
             last, counted_at = stored.get("last_frame"), stored.get("counted_at_ms")
             if last is None or counted_at is None or last["status"] == "END" or now_ms - counted_at <= silent_ms:
                 continue
+            if last["source_partition"] < 0:  # not from a frames record: no partition to queue it behind
+                continue
             sent = self._ends_sent.get(camera_id)
             if sent is not None and sent[0] == last["frame_seq"] and now_ms - sent[1] <= silent_ms:
                 continue
-            ends.append({**last, "camera_id": camera_id, "status": "END", "xyxy": [], "confidence": [],
-                         "class_id": [], "infer_ms": 0.0, "inferred_ts_ms": now_ms, "source_partition": -1,
-                         "source_offset": -1, "fallback": False, "box_calibration": None})
+            ends.append((last["source_partition"], {
+                "camera_id": camera_id, "frame_seq": last["frame_seq"], "capture_ts_ms": last["capture_ts_ms"],
+                "width": last["width"], "height": last["height"], "encoding": "jpeg", "image": b"",
+                "variant": last["variant"], "experiment": last["experiment"], "end_of_stream": True}))
         return ends
 
-    def end_sent(self, record: dict[str, Any], now_ms: int) -> None:
-        """``record`` (from ``silent_camera_ends``) was delivered: none again for the same frame for a while."""
-        self._ends_sent[record["camera_id"]] = (record["frame_seq"], now_ms)
+    def end_sent(self, marker: dict[str, Any], now_ms: int) -> None:
+        """``marker`` (from ``silent_camera_ends``) was delivered: none again for the same frame for a while."""
+        self._ends_sent[marker["camera_id"]] = (marker["frame_seq"], now_ms)
 
 
 class CountingMetrics:
@@ -299,6 +312,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
     redis_breaker = circuit_breaker("redis-live-state", settings.resilience,
                                     breakers or BreakerMetrics(metrics.registry))
     dead_records = app.topic(kafka.records_dead_letter_topic, key_serializer="raw", value_serializer="raw")
+    frames = app.topic(kafka.frames_topic, key_serializer="raw", value_serializer="raw")  # silence markers only
 
     @app.page("/metrics")
     async def metrics_page(web, request):
@@ -349,7 +363,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
                 metrics.dead_records.labels(exc.code, exc.detail).inc()
                 continue
             camera = record["camera_id"]
-            silence = header_map.get(SILENCE_HEADER) == SILENCE
+            silence = header_map.get(END_REASON_HEADER) == SILENCE
             counted = await service.handle(record, publish, silence)
             if record["status"] != "END":  # an end marker is no frame
                 metrics.frames.labels(camera).inc()
@@ -383,18 +397,18 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
             except Exception:  # a table read mid-rebalance: a background check must never stop counting
                 log.exception("silent cameras not checked; trying again on the next tick")
                 return
-            for record in ends:
-                camera = record["camera_id"]
+            for partition, marker in ends:
+                camera = marker["camera_id"]
                 log.info("camera %s: nothing counted for over %.0f s after frame %d; sending its end-of-stream marker",
-                         camera, silent_s, record["frame_seq"])
+                         camera, silent_s, marker["frame_seq"])
                 try:
-                    delivery = await detections.send(key=camera.encode(), value=DETECTIONS.encode(record),
-                                                      headers=[*DETECTIONS.headers(), (SILENCE_HEADER, SILENCE)])
+                    delivery = await frames.send(key=camera.encode(), value=FRAME.encode(marker), partition=partition,
+                                                 headers=[*FRAME.headers(), (END_REASON_HEADER, SILENCE)])
                     await delivery
                 except Exception as exc:  # the broker is away: the next tick tries again
                     log.warning("camera %s: end-of-stream marker not sent: %s", camera, exc)
                     continue
-                service.end_sent(record, now_ms)
+                service.end_sent(marker, now_ms)
                 metrics.silence_ends.labels(camera).inc()
 
     return app

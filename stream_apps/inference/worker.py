@@ -56,7 +56,7 @@ from foundation.kafka import consumer_config, next_offsets, producer_config, wai
 from foundation.settings import Settings
 from models.agreement import match_detections
 from models.detections import Detections
-from schemas import DETECTIONS, SHADOW_PAIR, headers_dict
+from schemas import DETECTIONS, END_REASON_HEADER, SHADOW_PAIR, headers_dict
 from schemas.dead_letters import dead_letter_headers
 from stream_apps.inference.commits import AckedCommitter, PendingBatch
 from stream_apps.inference.frames import BadFrame, DecodedFrame, FrameLimits, decode_frame
@@ -276,6 +276,7 @@ class InferenceWorker:
         published: list[tuple[DecodedFrame, object, Detections]] = []
         decoded_of: dict[int, DecodedFrame] = {}
         times: dict[int, dict[str, float]] = {}  # per record: the stages of its timing header (ms since the epoch)
+        end_reasons: dict[int, list[tuple[str, bytes]]] = {}  # per end marker: its END_REASON_HEADER, if any
         fetched_at: dict[int, float] = {}
         for message, future, fetched in zip(batch.messages, batch.decoded, batch.fetched):
             result, decoded = future.result()
@@ -290,6 +291,7 @@ class InferenceWorker:
             times[id(message)] = {"fetched": fetched * 1000, "decoded": decoded * 1000}
             if result.ended:  # not a frame: passed on, in order, so that counting ends the camera's tracks
                 records[id(message)] = self._detections_record(message, result, route.detector, None, 0.0, "END")
+                end_reasons[id(message)] = [(k, v) for k, v in message.headers() or [] if k == END_REASON_HEADER]
                 continue
             fetched_at[id(message)] = fetched
             self._observe_fetch(route.detector, message, fetched, decoded)
@@ -350,7 +352,8 @@ class InferenceWorker:
             value = records.get(id(message))
             if value is not None:
                 timing = {**times[id(message)], "produced": time.time() * 1000}
-                self._produce(topic, message.key(), value, [*DETECTIONS.headers(), timing_header(timing)])
+                self._produce(topic, message.key(), value,
+                              [*DETECTIONS.headers(), timing_header(timing), *end_reasons.get(id(message), ())])
             if id(message) in shadowed and id(message) in served_frames:
                 pair = self._shadow_pair(decoded_of[id(message)], served_frames[id(message)],
                                          shadowed[id(message)])

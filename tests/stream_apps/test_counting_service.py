@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from counting.config import parse_camera_configs
-from schemas import DETECTIONS
+from schemas import FRAME
 from stream_apps.counting_app import CountedFrame, CountingService, Publish
 
 CLASSES = ["person"]
@@ -214,64 +214,68 @@ def test_an_end_record_not_stored_because_its_outputs_failed_counts_the_same_cro
     assert [c["frame_seq"] for c in redelivered.crossings] == [7]
 
 
+
 SILENT_MS = 120_000
 
 
-def _silent_ends(service: CountingService, after_ms: int) -> list[dict]:
-    """The END records ``service`` would send ``after_ms`` from now, its silence limit being SILENT_MS."""
+def _silent_ends(service: CountingService, after_ms: int) -> list[tuple[int, dict]]:
+    """The (frames partition, end-of-stream marker) ``service`` would send ``after_ms`` from now, its silence limit
+    being SILENT_MS."""
     return service.silent_camera_ends(int(time.time() * 1000) + after_ms, SILENT_MS)
 
 
-def test_a_camera_silent_longer_than_the_limit_gets_an_end_record_repeating_its_last_frame():
+def test_a_camera_silent_longer_than_the_limit_gets_a_marker_repeating_its_last_frame_on_its_frames_partition():
     service = CountingService(STAYING, 60, {})
-    _walk(service, range(8))
+    _walk(service, range(7))
+    _handle(service, {**_record(7, 110), "source_partition": 3})
     assert _silent_ends(service, SILENT_MS - 1_000) == []
-    [end] = _silent_ends(service, SILENT_MS + 1_000)
-    last = _record(7, 110)
-    assert {k: end[k] for k in ("camera_id", "frame_seq", "capture_ts_ms", "width", "height", "model_name",
-                                "model_version", "variant", "experiment", "class_names")} == {
-        k: last[k] for k in ("camera_id", "frame_seq", "capture_ts_ms", "width", "height", "model_name",
-                             "model_version", "variant", "experiment", "class_names")}
-    assert (end["status"], end["xyxy"], end["confidence"], end["class_id"]) == ("END", [], [], [])
-    assert DETECTIONS.decode(DETECTIONS.encode(end)) == {**end, "infer_ms": pytest.approx(0.0)}
+    [(partition, marker)] = _silent_ends(service, SILENT_MS + 1_000)
+    assert partition == 3
+    assert FRAME.decode(FRAME.encode(marker)) == {
+        "camera_id": "cam", "frame_seq": 7, "capture_ts_ms": _record(7, 110)["capture_ts_ms"], "width": 200,
+        "height": 200, "encoding": "jpeg", "image": b"", "variant": "", "experiment": "", "end_of_stream": True}
 
 
-def test_a_camera_whose_stream_ended_gets_no_end_record_for_its_silence():
+def test_a_camera_whose_stream_ended_gets_no_marker_for_its_silence():
     service = CountingService(STAYING, 60, {})
     _walk(service, range(8))
     _handle(service, _end(7))
     assert _silent_ends(service, 10 * SILENT_MS) == []
 
 
-def test_a_delivered_silence_end_is_not_sent_again_for_the_same_frame_until_another_limit_has_passed():
+def test_a_delivered_marker_is_not_sent_again_for_the_same_frame_until_another_limit_has_passed():
     service = CountingService(STAYING, 60, {})
     _walk(service, range(8))
-    [end] = _silent_ends(service, SILENT_MS + 1_000)
-    service.end_sent(end, int(time.time() * 1000) + SILENT_MS + 1_000)
+    [(_, marker)] = _silent_ends(service, SILENT_MS + 1_000)
+    service.end_sent(marker, int(time.time() * 1000) + SILENT_MS + 1_000)
     assert _silent_ends(service, SILENT_MS + 2_000) == []
-    assert [e["frame_seq"] for e in _silent_ends(service, 2 * SILENT_MS + 2_000)] == [7]
+    assert [m["frame_seq"] for _, m in _silent_ends(service, 2 * SILENT_MS + 2_000)] == [7]
 
 
-def test_a_silence_end_counts_the_waiting_crossing_without_saying_the_stream_ended():
+def test_the_end_of_a_silent_camera_counts_the_waiting_crossing_without_saying_the_stream_ended():
     service = CountingService(STAYING, 60, {})
     _walk(service, range(8))  # crossed at frame 7, its stay not over
-    [end] = _silent_ends(service, SILENT_MS + 1_000)
-    counted = _handle(service, end, silence=True)
+    counted = _handle(service, _end(7), silence=True)  # the marker, back from a worker
     assert [(c["line"], c["direction"], c["frame_seq"]) for c in counted.crossings] == [("L", "out", 7)]
     assert not counted.stream_ended and counted.zones == {"Z": {"person": 0}}
     assert _silent_ends(service, 10 * SILENT_MS) == []
 
 
-def test_a_silence_end_that_lands_after_a_later_frame_of_the_camera_ends_nothing():
+def test_a_silence_marker_that_comes_back_after_a_later_frame_of_the_camera_ends_nothing():
     service = CountingService(STAYING, 60, {})
     _walk(service, range(8))
-    [end] = _silent_ends(service, SILENT_MS + 1_000)
-    _handle(service, _record(8, 120))  # the camera sent again before the END reached its partition
-    assert _handle(service, end, silence=True) is None
-    assert [c["frame_seq"] for c in _handle(service, _end(40)).crossings] == [7]  # the walk's track lives on
+    _handle(service, _record(8, 120))  # a frame queued before the marker (a worker was behind)
+    assert _handle(service, _end(7), silence=True) is None
+    assert [c["frame_seq"] for c in _handle(service, _end(40)).crossings] == [7]  # the walk's track lived on
 
 
 def test_a_restarted_worker_finds_the_silent_camera_in_the_table():
     table: dict = {}
     _walk(CountingService(STAYING, 60, table), range(8))
-    assert [e["frame_seq"] for e in _silent_ends(CountingService(STAYING, 60, table), SILENT_MS + 1_000)] == [7]
+    assert [m["frame_seq"] for _, m in _silent_ends(CountingService(STAYING, 60, table), SILENT_MS + 1_000)] == [7]
+
+
+def test_a_camera_whose_records_name_no_frames_partition_gets_no_marker():
+    service = CountingService(STAYING, 60, {})
+    _handle(service, {**_record(0, 40), "source_partition": -1})
+    assert _silent_ends(service, 10 * SILENT_MS) == []

@@ -35,11 +35,11 @@ class _FirstFrames(FrameSource):
         return itertools.islice(super().frames(), self._limit)
 
 
-def _offline_crossings(settings, camera_id: str) -> Counter:
+def _offline_crossings(settings, camera_id: str, frames: int = FRAMES) -> Counter:
     detector = Detector.load(ModelRegistry(Path(settings.model_registry())), settings.model.reference,
                              max_batch=settings.inference.max_batch)
     config = load_camera_configs(REPO / settings.counting.cameras).for_camera(camera_id)
-    result = analyze(_FirstFrames(str(footage_path()), FRAMES), config, detector,
+    result = analyze(_FirstFrames(str(footage_path()), frames), config, detector,
                      batch_size=settings.inference.max_batch)
     return Counter((c.line, c.direction, c.class_name) for c in result.crossings)
 
@@ -233,45 +233,50 @@ def test_an_undecodable_detections_record_is_set_aside_by_the_counting_app_and_t
             f'topic="{settings.kafka.detections_topic}"}} 1.0') in body
 
 
-def test_a_camera_whose_ingest_died_gets_its_waiting_crossing_counted_once_it_is_silent(pipeline_settings, tmp_path):
+
+def test_a_killed_ingest_s_camera_is_ended_after_its_silence_and_counts_as_offline_over_the_frames_it_sent(
+        pipeline_settings, tmp_path):
     import urllib.request
 
-    from confluent_kafka import Producer
-
-    from foundation.kafka import producer_config
-    from schemas import CROSSING, DETECTIONS
+    from schemas import CROSSING, FRAME
     from tests.pipeline import consume_records
 
     settings = pipeline_settings(partitions=2)
     settings = settings.model_copy(update={"counting": settings.counting.model_copy(update={"silent_camera_end_s": 3})})
-    camera = f"cam-silent-{tmp_path.name[-6:]}"
+    camera = f"cam-killed-{tmp_path.name[-6:]}"
     processes = CamcountProcesses(settings, tmp_path)
     try:
+        processes.start("infer", "infer")
         processes.start("count", "count")
-        producer = Producer(producer_config(settings))
-        for seq in range(10):  # walks right over L1 (x=384) at frame 8: its 500 ms stay is never over
-            x = 340 + 6 * seq
-            record = {"camera_id": camera, "frame_seq": seq, "capture_ts_ms": 1_700_000_000_000 + 100 * seq,
-                      "width": 768, "height": 576, "status": "OK", "model_name": "m", "model_version": "1.0.0",
-                      "variant": "", "experiment": "", "xyxy": [x - 20, 300, x + 20, 420], "confidence": [0.9],
-                      "class_id": [0], "class_names": ["person"], "infer_ms": 1.0, "source_partition": 0,
-                      "source_offset": seq}
-            producer.produce(settings.kafka.detections_topic, key=camera.encode(), value=DETECTIONS.encode(record),
-                             headers=DETECTIONS.headers())
-        assert producer.flush(10) == 0  # ...and then nothing: no end-of-stream marker either
-        crossings = consume_records(settings, settings.kafka.crossings_topic,
-                                    lambda rs: any(r["camera_id"] == camera for r in rs), timeout_s=120,
-                                    decode=lambda raw, headers: CROSSING.decode(raw, headers))
-        time.sleep(3 * 3)  # more silence: no second marker, nothing counted again
+        ingest = processes.start("ingest", "ingest", "--camera-id", camera, "--source", str(footage_path()),
+                                 "--fps", "10", "--first-seq", "0")
+        _wait_counted(settings, [camera], 60, timeout_s=180)
+        ingest.send_signal(signal.SIGKILL)  # no end-of-stream marker
+        ingest.wait(10)
+        frames = consume_records(settings, settings.kafka.frames_topic,
+                                 lambda rs: any(r["camera_id"] == camera and r["end_of_stream"] for r in rs),
+                                 timeout_s=120, decode=lambda raw, headers: FRAME.decode(raw, headers))
+        sent = [r["frame_seq"] for r in frames if r["camera_id"] == camera and not r["end_of_stream"]]
         ends = consume_records(settings, settings.kafka.detections_topic,
-                               lambda rs: sum(r["camera_id"] == camera for r in rs) >= 11, timeout_s=30)
+                               lambda rs: any(r["camera_id"] == camera and r["status"] == "END" for r in rs),
+                               timeout_s=60)
+        expected = _offline_crossings(settings, camera, frames=max(sent) + 1)
+        crossings = consume_records(
+            settings, settings.kafka.crossings_topic,
+            lambda rs: Counter((r["line"], r["direction"], r["class_name"]) for r in rs
+                               if r["camera_id"] == camera) == expected,
+            timeout_s=60, decode=lambda raw, headers: CROSSING.decode(raw, headers))
+        time.sleep(3 * 3)  # longer silence: no second marker for the same frame
         with urllib.request.urlopen(f"http://127.0.0.1:{settings.counting.web_port}/metrics", timeout=5) as response:
             body = response.read().decode()
     finally:
         processes.stop_all()
-    assert [(c["line"], c["direction"], c["frame_seq"]) for c in crossings if c["camera_id"] == camera] == [
-        ("L1", "out", 8)]
-    assert [(r["status"], r["frame_seq"], r["_headers"].get("camcount-end")) for r in ends
-            if r["camera_id"] == camera and r["status"] == "END"] == [("END", 9, b"silence")]
+    assert sent == list(range(len(sent)))
+    assert [(r["frame_seq"], r["end_of_stream"], r["_headers"].get("camcount-end")) for r in frames
+            if r["camera_id"] == camera and r["end_of_stream"]] == [(max(sent), True, b"silence")]
+    assert [(r["frame_seq"], r["_headers"].get("camcount-end")) for r in ends
+            if r["camera_id"] == camera and r["status"] == "END"] == [(max(sent), b"silence")]
+    assert Counter((r["line"], r["direction"], r["class_name"]) for r in crossings if r["camera_id"] == camera) == (
+        expected)
     assert f'camcount_count_silence_ends_total{{camera="{camera}"}} 1.0' in body
     assert f'camcount_count_stream_ended{{camera="{camera}"}} 0.0' in body
