@@ -23,7 +23,8 @@ class Stream:
         return getattr(kafka, self.setting)
 
 
-FRAMES = Stream("frames", "frames_topic", "JPEG frames keyed by camera id, with a variant header")
+FRAMES = Stream("frames", "frames_topic", "JPEG frames keyed by camera id, with a variant header, and each camera's "
+                "end-of-stream markers (from its ingest, or from the counting app when it went silent)")
 DETECTIONS = Stream("detections", "detections_topic", "one record per inferred frame: boxes, model, variant")
 CROSSINGS = Stream("crossings", "crossings_topic", "line crossing events from the counting app")
 WINDOW_COUNTS = Stream("window-counts", "window_counts_topic", "per-window line totals")
