@@ -2,7 +2,8 @@
 
 Keys (``camcount`` is settings.redis.key_prefix):
   camcount:camera:{camera}                  hash  last_frame_seq, last_capture_ts_ms, updated_ms,    (1 day)
-                                                  stream_ended (1 once the camera's end marker is counted)
+                                                  stream_ended (1 once the camera's end marker is counted),
+                                                  silence_ended (1 once the marker sent for its silence is)
   camcount:zone:{camera}:{zone}             hash  class -> current occupancy                          (1 hour)
   camcount:line:{camera}:{line}:{YYYYMMDD}  hash  in, out, in:{class}, out:{class} -> today's count    (2 days)
   camcount:event:{event_id}                 marks a crossing already added, so replays add nothing  (2 days)
@@ -72,14 +73,15 @@ class AsyncLiveState:
 
     async def frame_counted(
         self, camera_id: str, frame_seq: int, capture_ts_ms: int, zones: dict[str, dict[str, int]],
-        stream_ended: bool = False,
+        stream_ended: bool = False, silence_ended: bool = False,
     ) -> None:
-        """Record the camera's latest counted frame (``stream_ended``: its end-of-stream marker) and zones."""
+        """Record the camera's latest counted frame (``stream_ended``: its ingest's end-of-stream marker,
+        ``silence_ended``: the one the counting app sent for its silence) and zones."""
         now_ms = int(datetime.now(tz=timezone.utc).timestamp() * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(camera_key(self._prefix, camera_id), mapping={
                 "last_frame_seq": frame_seq, "last_capture_ts_ms": capture_ts_ms, "updated_ms": now_ms,
-                "stream_ended": int(stream_ended)})
+                "stream_ended": int(stream_ended), "silence_ended": int(silence_ended)})
             pipe.expire(camera_key(self._prefix, camera_id), CAMERA_TTL_S)
             for zone, occupancy in zones.items():
                 key = zone_key(self._prefix, camera_id, zone)
@@ -164,7 +166,7 @@ def _owner(rest: str, cameras: list[str]) -> tuple[str, str] | None:
 
 def last_frames(client: redis.Redis, prefix: str, cameras: list[str]) -> dict[str, dict[str, int]]:
     """Per camera of ``cameras``, its last counted frame: ``last_frame_seq``, ``last_capture_ts_ms``, ``updated_ms``,
-    ``stream_ended`` (empty when Redis holds none)."""
+    ``stream_ended``, ``silence_ended`` (empty when Redis holds none)."""
     with client.pipeline(transaction=False) as pipe:
         for camera in cameras:
             pipe.hgetall(camera_key(prefix, camera))

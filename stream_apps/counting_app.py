@@ -84,7 +84,9 @@ class CountedFrame:
     windows: list[dict[str, Any]]
     zone_minutes: list[dict[str, Any]]
     stream_ended: bool = False
-    """Counted from the end-of-stream marker of the camera's ingest, not from a frame (nor from silence)."""
+    """Counted from the end-of-stream marker of the camera's ingest, not from a frame."""
+    silence_ended: bool = False
+    """Counted from the marker the counting app sent for the camera's silence (``silent_camera_ends``)."""
 
 
 class StateTable(Protocol):
@@ -220,7 +222,8 @@ class CountingService:
                 zone_rows = state.zone_minutes.update(p.frame_seq, p.capture_ts_ms, result.zones, result.zone_events,
                                                       labels, now_ms)
             state.windows.close_old(p.capture_ts_ms)
-            counted = CountedFrame(p, result.zones, crossings, windows, zone_rows, ended and not silence)
+            counted = CountedFrame(p, result.zones, crossings, windows, zone_rows, ended and not silence,
+                                   ended and silence)
             await publish(counted)
         if state.counter.last_seq == p.frame_seq:  # not a late record: an END must repeat this one to end anything
             state.last_frame = {field: record[field] for field in _LAST_FRAME_FIELDS}
@@ -380,7 +383,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
             try:  # live state is a convenience: counting goes on without it, and the next frame overwrites it
                 with redis_breaker.calling():  # open: skipped at once instead of waiting out Redis' timeout per frame
                     await live.frame_counted(p.camera_id, p.frame_seq, p.capture_ts_ms, counted.zones,
-                                             counted.stream_ended)
+                                             counted.stream_ended, counted.silence_ended)
             except CircuitOpen:
                 pass
             except RedisError as exc:

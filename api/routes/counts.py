@@ -92,6 +92,9 @@ class LiveState(BaseModel):
     streamEnded: bool = Field(  # noqa: N815
         description="the camera's stream ended after lastFrameSeq (its ingest stopped and every track was ended); "
                     "false while frames come")
+    silenceEnded: bool = Field(  # noqa: N815
+        description="nothing came after lastFrameSeq for counting.silent_camera_end_s, and no end of stream either "
+                    "(its ingest died): the counting app ended every track; false while frames come")
 
 
 class Camera(BaseModel):
@@ -211,7 +214,8 @@ def _iso(epoch_ms: int | None, tz: Any) -> str | None:
 
 def _live_state(state: dict[str, Any], tz: Any) -> dict[str, Any]:
     return {"lastFrameSeq": state.get("last_frame_seq"), "lastCaptureTime": _iso(state.get("last_capture_ts_ms"), tz),
-            "updatedAt": _iso(state.get("updated_ms"), tz), "streamEnded": bool(state.get("stream_ended", 0))}
+            "updatedAt": _iso(state.get("updated_ms"), tz), "streamEnded": bool(state.get("stream_ended", 0)),
+            "silenceEnded": bool(state.get("silence_ended", 0))}
 
 
 async def _on_redis(services: ApiServices, work: Callable[[], Any]) -> Any:

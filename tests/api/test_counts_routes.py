@@ -203,6 +203,7 @@ def test_cameras_and_live_totals(api_server: ApiServer, counted: None, redis_cli
         assert by_id[CAMERAS[1]]["lines"] == ["L1", "door"] and by_id[CAMERAS[1]]["live"] is None
         assert by_id[live_camera]["live"]["lastFrameSeq"] == 42
         assert by_id[live_camera]["live"]["streamEnded"] is False  # a hash written before stream_ended was kept
+        assert by_id[live_camera]["live"]["silenceEnded"] is False
 
         live = _get(api_server, "/api/v1/live", camera=live_camera, tz="Europe/Paris").json()
         (camera,) = live["cameras"]

@@ -75,6 +75,22 @@ def test_a_camera_s_live_state_says_its_stream_ended_until_its_next_frame(stack_
     assert read_camera(redis_client, prefix, "cam")["stream_ended"] == 0
 
 
+def test_a_camera_s_live_state_says_the_counting_app_ended_it_for_its_silence_until_its_next_frame(
+        stack_settings, redis_client, prefix):
+    async def counted(seq: int, silence_ended: bool) -> None:
+        live = AsyncLiveState(stack_settings.redis_url(), prefix)
+        try:
+            await live.frame_counted("cam-silent", seq, CAPTURE_TS_MS, {}, silence_ended=silence_ended)
+        finally:
+            await live.close()
+
+    asyncio.run(counted(7, True))
+    state = read_camera(redis_client, prefix, "cam-silent")
+    assert (state["last_frame_seq"], state["silence_ended"], state["stream_ended"]) == (7, 1, 0)
+    asyncio.run(counted(8, False))
+    assert read_camera(redis_client, prefix, "cam-silent")["silence_ended"] == 0
+
+
 def test_a_redis_that_never_answers_fails_a_live_update_within_seconds():
     async def update(url: str) -> None:
         live = AsyncLiveState(url, "test")

@@ -267,6 +267,7 @@ def test_a_killed_ingest_s_camera_is_ended_after_its_silence_and_counts_as_offli
                                if r["camera_id"] == camera) == expected,
             timeout_s=60, decode=lambda raw, headers: CROSSING.decode(raw, headers))
         time.sleep(3 * 3)  # longer silence: no second marker for the same frame
+        live = read_camera(redis.Redis.from_url(settings.redis_url()), settings.redis.key_prefix, camera)
         with urllib.request.urlopen(f"http://127.0.0.1:{settings.counting.web_port}/metrics", timeout=5) as response:
             body = response.read().decode()
     finally:
@@ -280,3 +281,4 @@ def test_a_killed_ingest_s_camera_is_ended_after_its_silence_and_counts_as_offli
         expected)
     assert f'camcount_count_silence_ends_total{{camera="{camera}"}} 1.0' in body
     assert f'camcount_count_stream_ended{{camera="{camera}"}} 0.0' in body
+    assert (live["last_frame_seq"], live["silence_ended"], live["stream_ended"]) == (max(sent), 1, 0)
