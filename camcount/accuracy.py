@@ -20,13 +20,18 @@ import io
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks import GROUND_TRUTH_DIR
 from foundation.errors import UsageError
 from foundation.settings import Settings
+
+if TYPE_CHECKING:  # imported where used: the CLI starts without loading models and the counting core
+    from counting.config import TrackerConfig
+    from counting.evaluation import LineTruth, OccupancyTruth
+    from models.detector import Detector
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +145,10 @@ def run_accuracy(
     }
 
 
-def _score_footage(video, path, files, detector, tracker_config, detection_conf, iou, line_overrides,
-                   tolerance_frames, batch_size, calibrate, parse_occupancy) -> dict[str, Any]:
+def _score_footage(video: str, path: Path, files: list[tuple[Path, dict[str, Any], list[LineTruth]]],
+                   detector: Detector, tracker_config: TrackerConfig, detection_conf: float, iou: float | None,
+                   line_overrides: dict[str, Any], tolerance_frames: int, batch_size: int, calibrate: bool,
+                   parse_occupancy: Callable[[Any, str], tuple[OccupancyTruth, ...]]) -> dict[str, Any]:
     from camcount.offline import analyze
     from counting.config import CameraConfig, LineConfig
     from counting.evaluation import GroundTruthError, evaluate, occupancy_error

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from foundation.kafka import new_client, producer_config, wait_for_broker
@@ -211,7 +212,7 @@ class CameraIngestor:
                           "when it next sends frames", self.camera_id, exc)
                 return
 
-    def _publish(self, topic: str, seq: int, capture_ms: int, image) -> None:
+    def _publish(self, topic: str, seq: int, capture_ms: int, image: np.ndarray) -> None:
         jpeg = encode_jpeg(image, self.jpeg_quality)
         experiment, variant = self.assign_variant(self.camera_id, capture_ms)
         height, width = image.shape[:2]

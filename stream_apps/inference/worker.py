@@ -56,6 +56,7 @@ from foundation.kafka import consumer_config, next_offsets, producer_config, wai
 from foundation.settings import Settings
 from models.agreement import match_detections
 from models.detections import Detections
+from models.detector import Detector
 from schemas import DETECTIONS, END_REASON_HEADER, SHADOW_PAIR, headers_dict
 from schemas.dead_letters import dead_letter_headers
 from stream_apps.inference.commits import AckedCommitter, PendingBatch
@@ -388,7 +389,8 @@ class InferenceWorker:
         result = self._decode(message, now_ms)
         return result, time.time()
 
-    def _detections_record(self, message: Message, frame: DecodedFrame, detector, detections: Detections | None,
+    def _detections_record(self, message: Message, frame: DecodedFrame, detector: Detector,
+                           detections: Detections | None,
                            infer_ms: float, status: str = "OK", fallback: bool = False) -> bytes:
         detections = detections if detections is not None else Detections.empty()
         return DETECTIONS.encode({
@@ -414,7 +416,8 @@ class InferenceWorker:
         self.metrics.dead_letters.labels(bad.code, bad.detail).inc()
         self.stats.dead_letters += 1
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers) -> None:
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, bytes]] | None) -> None:
         """Queue one record of the current batch, waiting while the producer's queue is full, unless asked to stop:
         then raise StoppedWhileQueueFull (the batch is never sealed, so none of its offsets is committed)."""
         assert self._producer is not None and self._batch is not None
@@ -442,14 +445,14 @@ class InferenceWorker:
         return True
 
     # --- metrics ------------------------------------------------------------------------------------------
-    def _observe_fetch(self, detector, message: Message, fetched: float, decoded: float) -> None:
+    def _observe_fetch(self, detector: Detector, message: Message, fetched: float, decoded: float) -> None:
         labels = (detector.name, detector.version)
         kind, timestamp_ms = message.timestamp()
         if kind != TIMESTAMP_NOT_AVAILABLE and timestamp_ms > 0:  # clocks of other hosts may be ahead: clamp
             self.metrics.fetch.labels(*labels).observe(max(fetched - timestamp_ms / 1000, 0.0))
         self.metrics.decode.labels(*labels).observe(max(decoded - fetched, 0.0))
 
-    def _observe_batch(self, detector, size: int) -> None:
+    def _observe_batch(self, detector: Detector, size: int) -> None:
         labels = (detector.name, detector.version)
         timings = detector.last_timings
         self.metrics.preprocess.labels(*labels).observe(timings.preprocess_ms / 1000)
