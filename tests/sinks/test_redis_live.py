@@ -60,35 +60,26 @@ def test_line_totals_and_event_markers_expire(stack_settings, redis_client, pref
     assert redis_client.ttl(f"{prefix}:event:a") > 0
 
 
-def test_a_camera_s_live_state_says_its_stream_ended_until_its_next_frame(stack_settings, redis_client, prefix):
+@pytest.mark.parametrize("flag", ["stream_ended", "silence_ended"])
+def test_a_camera_s_live_state_says_how_its_tracks_ended_until_its_next_frame(stack_settings, redis_client, prefix,
+                                                                               flag):
+    """``stream_ended``: its ingest's end-of-stream marker; ``silence_ended``: the counting app's, for its silence."""
+    camera = f"cam-{flag}"
+
     async def counted(seq: int, ended: bool) -> None:
         live = AsyncLiveState(stack_settings.redis_url(), prefix)
         try:
-            await live.frame_counted("cam", seq, CAPTURE_TS_MS, {}, stream_ended=ended)
+            await live.frame_counted(camera, seq, CAPTURE_TS_MS, {}, **{flag: ended})
         finally:
             await live.close()
 
     asyncio.run(counted(7, True))
-    assert (read_camera(redis_client, prefix, "cam")["last_frame_seq"],
-            read_camera(redis_client, prefix, "cam")["stream_ended"]) == (7, 1)
+    state = read_camera(redis_client, prefix, camera)
+    assert (state["last_frame_seq"], state["stream_ended"], state["silence_ended"]) == (
+        7, int(flag == "stream_ended"), int(flag == "silence_ended"))
     asyncio.run(counted(8, False))
-    assert read_camera(redis_client, prefix, "cam")["stream_ended"] == 0
-
-
-def test_a_camera_s_live_state_says_the_counting_app_ended_it_for_its_silence_until_its_next_frame(
-        stack_settings, redis_client, prefix):
-    async def counted(seq: int, silence_ended: bool) -> None:
-        live = AsyncLiveState(stack_settings.redis_url(), prefix)
-        try:
-            await live.frame_counted("cam-silent", seq, CAPTURE_TS_MS, {}, silence_ended=silence_ended)
-        finally:
-            await live.close()
-
-    asyncio.run(counted(7, True))
-    state = read_camera(redis_client, prefix, "cam-silent")
-    assert (state["last_frame_seq"], state["silence_ended"], state["stream_ended"]) == (7, 1, 0)
-    asyncio.run(counted(8, False))
-    assert read_camera(redis_client, prefix, "cam-silent")["silence_ended"] == 0
+    state = read_camera(redis_client, prefix, camera)
+    assert (state["stream_ended"], state["silence_ended"]) == (0, 0)
 
 
 def test_a_redis_that_never_answers_fails_a_live_update_within_seconds():
