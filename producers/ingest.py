@@ -18,6 +18,7 @@ from foundation.settings import Settings
 from producers.encoding import JPEG_QUALITY, encode_jpeg
 from producers.sources import FrameSource, Pacer, SourceFrame
 from schemas import FRAME
+from schemas.frames import end_of_stream_marker, frame_headers
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class CameraIngestor:
         self._stop = threading.Event()
         self._producer: Producer | None = None
         self._last: dict[str, Any] | None = None
-        """The last published frame's record, image left out: what the end-of-stream marker repeats."""
+        """The last published frame's record: what the end-of-stream marker repeats."""
 
     def stop(self, *_: object) -> None:
         self._stop.set()
@@ -178,26 +179,17 @@ class CameraIngestor:
                 return
             yield frame
 
-    def _headers(self, record: dict[str, Any]) -> list[tuple[str, bytes]]:
-        return FRAME.headers() + [
-            ("camera-id", self.camera_id.encode()),
-            ("frame-seq", str(record["frame_seq"]).encode()),
-            ("capture-ts-ms", str(record["capture_ts_ms"]).encode()),
-            ("variant", record["variant"].encode()),
-            ("experiment", record["experiment"].encode()),
-        ]
-
     def _publish_end(self, topic: str) -> None:
         """Queue the end-of-stream marker after the last published frame (none if no frame was published since
         the last marker); it waits up to 30 s for room in the producer's buffer, then is given up, logged."""
         if self._last is None or self._producer is None:
             return
-        record = {**self._last, "image": b"", "end_of_stream": True}
+        record = end_of_stream_marker(self._last)
         deadline = time.monotonic() + 30
         while True:
             try:
                 self._producer.produce(topic, value=FRAME.encode(record), key=self.camera_id.encode(),
-                                       headers=self._headers(record), on_delivery=self._on_end_delivery)
+                                       headers=frame_headers(record), on_delivery=self._on_end_delivery)
                 log.info("camera %s: end of stream after frame %d", self.camera_id, record["frame_seq"])
                 self._last = None  # ended: until the next frame there is nothing more to end
                 return
@@ -222,7 +214,7 @@ class CameraIngestor:
             "variant": variant, "experiment": experiment, "end_of_stream": False,
         }
         value = FRAME.encode(record)
-        headers = self._headers(record)
+        headers = frame_headers(record)
         assert self._producer is not None
         while True:
             try:
@@ -240,4 +232,4 @@ class CameraIngestor:
                 self._producer.poll(0.1)  # a file waits until deliveries drain
         self._producer.poll(0)
         self.stats.published += 1
-        self._last = {key: value for key, value in record.items() if key != "image"}
+        self._last = record

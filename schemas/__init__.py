@@ -127,11 +127,6 @@ ZONE_OCCUPANCY = AvroCodec("zone-occupancy", 2, "zone_occupancy.avsc")
 MODEL_HEALTH = AvroCodec("model-health", 1, "model_health.avsc")
 
 
-# Kafka header of an end-of-stream marker that no ingest sent: the counting app's, for a camera silent too long.
-# The worker copies it from the `frames` marker to the `detections` END record.
-END_REASON_HEADER, SILENCE = "camcount-end", b"silence"
-
-
 def headers_dict(headers: list[tuple[str, bytes | None]] | None) -> dict[str, bytes]:
     """Kafka headers (a list of pairs, possibly with None values) as a dict of bytes; last value wins."""
     return {key: value or b"" for key, value in (headers or [])}

@@ -45,18 +45,9 @@ from foundation.kafka import base_config
 from foundation.resilience import BreakerMetrics, CircuitOpen, circuit_breaker
 from foundation.settings import Settings
 from models.calibration import BoxCalibration
-from schemas import (
-    CROSSING,
-    DETECTIONS,
-    END_REASON_HEADER,
-    FRAME,
-    SILENCE,
-    WINDOW_COUNT,
-    ZONE_OCCUPANCY,
-    SchemaError,
-    headers_dict,
-)
+from schemas import CROSSING, DETECTIONS, FRAME, WINDOW_COUNT, ZONE_OCCUPANCY, SchemaError, headers_dict
 from schemas.dead_letters import dead_letter_headers
+from schemas.frames import END_REASON_HEADER, SILENCE, end_of_stream_marker, frame_headers
 from sinks.redis_live import AsyncLiveState
 from stream_apps.faust_kafka import CountingFaustApp, faust_broker_options
 from stream_apps.records import (
@@ -251,10 +242,7 @@ class CountingService:
             sent = self._ends_sent.get(camera_id)
             if sent is not None and sent[0] == last["frame_seq"] and now_ms - sent[1] <= silent_ms:
                 continue
-            ends.append((last["source_partition"], {
-                "camera_id": camera_id, "frame_seq": last["frame_seq"], "capture_ts_ms": last["capture_ts_ms"],
-                "width": last["width"], "height": last["height"], "encoding": "jpeg", "image": b"",
-                "variant": last["variant"], "experiment": last["experiment"], "end_of_stream": True}))
+            ends.append((last["source_partition"], end_of_stream_marker({**last, "camera_id": camera_id})))
         return ends
 
     def end_sent(self, marker: dict[str, Any], now_ms: int) -> None:
@@ -406,7 +394,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None,
                          camera, silent_s, marker["frame_seq"])
                 try:
                     delivery = await frames.send(key=camera.encode(), value=FRAME.encode(marker), partition=partition,
-                                                 headers=[*FRAME.headers(), (END_REASON_HEADER, SILENCE)])
+                                                 headers=[*frame_headers(marker), (END_REASON_HEADER, SILENCE)])
                     await delivery
                 except Exception as exc:  # the broker is away: the next tick tries again
                     log.warning("camera %s: end-of-stream marker not sent: %s", camera, exc)

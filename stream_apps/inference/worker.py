@@ -57,8 +57,9 @@ from foundation.settings import Settings
 from models.agreement import match_detections
 from models.detections import Detections
 from models.detector import Detector
-from schemas import DETECTIONS, END_REASON_HEADER, SHADOW_PAIR, headers_dict
+from schemas import DETECTIONS, SHADOW_PAIR, headers_dict
 from schemas.dead_letters import dead_letter_headers
+from schemas.frames import END_REASON_HEADER
 from stream_apps.inference.commits import AckedCommitter, PendingBatch
 from stream_apps.inference.frames import BadFrame, DecodedFrame, FrameLimits, decode_frame
 from stream_apps.inference.metrics import InferenceMetrics, timing_header
